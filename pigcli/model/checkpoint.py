@@ -1,0 +1,212 @@
+"""Checkpoint folders: make one (`pig init`), save, load with no network, and identify it.
+
+A checkpoint folder holds:
+    config.json        {"pig": PigConfig, "clip": CLIPConfig}
+    model.safetensors  every weight (CLIP, proxies, temporal embedding, generator, fusioner)
+    tokenizer files    a CLIPTokenizer that loads offline
+    checkpoint.json    {"format", "name", "hash"}: the identity that stage files record
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..errors import PigError
+from .clip_compat import write_byte_tokenizer
+from .pig import PigConfig, PigModel
+
+CHECKPOINT_FORMAT = "pig-checkpoint/1"
+DEFAULT_MODEL = "openai/clip-vit-base-patch32"
+BYTE_VOCAB_SIZE = 514
+
+# Small random CLIPs for tests, demos and CPU experiments. 'toy' is the setting that trained best on
+# 2 CPU cores (shared/TOY_TRAINING.md); 'b32' has ViT-B/32's shape, for speed measurements.
+PRESETS: dict[str, dict] = {
+    "tiny": dict(image_size=32, patch_size=8, vision_width=32, vision_layers=2, vision_heads=2,
+                 text_width=32, text_layers=2, text_heads=2, projection_dim=32),
+    "toy": dict(image_size=64, patch_size=16, vision_width=128, vision_layers=2, vision_heads=4,
+                text_width=128, text_layers=2, text_heads=4, projection_dim=128),
+    "b32": dict(image_size=224, patch_size=32, vision_width=768, vision_layers=12, vision_heads=12,
+                text_width=512, text_layers=12, text_heads=8, projection_dim=512),
+}
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    name: str
+    hash: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "hash": self.hash}
+
+
+@dataclass
+class LoadedModel:
+    model: PigModel
+    tokenizer: object
+    identity: ModelIdentity
+    path: Path
+
+
+# --- making models --------------------------------------------------------------------------------
+
+def random_clip(preset: str = "tiny", seed: int = 0, **overrides):
+    """A randomly initialised CLIPModel of a named size, with the byte-level tokenizer's vocabulary."""
+    from transformers import CLIPConfig, CLIPModel
+
+    if preset not in PRESETS:
+        raise PigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    sizes = {**PRESETS[preset], **overrides}
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=BYTE_VOCAB_SIZE, hidden_size=sizes["text_width"], intermediate_size=4 * sizes["text_width"],
+            num_hidden_layers=sizes["text_layers"], num_attention_heads=sizes["text_heads"],
+            max_position_embeddings=77, bos_token_id=BYTE_VOCAB_SIZE - 2, eos_token_id=BYTE_VOCAB_SIZE - 1,
+            pad_token_id=BYTE_VOCAB_SIZE - 1,
+        ),
+        vision_config=dict(
+            image_size=sizes["image_size"], patch_size=sizes["patch_size"], hidden_size=sizes["vision_width"],
+            intermediate_size=4 * sizes["vision_width"], num_hidden_layers=sizes["vision_layers"],
+            num_attention_heads=sizes["vision_heads"],
+        ),
+        projection_dim=sizes["projection_dim"],
+        logit_scale_init_value=4.6052,  # log(100), METHOD.md section 6
+    )
+    torch.manual_seed(seed)
+    return CLIPModel(config).eval()
+
+
+def init_random(output: Path, preset: str = "tiny", seed: int = 0, pig_config: PigConfig | None = None,
+                **overrides) -> Path:
+    """`pig init --preset`: a random CLIP of a preset size made into a pig checkpoint."""
+    clip = random_clip(preset, seed, **overrides)
+    config = pig_config or PigConfig()
+    config.source = f"random:{preset}:seed{seed}"
+    config.bos_token_id, config.eos_token_id = BYTE_VOCAB_SIZE - 2, BYTE_VOCAB_SIZE - 1
+    torch.manual_seed(seed + 1)
+    model = PigModel(clip, config)
+    tokenizer_dir = Path(output) / "tokenizer"
+    write_byte_tokenizer(tokenizer_dir)
+    return save_checkpoint(model, _load_tokenizer(tokenizer_dir), output, name=Path(output).name)
+
+
+def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
+    """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder)."""
+    from transformers import CLIPModel, CLIPTokenizer
+
+    try:
+        clip = CLIPModel.from_pretrained(source).eval()
+        tokenizer = CLIPTokenizer.from_pretrained(source)
+    except OSError as err:
+        raise PigError(
+            f"cannot load CLIP {source!r} ({_first_line(err)}). Without network access, point -m at a local "
+            "pig model folder, or make one offline: pig init --preset tiny -o models/tiny"
+        ) from err
+    config = pig_config or PigConfig()
+    config.source = source
+    config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
+    config.image_mean, config.image_std = _image_statistics(source)
+    torch.manual_seed(seed)
+    return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
+
+
+def _image_statistics(source: str) -> tuple[tuple, tuple]:
+    try:
+        from transformers import CLIPImageProcessor
+
+        processor = CLIPImageProcessor.from_pretrained(source)
+        return tuple(processor.image_mean), tuple(processor.image_std)
+    except Exception:  # no preprocessor config in the folder: CLIP's own statistics
+        config = PigConfig()
+        return config.image_mean, config.image_std
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0]
+
+
+# --- saving and loading ---------------------------------------------------------------------------
+
+def save_checkpoint(model: PigModel, tokenizer, output: Path, name: str | None = None) -> Path:
+    """Write a checkpoint folder atomically (to OUTPUT.partial, then rename)."""
+    from safetensors.torch import save_model
+
+    output = Path(output)
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    config = {"pig": model.config.to_dict(), "clip": model.clip.config.to_dict()}
+    (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
+    save_model(model, str(staging / "model.safetensors"))  # deduplicates the shared vision tower
+    tokenizer.save_pretrained(str(staging / "tokenizer"))
+    identity = {"format": CHECKPOINT_FORMAT, "name": name or output.name, "hash": content_hash(staging)}
+    (staging / "checkpoint.json").write_text(json.dumps(identity, indent=2))
+    if output.exists():
+        shutil.rmtree(output)
+    os.replace(staging, output)
+    return output
+
+
+def content_hash(folder: Path) -> str:
+    """sha256 over the config and the weights: what a model's outputs depend on."""
+    digest = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        with open(Path(folder) / name, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def is_checkpoint(path: str | Path) -> bool:
+    return (Path(path) / "checkpoint.json").is_file()
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> LoadedModel:
+    from safetensors.torch import load_model
+    from transformers import CLIPConfig, CLIPModel
+
+    path = Path(path)
+    if not is_checkpoint(path):
+        raise PigError(f"{path} is not a pig model folder (no checkpoint.json); make one with: pig init -o {path}")
+    config = json.loads((path / "config.json").read_text())
+    identity = json.loads((path / "checkpoint.json").read_text())
+    clip = CLIPModel(CLIPConfig.from_dict(config["clip"]))
+    model = PigModel(clip, PigConfig.from_dict(config["pig"]))
+    load_model(model, str(path / "model.safetensors"), device="cpu")
+    model.to(device).eval()
+    return LoadedModel(model, _load_tokenizer(path / "tokenizer"), ModelIdentity(identity["name"], identity["hash"]), path)
+
+
+def _load_tokenizer(folder: Path):
+    from transformers import CLIPTokenizer
+
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def model_cache_dir() -> Path:
+    return Path(os.environ.get("PIG_CACHE", Path.home() / ".cache" / "pig")) / "models"
+
+
+def resolve_model(spec: str | None, device: str | torch.device = "cpu") -> LoadedModel:
+    """-m MODEL: a pig folder, else any CLIP (hub id or folder) converted once into the model cache.
+
+    Without -m: $PIG_MODEL, else openai/clip-vit-base-patch32.
+    """
+    spec = spec or os.environ.get("PIG_MODEL") or DEFAULT_MODEL
+    if is_checkpoint(spec):
+        return load_checkpoint(spec, device)
+    looks_like_path = Path(spec).exists() or spec.startswith((".", "/", "~"))
+    if looks_like_path and not (Path(spec) / "config.json").is_file():
+        raise PigError(f"{spec} is neither a pig model folder nor a CLIP folder; make a model with: "
+                       f"pig init --preset tiny -o {spec}  (or pig init --from CLIP -o {spec})")
+    cached = model_cache_dir() / spec.replace("/", "--")
+    if not is_checkpoint(cached):
+        init_from_clip(spec, cached)
+    return load_checkpoint(cached, device)

@@ -1,0 +1,104 @@
+"""`PigModel`: CLIP + video backbones + pseudo-query generator + fusioner, and its settings."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .backbone import FrameBackbone, ViPBackbone, VideoTokens
+from .fusioner import Fusioner
+from .generator import PseudoQueryGenerator
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+BACKBONES = ("vip", "frames")
+
+
+@dataclass
+class PigConfig:
+    """pig's own settings, stored in a checkpoint's config.json next to the CLIP config."""
+
+    num_frames: int = 12            # T, frames sampled per video
+    num_proxies: int = 3            # P, video proxy tokens
+    select_k: int = 16              # k, ITS tokens fed to the generator
+    max_text_tokens: int = 50       # the PIG supplement's setting (CLIP allows 77)
+    fusion_heads: int = 1
+    fusion_dropout: float = 0.1
+    image_mean: tuple[float, float, float] = CLIP_MEAN
+    image_std: tuple[float, float, float] = CLIP_STD
+    bos_token_id: int = 49406
+    eos_token_id: int = 49407
+    source: str = ""                # the CLIP this model was made from (hub id, folder, or 'random:<preset>')
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PigConfig":
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for key in ("image_mean", "image_std"):
+            if key in known:
+                known[key] = tuple(known[key])
+        return cls(**known)
+
+
+class PigModel(nn.Module):
+    def __init__(self, clip: nn.Module, config: PigConfig):
+        super().__init__()
+        self.config = config
+        self.clip = clip
+        embed_dim = clip.config.projection_dim
+        self.backbone = ViPBackbone(clip.vision_model, clip.visual_projection, config.num_frames, config.num_proxies)
+        self.frame_backbone = FrameBackbone(clip.vision_model, clip.visual_projection)
+        self.generator = PseudoQueryGenerator(
+            clip.text_model, clip.text_projection, embed_dim, config.bos_token_id, config.eos_token_id
+        )
+        self.fusioner = Fusioner(embed_dim, config.fusion_heads, config.fusion_dropout)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.clip.config.projection_dim
+
+    @property
+    def image_size(self) -> int:
+        return self.clip.config.vision_config.image_size
+
+    @property
+    def patches_per_frame(self) -> int:
+        vision = self.clip.config.vision_config
+        return (vision.image_size // vision.patch_size) ** 2
+
+    def encode_video(self, pixels: torch.Tensor, backbone: str = "vip") -> VideoTokens:
+        """pixels [B, T, 3, S, S], normalised -> VideoTokens (METHOD.md sections 1-2)."""
+        if backbone == "vip":
+            return self.backbone(pixels)
+        if backbone == "frames":
+            return self.frame_backbone(pixels)
+        raise ValueError(f"unknown backbone {backbone!r}; expected one of {BACKBONES}")
+
+    def text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Projected, unnormalised EOS features [B, D] of CLIP's real text encoder."""
+        out = self.clip.text_model(input_ids=input_ids, attention_mask=attention_mask)
+        return self.clip.text_projection(out.pooler_output)
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """e_t [B, D], normalised (METHOD.md section 5)."""
+        return F.normalize(self.text_features(input_ids, attention_mask), dim=-1)
+
+    def generate(self, generator_tokens: torch.Tensor) -> torch.Tensor:
+        """u [B, n, D] -> q_hat [B, D] (section 3)."""
+        return self.generator(generator_tokens)
+
+    def fuse(self, query: torch.Tensor, video: torch.Tensor, proxies: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+        """e_v = fusioner(query, [x_v ; x_p ; x_f]) (section 4); query [B, D] or [B, Q, D]."""
+        keys = torch.cat([video[:, None], proxies, frames], dim=1)
+        return self.fusioner(query, keys)
+
+
+def generator_tokens(video: torch.Tensor, proxies: torch.Tensor, frames: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """u = [x_v ; x_p ; x_f ; selected patches] -> [B, 1 + P + T + k, D]."""
+    return torch.cat([video[:, None], proxies, frames, selected], dim=1)

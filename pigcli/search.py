@@ -1,0 +1,318 @@
+"""Exact top-k inner-product search over an index too large to score in one go.
+
+The index is scanned in blocks of rows; each block is scored with one matmul (optionally in a
+lower precision, used only to pick candidates), the candidates are rescored in fp32 and merged
+into a running top-k per query. Memory is O(Q * (k + block_rows)): the Q x N score matrix is
+never built.
+
+Exactness argument for the low-precision filter (see `_error_bound`): every scanned score s' is
+within e of the fp32 score s the caller gets back, so a row can only reach the final top-k if
+s' >= L - e, where L is any lower bound on the final k-th score. Two such bounds are known:
+the k-th best fp32 score found so far (exact), and the k-th best s' in the block minus e (those
+k rows all score at least that much). Every row passing that test is rescored, so the result is
+the same as an fp32 scan of everything.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_SCAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+# Unit roundoff (half an ulp at 1) and half the smallest subnormal, per scan dtype.
+_UNIT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
+_TINY = {torch.float32: 2.0**-150, torch.bfloat16: 2.0**-134, torch.float16: 2.0**-25}
+_FP16_MAX_SAFE = 32768.0  # largest |score| allowed through an fp16 scan (fp16 max is 65504)
+_EXTRA_CANDIDATES = 32  # first guess of candidates beyond k per block; doubled when too few
+_TILE_ROWS = 4096  # rows norm-checked, cast and scored while in cache (L2/L3); measured
+_RESCORE_ELEMS = 1 << 22  # cap on gathered fp32 elements per rescoring chunk (16 MiB)
+
+
+def exact_topk(
+    index: Any,
+    queries: np.ndarray,
+    k: int,
+    *,
+    block_rows: int = 65536,
+    precision: str = "auto",
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact top-k inner-product search.
+
+    index: [N, D] numpy array (float32 or float16) or an h5py Dataset (read block by block,
+    never whole); queries: [Q, D] float32. Returns (scores [Q, k'] float32, rows [Q, k'] int64),
+    k' = min(k, N), each row sorted by descending score, ties broken by lower row number first.
+    precision: "fp32" scans in fp32; "bf16"/"fp16" scan in that precision as a candidate filter
+    (results are still exact fp32); "auto" picks the fastest measured on this project's benchmark.
+    """
+    n_rows, dim = _check_index(index)
+    q = _check_queries(queries, dim)
+    _check_options(k, block_rows, precision)
+    k_out = min(int(k), n_rows)
+    top = _RunningTopK(q.shape[0], k_out)
+    if q.shape[0] == 0:
+        return top.result()
+    scanner = _Scanner(q, _pick_scan_dtype(precision, q.shape[0]))
+    for start, block in _iter_blocks(index, block_rows):
+        local, scores = _block_candidates(scanner, torch.from_numpy(block), k_out, top.floor())
+        top.merge(scores, local + start)
+    return top.result()
+
+
+# ---------------------------------------------------------------- input checks
+
+
+def _check_index(index: Any) -> tuple[int, int]:
+    shape = getattr(index, "shape", None)
+    if shape is None or len(shape) != 2:
+        raise ValueError(f"index must be a 2-D [N, D] array, got shape {shape}")
+    dtype = np.dtype(index.dtype)
+    if dtype.kind != "f" or dtype.itemsize not in (2, 4):
+        raise ValueError(f"index dtype must be float32 or float16, got {dtype}")
+    if shape[0] == 0:
+        raise ValueError("index is empty (N == 0): nothing to search")
+    return int(shape[0]), int(shape[1])
+
+
+def _check_queries(queries: np.ndarray, dim: int) -> torch.Tensor:
+    q = np.ascontiguousarray(queries, dtype=np.float32)
+    if q.ndim != 2:
+        raise ValueError(f"queries must be a 2-D [Q, D] array, got shape {q.shape}")
+    if q.shape[1] != dim:
+        raise ValueError(f"dimension mismatch: queries have D={q.shape[1]}, index has D={dim}")
+    return torch.from_numpy(q)
+
+
+def _check_options(k: int, block_rows: int, precision: str) -> None:
+    if int(k) != k or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k}")
+    if int(block_rows) != block_rows or block_rows < 1:
+        raise ValueError(f"block_rows must be a positive integer, got {block_rows}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+
+
+def _pick_scan_dtype(precision: str, n_queries: int) -> torch.dtype:
+    """The matmul dtype of the scan. "auto" follows benchmarks/RESULTS_rank.md."""
+    if precision != "auto":
+        return _SCAN_DTYPES[precision]
+    # One query: fp16 matrix-vector is memory-bound (torch's fp32 one is not), and an fp32 index
+    # is cast to fp16 tile by tile in cache. More queries: fp16 matrix-matrix is slow on CPU
+    # and bf16 is the fastest kernel, several times fp32.
+    return torch.float16 if n_queries == 1 else torch.bfloat16
+
+
+# ---------------------------------------------------------------- block reading
+
+
+def _iter_blocks(index: Any, block_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield (first row, block). Blocks of an h5py Dataset reuse one buffer: use before the next."""
+    n_rows = index.shape[0]
+    native = np.dtype(index.dtype).newbyteorder("=")  # torch takes native byte order only
+    buffer = None
+    for start in range(0, n_rows, block_rows):
+        stop = min(start + block_rows, n_rows)
+        if isinstance(index, np.ndarray) or not hasattr(index, "read_direct"):
+            # A view when already contiguous and native: the usual in-memory case copies nothing.
+            yield start, np.ascontiguousarray(index[start:stop], dtype=native)
+            continue
+        if buffer is None:  # read_direct into one buffer: no fresh allocation per block
+            buffer = np.empty((min(block_rows, n_rows), index.shape[1]), dtype=native)
+        view = buffer[: stop - start]
+        index.read_direct(view, np.s_[start:stop])
+        yield start, view
+
+
+# ---------------------------------------------------------------- one block
+
+
+def _block_candidates(
+    scanner: _Scanner, x: torch.Tensor, k: int, floor: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rows of block x (local numbers, ascending per query) that may enter the top-k, with their
+    exact fp32 scores. floor: [Q] exact k-th best score so far (-inf until k rows are held)."""
+    n_q, n = scanner.q.shape[0], x.shape[0]
+    if n <= k:  # every row is needed anyway
+        local = torch.arange(n).expand(n_q, n)
+    else:
+        local = _select(scanner.scan_block(x), floor, k)
+        local = torch.sort(local, dim=1).values  # ascending rows: ties then merge in row order
+    return local, _rescore(scanner.q, x, local)
+
+
+class _Scan(NamedTuple):
+    values: torch.Tensor  # [Q, n] approximate scores of the queries times `scale`
+    scale: float  # a power of two, so scaling is exact
+    slack: torch.Tensor  # [Q, 1] bound on |values / scale - exact fp32 score|
+
+
+class _Scanner:
+    """Scores blocks in the scan dtype. Holds the per-call query data and reuses its buffers:
+    a fresh block-sized tensor per block costs page faults that showed in the benchmark."""
+
+    def __init__(self, q: torch.Tensor, scan: torch.dtype) -> None:
+        self.q, self.scan = q, scan
+        self.q_norm = torch.linalg.vector_norm(q.double(), dim=1, keepdim=True)
+        self.scale = _query_scale(q) if scan == torch.float16 else 1.0
+        self._buffers: dict[str, torch.Tensor] = {}
+
+    def scan_block(self, x: torch.Tensor) -> _Scan:
+        """Approximate scores of the queries against block x, with their error bound."""
+        scan = self._scan_tiles(x, self.scan, self.scale)
+        # None: an fp16 value could overflow (entries or scores near 65504): redo in fp32.
+        return scan if scan is not None else self._scan_tiles(x, torch.float32, 1.0)
+
+    def _scan_tiles(self, x: torch.Tensor, dtype: torch.dtype, scale: float) -> _Scan | None:
+        """Tile by tile, so the norm pass, the cast and the matmul read rows still in cache."""
+        q_scan = (self.q * scale).to(dtype)
+        q_bound = float(self.q_norm.max()) * scale
+        out = self._buffer("scores", dtype, (self.q.shape[0], x.shape[0]))
+        x_norm = 0.0
+        # Tiles only pay off when a cast is fused in; otherwise one matmul is fastest.
+        rows = _TILE_ROWS if x.dtype != dtype else x.shape[0]
+        for t in range(0, x.shape[0], rows):
+            tile = x[t : t + rows]
+            if tile.dtype == torch.float16 and dtype != torch.float16:
+                tile = self._cast(tile, torch.float32, "x32")  # exact; fp16->bf16 casts are slow
+            tile_norm = _max_row_norm(tile)
+            x_norm = math.inf if math.isnan(tile_norm) else max(x_norm, tile_norm)
+            if dtype == torch.float16 and not _fp16_safe(q_bound, x_norm):
+                return None
+            torch.matmul(q_scan, self._cast(tile, dtype, "x_scan").T, out=out[:, t : t + rows])
+        slack = _error_bound(dtype, x.shape[1], self.q_norm * scale, x_norm) / scale
+        return _Scan(out, scale, slack.float())
+
+    def _cast(self, x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+        return x if x.dtype == dtype else self._buffer(name, dtype, tuple(x.shape)).copy_(x)
+
+    def _buffer(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+        numel = math.prod(shape)
+        buf = self._buffers.get(name)
+        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+            buf = self._buffers[name] = torch.empty(numel, dtype=dtype)
+        return buf[:numel].view(shape)
+
+
+def _select(scan: _Scan, floor: torch.Tensor, k: int) -> torch.Tensor:
+    """Local rows [Q, m] including every row whose approximate score is >= L - slack, where
+    L = max(floor, k-th best approximate score - slack) (module docstring)."""
+    n = scan.values.shape[1]
+    m = min(k + _EXTRA_CANDIDATES, n)
+    while True:
+        vals, idx = torch.topk(scan.values, m, dim=1)
+        vals = vals.float() / scan.scale
+        lower = torch.maximum(floor.unsqueeze(1), vals[:, k - 1 : k] - scan.slack)
+        keep = vals >= lower - scan.slack
+        # Complete once every query's m-th best is below L - slack: the rows left out score less.
+        if m == n or not bool(keep[:, -1].any()):
+            # vals is sorted, so the first max-count columns hold every query's kept rows.
+            return idx[:, : int(keep.sum(dim=1).max())]
+        m = min(2 * m, n)
+
+
+def _rescore(q: torch.Tensor, x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """Exact fp32 scores of rows `local` [Q, m] of x. Each score is an elementwise product summed
+    over D, so identical rows get bit-identical scores (matmul kernels give no such promise),
+    which keeps ties in row order. Chunked over m to bound the gathered copy."""
+    n_q, m = local.shape
+    width = max(1, _RESCORE_ELEMS // max(1, n_q * x.shape[1]))
+    parts = []
+    for c in range(0, m, width):
+        part = local[:, c : c + width]
+        rows = x.index_select(0, part.reshape(-1)).view(*part.shape, -1).float()  # [Q, w, D]
+        parts.append((rows * q.unsqueeze(1)).sum(dim=2))
+    return torch.cat(parts, dim=1) if parts else torch.empty(n_q, 0)
+
+
+# ---------------------------------------------------------------- error bound
+
+
+def _max_row_norm(x: torch.Tensor) -> float:
+    """An upper bound on the L2 norm of every row of x, from one cheap pass over the block."""
+    if x.dtype == torch.float16:
+        # fp16 norms are slow in torch; max|x| is one fast reduction and ||row|| <= sqrt(D) max|x|.
+        lo, hi = torch.aminmax(x)
+        return math.sqrt(x.shape[1]) * max(-float(lo), float(hi))
+    norm = float(torch.linalg.vector_norm(x, dim=1).max())
+    return norm * (1.0 + 2.0 * _gamma(x.shape[1] + 2))  # the fp32 norm is itself rounded
+
+
+def _gamma(n: int, unit: float = _UNIT[torch.float32]) -> float:
+    """Higham's gamma_n: relative error bound of an n-term dot product rounded with `unit`."""
+    return n * unit / (1.0 - n * unit) if n * unit < 1.0 else math.inf
+
+
+def _error_bound(scan: torch.dtype, dim: int, q_norm: torch.Tensor, x_norm: float) -> torch.Tensor:
+    """Bound on |scan score - returned fp32 score| for every row of a block, per query.
+
+    With u the unit roundoff of the scan's inputs/output, g = gamma_D of its accumulator and
+    A = sum_j |q_j x_j| <= ||q|| ||x|| (Cauchy-Schwarz):
+      rounding q and x to the scan dtype              <= (2u + u^2) A
+      accumulating the D products                      <= g (1+u)^2 A
+      rounding the result to the scan dtype           <= u (1 + 2u + u^2 + g (1+u)^2) A
+      the returned fp32 score is itself a dot product  <= gamma_D(fp32) A
+    which sums to at most (3u + g + gamma_D(fp32)) (1+u)^3 A. Underflow adds at most `tiny` per
+    rounded element or result: 2 tiny (sqrt(D) (||q|| + ||x||) + 1) covers it."""
+    u, accumulate = _scan_units(scan)
+    relative = (3.0 * u + _gamma(dim, accumulate) + _gamma(dim)) * (1.0 + u) ** 3
+    absolute = 2.0 * _TINY[scan] * (math.sqrt(dim) * (q_norm + x_norm) + 1.0)
+    return (relative * q_norm * x_norm + absolute).float()
+
+
+def _scan_units(scan: torch.dtype) -> tuple[float, float]:
+    """(unit roundoff of inputs/output, of the accumulator) of a torch CPU matmul in `scan`.
+    bf16 (oneDNN/MKL) and fp16 kernels accumulate in fp32, which tests/test_search.py checks,
+    unless the caller allowed fp16 reduced-precision reduction. An fp32 matmul may round its
+    inputs to tf32 or bf16 when the caller lowered torch.set_float32_matmul_precision."""
+    fp32 = _UNIT[torch.float32]
+    if scan == torch.float16 and torch._C._get_cpu_allow_fp16_reduced_precision_reduction():
+        return _UNIT[scan], _UNIT[scan]
+    if scan != torch.float32:
+        return _UNIT[scan], fp32
+    mode = torch.get_float32_matmul_precision()
+    return {"highest": fp32, "high": _UNIT[torch.float16]}.get(mode, _UNIT[torch.bfloat16]), fp32
+
+
+def _query_scale(q: torch.Tensor) -> float:
+    """Power of two bringing the largest |query entry| into [0.5, 1): keeps fp16 queries off
+    overflow and subnormals. Exact, so it changes no rounding except the fp16 one it avoids."""
+    peak = float(q.abs().max())
+    return 1.0 if peak == 0.0 or not math.isfinite(peak) else 2.0 ** (-math.frexp(peak)[1])
+
+
+def _fp16_safe(q_norm_scaled: float, x_norm: float) -> bool:
+    """No fp16 value can overflow: every |x entry| <= x_norm and |score| <= ||q|| * x_norm."""
+    return x_norm < _FP16_MAX_SAFE and q_norm_scaled * x_norm < _FP16_MAX_SAFE
+
+
+# ---------------------------------------------------------------- running top-k
+
+
+class _RunningTopK:
+    """Best k (score, row) pairs per query so far, sorted by score desc then row asc."""
+
+    def __init__(self, n_queries: int, k: int) -> None:
+        self.k = k
+        self.scores = torch.empty(n_queries, 0)
+        self.rows = torch.empty(n_queries, 0, dtype=torch.int64)
+
+    def floor(self) -> torch.Tensor:
+        """Exact k-th best score per query, or -inf while fewer than k rows are held."""
+        if self.scores.shape[1] < self.k:
+            return torch.full((self.scores.shape[0],), -math.inf)
+        return self.scores[:, self.k - 1]
+
+    def merge(self, scores: torch.Tensor, rows: torch.Tensor) -> None:
+        """Add candidates whose rows are ascending and above every row held: a stable sort of
+        [held, new] by score then keeps equal scores in row order."""
+        s = torch.cat([self.scores, scores], dim=1)
+        r = torch.cat([self.rows, rows], dim=1)
+        order = torch.sort(s, dim=1, descending=True, stable=True).indices[:, : self.k]
+        self.scores, self.rows = s.gather(1, order), r.gather(1, order)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.scores.numpy().astype(np.float32, copy=False), self.rows.numpy()

@@ -1,0 +1,179 @@
+"""`pig extract`: decode videos and run the video backbone (METHOD.md sections 1-2).
+
+Per video the output holds the video token, proxy tokens, frame tokens, the kept patch tokens with
+their flat indices, ITS scores of all patches, the sampled frame numbers and timestamps, and a status
+with the error text for videos that could not be read (their feature rows are zero).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..console import log, progress
+from ..decode_pool import Decoded, decode_videos
+from ..errors import UsageError
+from ..model.checkpoint import resolve_model
+from ..model.pig import BACKBONES
+from ..store import Provenance, StageWriter, failure_counts
+from ..video import normalize, resolve_decoder
+from .runtime import autocast, resolve_device
+from .sources import discover_videos, videos_fingerprint
+
+BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
+
+
+@dataclass
+class ExtractSettings:
+    num_frames: int | None = None   # None: the model's default
+    backbone: str = "vip"
+    patches: str = "all"            # all | none | top-N (by ITS score)
+    decoder: str = "auto"
+    precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+
+    def identity(self, model, decoder: str, device_precision: str) -> dict:
+        """The settings that change the numbers: they enter the output's fingerprint."""
+        return {**asdict(self), "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
+                "precision": device_precision, "image_size": model.image_size}
+
+
+@dataclass
+class StageSummary:
+    output: Path
+    total: int = 0
+    processed: int = 0
+    failed: int = 0
+    skipped: bool = False           # output already up to date
+    resumed_rows: int = 0           # rows taken from an interrupted run
+    errors: Counter = field(default_factory=Counter)
+    timings: dict = field(default_factory=dict)
+
+
+def parse_patch_setting(value: str) -> int | None:
+    """'all' -> None (keep all), 'none' -> 0, 'top-N' -> N."""
+    if value == "all":
+        return None
+    if value == "none":
+        return 0
+    if value.startswith("top-") and value[4:].isdigit() and int(value[4:]) > 0:
+        return int(value[4:])
+    raise UsageError(f"--patches must be all, none or top-N (e.g. top-64), not {value!r}")
+
+
+def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
+            settings: ExtractSettings | None = None, device: str = "auto", batch_size: int = 4,
+            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False, force: bool = False) -> StageSummary:
+    settings = settings or ExtractSettings()
+    if settings.backbone not in BACKBONES:
+        raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
+    keep_patches = parse_patch_setting(settings.patches)
+    try:
+        decoder = resolve_decoder(settings.decoder)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    entries = discover_videos(inputs, relative_ids)
+    torch_device, precision = resolve_device(device, settings.precision)
+    loaded = resolve_model(model, torch_device)
+    pig = loaded.model
+    num_frames = settings.num_frames or pig.config.num_frames
+    provenance = Provenance(
+        stage="extract",
+        settings=settings.identity(pig, decoder, precision),
+        model=loaded.identity.to_dict(),
+        inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
+    )
+    summary = StageSummary(Path(output), total=len(entries))
+    writer = StageWriter(output, provenance, force=force)
+    if writer.up_to_date() and not force:
+        summary.skipped = True
+        summary.errors = failure_counts(output)
+        summary.failed = sum(summary.errors.values())
+        return summary
+
+    blocks = [entries[i : i + BLOCK_VIDEOS] for i in range(0, len(entries), BLOCK_VIDEOS)]
+    done = writer.done_blocks()
+    todo = [(n, block) for n, block in enumerate(blocks) if n not in done]
+    summary.resumed_rows = sum(len(block) for n, block in enumerate(blocks) if n in done)
+    if summary.resumed_rows:
+        log(f"resuming: {summary.resumed_rows} of {len(entries)} videos already extracted")
+
+    timings = Counter()
+    start = time.perf_counter()
+    stream = decode_videos([e for _, block in todo for e in block], num_frames, pig.image_size, decoder,
+                           workers, timeout)
+    with progress(len(entries) - summary.resumed_rows, "extract", "videos") as bar:
+        for number, block in todo:
+            decoded = [next(stream) for _ in block]
+            timings["decode"] += sum(d.seconds for d in decoded)
+            columns = _encode_block(pig, decoded, num_frames, settings.backbone, keep_patches, batch_size,
+                                    torch_device, precision, timings)
+            write_start = time.perf_counter()
+            writer.write_block(number, columns)
+            timings["write"] += time.perf_counter() - write_start
+            summary.processed += len(block)
+            bar.advance(len(block))
+    timings["wall"] = time.perf_counter() - start
+    summary.timings = {k: round(v, 3) for k, v in timings.items()}
+    writer.finish({"timings": summary.timings, "run": {"batch_size": batch_size, "workers": workers,
+                                                       "device": str(torch_device)}})
+    summary.errors = failure_counts(output)  # from the file: includes rows of a resumed run
+    summary.failed = sum(summary.errors.values())
+    return summary
+
+
+def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, keep_patches: int | None,
+                  batch_size: int, device, precision: str, timings: Counter) -> dict:
+    """Run the backbone on the decoded videos of one block; returns the block's columns."""
+    import torch
+
+    rows = len(decoded)
+    dim, patches_total = pig.embed_dim, num_frames * pig.patches_per_frame
+    kept = patches_total if keep_patches is None else min(keep_patches, patches_total)
+    num_proxies = pig.config.num_proxies if backbone == "vip" else 0
+    columns = {
+        "ids": [d.entry.id for d in decoded],
+        "status": ["failed" if d.error else "ok" for d in decoded],
+        "error": [d.error or "" for d in decoded],
+        "path": [str(d.entry.path) for d in decoded],
+        "frame_index": np.full((rows, num_frames), -1, np.int64),
+        "timestamps": np.full((rows, num_frames), np.nan),
+        "video": np.zeros((rows, dim), np.float32),
+        "proxies": np.zeros((rows, num_proxies, dim), np.float32),
+        "frames": np.zeros((rows, num_frames, dim), np.float32),
+        "patches": np.zeros((rows, kept, dim), np.float16),
+        "patch_index": np.zeros((rows, kept), np.int32),
+        "its_score": np.zeros((rows, patches_total), np.float32),
+    }
+    good = [i for i, d in enumerate(decoded) if d.clip is not None]
+    for i in good:
+        columns["frame_index"][i] = decoded[i].clip.frame_index
+        columns["timestamps"][i] = decoded[i].clip.timestamps
+    mean, std = pig.config.image_mean, pig.config.image_std
+    for start in range(0, len(good), batch_size):
+        batch_rows = good[start : start + batch_size]
+        pixels = torch.from_numpy(np.stack([decoded[i].clip.frames for i in batch_rows])).to(device)
+        model_start = time.perf_counter()
+        with torch.inference_mode(), autocast(device, precision):
+            tokens = pig.encode_video(normalize(pixels, mean, std), backbone)
+        tokens = {k: getattr(tokens, k).float().cpu().numpy() for k in ("video", "proxies", "frames", "patches", "its_score")}
+        timings["model"] += time.perf_counter() - model_start
+        patch_index = _kept_patch_index(tokens["its_score"], kept)
+        for j, row in enumerate(batch_rows):
+            for name in ("video", "proxies", "frames", "its_score"):
+                columns[name][row] = tokens[name][j]
+            columns["patch_index"][row] = patch_index[j]
+            columns["patches"][row] = tokens["patches"][j][patch_index[j]]
+    return columns
+
+
+def _kept_patch_index(its_score: np.ndarray, kept: int) -> np.ndarray:
+    """Flat patch indices to store: all in order, or the `kept` best by ITS score, in patch order."""
+    total = its_score.shape[1]
+    if kept >= total:
+        return np.broadcast_to(np.arange(total, dtype=np.int32), its_score.shape).copy()
+    best = np.argsort(-its_score, axis=1, kind="stable")[:, :kept]
+    return np.sort(best, axis=1).astype(np.int32)

@@ -1,0 +1,36 @@
+"""Device and precision choices shared by the stages that run the model."""
+
+from __future__ import annotations
+
+import contextlib
+
+from ..errors import UsageError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def resolve_device(device: str, precision: str = "auto"):
+    """('auto'|'cpu'|'cuda[:n]', precision) -> (torch.device, concrete precision)."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
+    torch_device = torch.device(device)
+    if precision == "auto":
+        # Mixed precision on GPU; fp32 on CPU, where bf16 is faster but changes the numbers (opt in).
+        precision = "bf16" if torch_device.type == "cuda" and torch.cuda.is_bf16_supported() else (
+            "fp16" if torch_device.type == "cuda" else "fp32")
+    return torch_device, precision
+
+
+def autocast(device, precision: str):
+    import torch
+
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

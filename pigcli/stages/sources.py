@@ -1,0 +1,88 @@
+"""Finding the videos a command was given: folders (recursive), files, or list files."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import PigError
+from ..video import VIDEO_EXTENSIONS, is_video_file
+
+LIST_EXTENSIONS = (".txt", ".lst", ".list")
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    id: str
+    path: Path
+
+
+def discover_videos(inputs: list[str | Path], relative_ids: bool = False) -> list[VideoEntry]:
+    """Expand inputs into videos with ids (file name without extension, or relative path with --relative-ids)."""
+    entries: list[VideoEntry] = []
+    for item in inputs:
+        entries.extend(_expand(Path(item), relative_ids))
+    if not entries:
+        raise PigError(f"no videos found in {', '.join(map(str, inputs))} "
+                       f"(looked for {', '.join(VIDEO_EXTENSIONS)})")
+    _check_unique(entries)
+    return entries
+
+
+def _expand(item: Path, relative_ids: bool) -> list[VideoEntry]:
+    if item.is_dir():
+        files = sorted(p for p in item.rglob("*") if p.is_file() and is_video_file(p))
+        return [VideoEntry(_video_id(p, item, relative_ids), p) for p in files]
+    if not item.exists():
+        raise PigError(f"{item}: no such file or folder")
+    if item.suffix.lower() in LIST_EXTENSIONS:
+        return _read_list(item, relative_ids)
+    if item.suffix.lower() in VIDEO_EXTENSIONS:
+        return [VideoEntry(item.stem, item)]
+    raise PigError(f"{item}: not a video ({', '.join(VIDEO_EXTENSIONS)}), a folder, or a list file "
+                   f"({', '.join(LIST_EXTENSIONS)})")
+
+
+def _read_list(list_file: Path, relative_ids: bool) -> list[VideoEntry]:
+    """One path per line, relative to the list file's folder; blank lines and '#' comments ignored."""
+    base = list_file.parent
+    entries = []
+    for line in list_file.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        path = Path(line) if Path(line).is_absolute() else base / line
+        entries.append(VideoEntry(_video_id(path, base, relative_ids), path))
+    return entries
+
+
+def _video_id(path: Path, root: Path, relative_ids: bool) -> str:
+    if relative_ids:
+        try:
+            return path.relative_to(root).with_suffix("").as_posix()
+        except ValueError:
+            pass
+    return path.stem
+
+
+def _check_unique(entries: list[VideoEntry]) -> None:
+    seen: dict[str, Path] = {}
+    for entry in entries:
+        if entry.id in seen:
+            raise PigError(f"two videos have the id {entry.id!r}: {seen[entry.id]} and {entry.path}; "
+                           "rename one, or use --relative-ids to name videos by their path")
+        seen[entry.id] = entry.path
+
+
+def videos_fingerprint(entries: list[VideoEntry]) -> str:
+    """Changes when a video is added, removed, renamed or rewritten (size or modification time)."""
+    digest = hashlib.sha256()
+    for entry in entries:
+        try:
+            stat = entry.path.stat()
+            signature = f"{stat.st_size}:{stat.st_mtime_ns}"
+        except OSError:
+            signature = "missing"
+        digest.update(f"{entry.id}\0{entry.path.resolve()}\0{signature}\n".encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,251 @@
+"""The HDF5 files that stages read and write: schema, provenance, crash-safe block writing, checks.
+
+Every stage file carries root attributes:
+    schema, stage, pig_version, created, settings (JSON), model (JSON {name, hash}),
+    inputs (JSON [{path, stage, fingerprint}]), fingerprint (hash of stage+settings+model+inputs),
+    timings (JSON, seconds per phase)
+Rows are found by `/ids`, never by position in another file.
+
+Writing: blocks of rows go to OUTPUT.partial.d/block-NNNNNN.h5, each written to a temporary name and
+renamed, so a killed run (SIGKILL included) loses at most the block in flight and a rerun resumes.
+`finish` joins the blocks into OUTPUT.tmp and renames it to OUTPUT: no half-written output ever exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .errors import PigError, StaleInputError
+
+SCHEMA = "pig/1"
+STR = "str"  # marker dtype for variable-length UTF-8 datasets
+
+
+def json_hash(value) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+@dataclass
+class Provenance:
+    stage: str
+    settings: dict
+    model: dict | None = None
+    inputs: list[dict] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        return json_hash([SCHEMA, self.stage, self.settings, self.model, self.inputs])
+
+    def attrs(self) -> dict:
+        return {
+            "schema": SCHEMA,
+            "stage": self.stage,
+            "pig_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "settings": json.dumps(self.settings, sort_keys=True),
+            "model": json.dumps(self.model),
+            "inputs": json.dumps(self.inputs),
+            "fingerprint": self.fingerprint,
+        }
+
+
+def input_record(path: str | Path, attrs) -> dict:
+    """How a stage file is named as the input of a later stage."""
+    return {"path": str(Path(path).resolve()), "stage": str(attrs["stage"]), "fingerprint": str(attrs["fingerprint"])}
+
+
+# --- reading --------------------------------------------------------------------------------------
+
+def read_attrs(path: str | Path) -> dict:
+    """Root attributes of a stage file, JSON fields decoded."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        attrs = dict(handle.attrs)
+    for key in ("settings", "model", "inputs", "timings"):
+        if key in attrs:
+            attrs[key] = json.loads(attrs[key])
+    return attrs
+
+
+def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str):
+    """Open a stage file for reading, checking that it exists, is a pig file, and has a usable stage."""
+    import h5py
+
+    path = Path(path)
+    if not path.is_file():
+        partial = Path(str(path) + ".partial.d")
+        hint = f" (an unfinished run left {partial}; rerun it to resume)" if partial.exists() else ""
+        raise PigError(f"{path} not found{hint}; make it with: {rerun_hint}")
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as err:
+        raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun: {rerun_hint}") from err
+    attrs = handle.attrs
+    if attrs.get("schema") != SCHEMA:
+        handle.close()
+        raise StaleInputError(f"{path} was not written by this version of pig (schema {attrs.get('schema')!r}, "
+                              f"expected {SCHEMA!r}); rerun: {rerun_hint}")
+    if attrs.get("stage") not in stages:
+        handle.close()
+        raise StaleInputError(f"{path} is a '{attrs.get('stage')}' file; this command needs a "
+                              f"{' or '.join(repr(s) for s in stages)} file, made with: {rerun_hint}")
+    return handle
+
+
+def require_same_model(path: str | Path, handle, identity: dict, rerun_hint: str) -> None:
+    """Refuse a stage file computed with another model."""
+    recorded = json.loads(handle.attrs["model"])
+    if recorded and recorded.get("hash") != identity.get("hash"):
+        raise StaleInputError(
+            f"{path} was made with model {recorded.get('name')} ({recorded.get('hash')}), not "
+            f"{identity.get('name')} ({identity.get('hash')}); rerun with this model: {rerun_hint}"
+        )
+
+
+def read_ids(handle) -> list[str]:
+    return [_text(x) for x in handle["ids"][:]]
+
+
+def ok_rows(handle) -> np.ndarray:
+    """Row numbers whose status is ok (files without /status: every row)."""
+    if "status" not in handle:
+        return np.arange(handle["ids"].shape[0])
+    return np.flatnonzero(np.array([_text(s) == "ok" for s in handle["status"][:]], dtype=bool))
+
+
+def failure_counts(path: str | Path) -> "Counter[str]":
+    """Error text -> number of rows that failed with it."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        if "status" not in handle:
+            return Counter()
+        status, errors = handle["status"][:], handle["error"][:]
+    return Counter(_text(e) for s, e in zip(status, errors) if _text(s) == "failed")
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+# --- writing --------------------------------------------------------------------------------------
+
+class StageWriter:
+    """Crash-safe, resumable writer of one stage output, in numbered blocks of rows."""
+
+    def __init__(self, output: str | Path, provenance: Provenance, force: bool = False):
+        self.output = Path(output)
+        self.provenance = provenance
+        self.partial = Path(str(self.output) + ".partial.d")
+        self._prepare(force)
+
+    def up_to_date(self) -> bool:
+        """True when OUTPUT exists with the same inputs and settings: nothing to do."""
+        return self._existing_fingerprint() == self.provenance.fingerprint
+
+    def _existing_fingerprint(self) -> str | None:
+        if not self.output.exists():
+            return None
+        try:
+            return str(read_attrs(self.output).get("fingerprint"))
+        except OSError:
+            return None
+
+    def _prepare(self, force: bool) -> None:
+        existing = self._existing_fingerprint()
+        if existing is not None and existing != self.provenance.fingerprint and not force:
+            raise PigError(f"{self.output} exists with other inputs or settings; use --force to recompute it "
+                           "or -o to write elsewhere")
+        manifest = self.partial / "manifest.json"
+        if self.partial.exists():
+            same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == self.provenance.fingerprint
+            if not same and not force:
+                raise PigError(f"{self.partial} holds an unfinished run with other inputs or settings; "
+                               "rerun that command to finish it, or add --force to discard it")
+            if force:
+                shutil.rmtree(self.partial)
+        if self.up_to_date() and not force:
+            return
+        self.partial.mkdir(parents=True, exist_ok=True)
+        manifest.write_text(json.dumps({"fingerprint": self.provenance.fingerprint, "stage": self.provenance.stage}))
+
+    def _block_path(self, number: int) -> Path:
+        return self.partial / f"block-{number:06d}.h5"
+
+    def done_blocks(self) -> set[int]:
+        return {int(p.stem.split("-")[1]) for p in self.partial.glob("block-*.h5")}
+
+    def write_block(self, number: int, columns: dict[str, np.ndarray | list[str]]) -> None:
+        """Write one block of rows: {dataset name: array with rows first, or list of str}."""
+        import h5py
+
+        tmp = self.partial / f".block-{number:06d}.tmp"
+        with h5py.File(tmp, "w") as handle:
+            for name, values in columns.items():
+                _create(handle, name, values, chunk_rows=None)
+        os.replace(tmp, self._block_path(number))
+
+    def finish(self, extra_attrs: dict | None = None, chunk_rows: int = 256) -> Path:
+        """Join all blocks in order into OUTPUT atomically; remove the partial folder."""
+        import h5py
+
+        blocks = sorted(self.done_blocks())
+        tmp = Path(str(self.output) + ".tmp")
+        with h5py.File(tmp, "w") as out:
+            for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
+                out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            for number in blocks:
+                with h5py.File(self._block_path(number), "r") as block:
+                    for name in block:
+                        _append(out, name, block[name], chunk_rows)
+        os.replace(tmp, self.output)
+        shutil.rmtree(self.partial, ignore_errors=True)
+        return self.output
+
+
+def write_stage_file(output: str | Path, provenance: Provenance, columns: dict, extra_attrs: dict | None = None,
+                     force: bool = False) -> Path:
+    """Write a small stage output in one block (stages whose work is cheap next to their I/O)."""
+    writer = StageWriter(output, provenance, force=force)
+    writer.write_block(0, columns)
+    return writer.finish(extra_attrs)
+
+
+def _h5_dtype(values):
+    import h5py
+
+    if isinstance(values, list):
+        return h5py.string_dtype("utf-8")
+    return values.dtype
+
+
+def _create(handle, name: str, values, chunk_rows: int | None):
+    data = np.array(values, dtype=object) if isinstance(values, list) else values
+    shape = data.shape
+    chunks = None
+    if chunk_rows:
+        chunks = (max(1, min(chunk_rows, shape[0] or 1)),) + tuple(shape[1:])
+    return handle.create_dataset(name, data=data, dtype=_h5_dtype(values), maxshape=(None,) + tuple(shape[1:]),
+                                 chunks=chunks)
+
+
+def _append(out, name: str, source, chunk_rows: int) -> None:
+    if name not in out:
+        dtype = source.dtype
+        out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=(None,) + source.shape[1:], dtype=dtype,
+                           chunks=(chunk_rows,) + source.shape[1:])
+    target = out[name]
+    start = target.shape[0]
+    target.resize(start + source.shape[0], axis=0)
+    target[start:] = source[:]

@@ -1,0 +1,215 @@
+"""exact_topk against a brute-force full sort, for every scan precision."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+import pigcli.search as search
+from pigcli.search import exact_topk
+
+PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
+
+
+def brute_force(index: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Full float64 score matrix, np.lexsort on (-score, row): the definition of the answer."""
+    scores = queries.astype(np.float64) @ index.astype(np.float64).T
+    rows = np.arange(index.shape[0])
+    order = np.stack([np.lexsort((rows, -s))[:k] for s in scores])
+    return np.take_along_axis(scores, order, axis=1), order
+
+
+def assert_matches(index: np.ndarray, queries: np.ndarray, k: int, **kwargs) -> None:
+    scores, rows = exact_topk(index, queries, k, **kwargs)
+    want_scores, want_rows = brute_force(index, queries, k)
+    assert scores.dtype == np.float32 and rows.dtype == np.int64
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=1e-6)
+
+
+def unit_rows(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
+    x = rng.standard_normal((n, d)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("block_rows", [1, 7, 256, 1000, 4096, 100_000])
+def test_random_data_matches_full_sort(precision: str, block_rows: int) -> None:
+    rng = np.random.default_rng(block_rows)
+    index, queries = unit_rows(rng, 3000, 48), unit_rows(rng, 5, 48)
+    assert_matches(index, queries, 10, block_rows=block_rows, precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_many_blocks_and_tiles(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blocks that do not divide N, tiles that do not divide blocks."""
+    monkeypatch.setattr(search, "_TILE_ROWS", 300)
+    rng = np.random.default_rng(1)
+    index, queries = unit_rows(rng, 20_011, 64), unit_rows(rng, 3, 64)
+    assert_matches(index, queries, 25, block_rows=4093, precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_single_query_and_k_above_n(precision: str) -> None:
+    rng = np.random.default_rng(2)
+    index, query = unit_rows(rng, 13, 16), unit_rows(rng, 1, 16)
+    scores, rows = exact_topk(index, query, 50, block_rows=5, precision=precision)
+    assert scores.shape == rows.shape == (1, 13)
+    assert sorted(rows[0]) == list(range(13))
+    assert_matches(index, query, 50, block_rows=5, precision=precision)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_integer_data_ties_come_out_in_row_order(precision: str) -> None:
+    """Small integers: every score is exact in fp32, so ties are real and plentiful."""
+    rng = np.random.default_rng(3)
+    index = rng.integers(-2, 3, size=(5000, 8)).astype(np.float32)
+    queries = rng.integers(-2, 3, size=(6, 8)).astype(np.float32)
+    scores, rows = exact_topk(index, queries, 40, block_rows=777, precision=precision)
+    want_scores, want_rows = brute_force(index, queries, 40)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(scores, want_scores.astype(np.float32))
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_duplicate_float_rows_in_row_order(precision: str) -> None:
+    """Copies of non-integer rows, spread over blocks and tile offsets, must score bit-identically
+    (so they stay in row order) however the scan kernel handles their positions."""
+    rng = np.random.default_rng(4)
+    index, queries = unit_rows(rng, 9000, 40), unit_rows(rng, 4, 40)
+    best = brute_force(index, queries, 1)[1][:, 0]
+    copies = [5, 4096, 4097, 6001, 8999]
+    for i, c in enumerate(copies):
+        index[c] = index[best[i % len(best)]]
+    scores, rows = exact_topk(index, queries, 8, block_rows=3000, precision=precision)
+    np.testing.assert_array_equal(rows, brute_force(index, queries, 8)[1])
+    for s, r in zip(scores, rows):
+        same = [j for j in range(1, len(r)) if np.array_equal(index[r[j - 1]], index[r[j]])]
+        assert same, "the planted copies should tie inside the top 8"
+        assert all(s[j - 1] == s[j] and r[j - 1] < r[j] for j in same)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_fp16_index(precision: str) -> None:
+    rng = np.random.default_rng(5)
+    index, queries = unit_rows(rng, 4000, 32).astype(np.float16), unit_rows(rng, 3, 32)
+    assert_matches(index, queries, 10, block_rows=999, precision=precision)
+    assert_matches(index, queries[:1], 10, block_rows=999, precision=precision)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_h5py_dataset_read_block_by_block(tmp_path, dtype: type) -> None:
+    rng = np.random.default_rng(6)
+    index, queries = unit_rows(rng, 2500, 24).astype(dtype), unit_rows(rng, 4, 24)
+    path = tmp_path / "index.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("emb", data=index)
+    with h5py.File(path, "r") as f:
+        reads = _ReadRecorder(f["emb"])
+        got = exact_topk(reads, queries, 7, block_rows=600)
+    assert max(reads.sizes) <= 600 and sum(reads.sizes) == 2500
+    want = exact_topk(index, queries, 7, block_rows=600)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    assert_matches(index, queries, 7)
+
+
+class _ReadRecorder:
+    """An h5py Dataset that records how many rows each read_direct asks for."""
+
+    def __init__(self, dataset: h5py.Dataset) -> None:
+        self.dataset, self.sizes = dataset, []
+        self.shape, self.dtype = dataset.shape, dataset.dtype
+
+    def __getitem__(self, key):
+        raise AssertionError("the whole dataset or a slice was read outside read_direct")
+
+    def read_direct(self, dest: np.ndarray, source_sel: slice) -> None:
+        self.sizes.append(dest.shape[0])
+        self.dataset.read_direct(dest, source_sel)
+
+
+def near_ties(precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows equal to one vector plus noise near the scan's resolution (per precision), so the
+    scan's own order among the top rows is wrong."""
+    rng = np.random.default_rng(7)
+    base = unit_rows(rng, 1, 64)
+    noise = {"bf16": 1e-3, "fp16": 5e-5}[precision]
+    index = (base + noise * rng.standard_normal((3000, 64))).astype(np.float32)
+    return index, unit_rows(rng, 8, 64)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_near_ties_below_scan_resolution(precision: str) -> None:
+    """Only the error-bound margin (and growing the candidate list) gets the order right."""
+    index, queries = near_ties(precision)
+    assert_matches(index, queries, 5, block_rows=1024, precision=precision)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_near_ties_fail_without_the_margin(precision: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test above has teeth: with a zero error bound the filter drops true top rows."""
+    monkeypatch.setattr(search, "_error_bound", lambda *args: torch.zeros(1, 1))
+    index, queries = near_ties(precision)
+    with pytest.raises(AssertionError):
+        assert_matches(index, queries, 5, block_rows=1024, precision=precision)
+
+
+@pytest.mark.parametrize("scan", [torch.bfloat16, torch.float16, torch.float32])
+def test_scan_error_within_bound_on_adversarial_data(scan: torch.dtype) -> None:
+    """Same-sign entries that all round the same way: a kernel accumulating in bf16/fp16 rather
+    than fp32 would break the bound the filter relies on; the bound is also not vacuous."""
+    u = search._UNIT[scan]
+    value = 1.0 + 0.99 * u  # rounds down to 1 in the scan dtype: relative error ~u, all one way
+    x = torch.full((8, 2048), value) * torch.arange(1, 9, dtype=torch.float32)[:, None]
+    q = torch.full((1, 2048), value)
+    result = search._Scanner(q, scan).scan_block(x)
+    exact = (x.double() * q.double()).sum(dim=1)
+    err = float((result.values.double() / result.scale - exact).abs().max())
+    slack = float(result.slack.max())
+    assert err <= slack
+    if scan != torch.float32:
+        assert slack < 3 * err
+
+
+def test_fp16_overflow_falls_back_to_fp32() -> None:
+    rng = np.random.default_rng(8)
+    index = (rng.standard_normal((500, 16)) * 5000).astype(np.float16)  # finite, |x| << 65504
+    queries = rng.standard_normal((1, 16)).astype(np.float32) * 1000
+    assert_matches(index, queries, 5, block_rows=128, precision="fp16")
+
+
+def test_lowered_fp32_matmul_precision_stays_exact() -> None:
+    rng = np.random.default_rng(9)
+    index, queries = unit_rows(rng, 3000, 32), unit_rows(rng, 3, 32)
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("medium")
+        assert_matches(index, queries, 10, block_rows=1000, precision="fp32")
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+def test_no_queries() -> None:
+    scores, rows = exact_topk(np.ones((4, 3), np.float32), np.zeros((0, 3), np.float32), 2)
+    assert scores.shape == rows.shape == (0, 2)
+
+
+def test_bad_inputs() -> None:
+    index = np.ones((4, 3), np.float32)
+    with pytest.raises(ValueError, match="empty"):
+        exact_topk(np.ones((0, 3), np.float32), np.ones((1, 3), np.float32), 1)
+    with pytest.raises(ValueError, match=r"D=5.*D=3"):
+        exact_topk(index, np.ones((1, 5), np.float32), 1)
+    with pytest.raises(ValueError, match="k must"):
+        exact_topk(index, np.ones((1, 3), np.float32), 0)
+    with pytest.raises(ValueError, match="precision"):
+        exact_topk(index, np.ones((1, 3), np.float32), 1, precision="int8")
+    with pytest.raises(ValueError, match="block_rows"):
+        exact_topk(index, np.ones((1, 3), np.float32), 1, block_rows=0)
+    with pytest.raises(ValueError, match="dtype"):
+        exact_topk(index.astype(np.float64), np.ones((1, 3), np.float32), 1)
+    with pytest.raises(ValueError, match="2-D"):
+        exact_topk(index, np.ones(3, np.float32), 1)
