@@ -161,5 +161,184 @@ def inspect_cmd(
     typer.echo(json.dumps(info, indent=2, default=str) if as_json else render(info))
 
 
+DEVICE_HELP = "auto | cpu | cuda | cuda:N"
+
+
+@command("select")
+def select_cmd(
+    features: Path = typer.Argument(..., help="extract file"),
+    output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),
+    k: Optional[int] = typer.Option(None, "-k", help="tokens per video, chosen jointly over all frames (default: the model's, 16)"),
+    force: bool = typer.Option(False, help=FORCE_HELP),
+):
+    """Informativeness Token Selector: the k most attended patch tokens of each video (METHOD.md s.2).
+
+    Example:
+      pig select feats.h5 -k 16 -o sel.h5
+    """
+    from .stages.select import select
+
+    _report(select(features, output, k=k, force=force), "videos")
+
+
+@command("generate")
+def generate_cmd(
+    selection: Path = typer.Argument(..., help="select file"),
+    output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="pig model folder (default: the one the input was made with)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    force: bool = typer.Option(False, help=FORCE_HELP),
+):
+    """Pseudo-queries: one generated query vector per video from its selected tokens (METHOD.md s.3).
+
+    Example:
+      pig generate sel.h5 -m models/pig-b32 -o gen.h5
+    """
+    from .stages.generate import generate
+
+    _report(generate(selection, output, model, device=device, force=force), "videos")
+
+
+@command("fuse")
+def fuse_cmd(
+    source: Path = typer.Argument(..., help="generate file (or any feature file with --method meanpool)"),
+    output: Path = typer.Option(..., "-o", "--output", help="index file to write"),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="pig model folder (default: the one the input was made with)"),
+    method: str = typer.Option("pig", help="pig (pseudo-query attention) | meanpool (two-tower baseline)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    force: bool = typer.Option(False, help=FORCE_HELP),
+):
+    """Fuse each video into one vector: the index that rank searches (METHOD.md s.4).
+
+    Examples:
+      pig fuse gen.h5 -m models/pig-b32 -o index.h5
+      pig fuse feats.h5 --method meanpool -o meanpool.h5
+    """
+    from .stages.fuse import fuse
+
+    _report(fuse(source, output, model, method=method, device=device, force=force), "videos")
+
+
+@command("embed-text")
+def embed_text_cmd(
+    queries: str = typer.Argument(..., help="text file (one query per line), CSV/JSONL with ids, or - for stdin"),
+    output: Path = typer.Option(..., "-o", "--output", help="HDF5 file to write"),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help=MODEL_HELP),
+    max_tokens: Optional[int] = typer.Option(None, help="truncate longer text (default: the model's, 50)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    force: bool = typer.Option(False, help=FORCE_HELP),
+):
+    """Embed queries with CLIP's text encoder (METHOD.md s.5).
+
+    Examples:
+      pig embed-text queries.txt -m models/pig-b32 -o q.h5
+      echo "a dog catches a frisbee" | pig embed-text - -m models/pig-b32 -o q.h5
+    """
+    from .stages.embed_text import embed_text
+
+    _report(embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force), "queries")
+
+
+@command("rank")
+def rank_cmd(
+    index: Optional[Path] = typer.Argument(None, help="index file (default: $PIG_INDEX, else ./index.h5)"),
+    query_file: Optional[Path] = typer.Argument(None, help="queries embedded by pig embed-text"),
+    query: Optional[List[str]] = typer.Option(None, "--query", "-q", help="a query text (repeatable)"),
+    queries: Optional[str] = typer.Option(None, "--queries", help="query file (text/CSV/JSONL) or - for stdin"),
+    top: int = typer.Option(10, "--top", "-k", help="videos per query"),
+    fmt: str = typer.Option("tsv", "--format", "-f", help="tsv (query, rank, video, score) | jsonl | trec"),
+    method: str = typer.Option("index", help="index (the stored vectors) | xpool (single tower: real query attends to each video; slow)"),
+    features: Optional[Path] = typer.Option(None, help="token features for --method xpool (default: found from the index's inputs)"),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="model to embed text queries (default: the index's)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+):
+    """Exact top-K videos for each query, to stdout.
+
+    Examples:
+      pig rank index.h5 q.h5 --top 10
+      pig rank --query "a red car turns left" --format jsonl
+      pig rank index.h5 --queries queries.txt --method xpool
+    """
+    from .captions import Query, load_queries
+    from .console import warn
+    from .stages.rank import rank, write_ranking
+
+    texts = None
+    if query or queries:
+        texts = [Query(f"q{i}", text) for i, text in enumerate(query or [], start=1)]
+        if queries:
+            more, warnings = load_queries(queries)
+            for message in warnings:
+                warn(message)
+            texts += more
+    ranking = rank(index, query_file=query_file, queries=texts, k=top, method=method, features=features,
+                   model=model, device=device)
+    write_ranking(ranking, fmt, sys.stdout)
+
+
+@command("eval")
+def eval_cmd(
+    index: Path = typer.Argument(..., help="index file"),
+    captions: Path = typer.Option(..., "--captions", "-c", help="MSRVTT_JSFUSION_test.csv, video_id,caption CSV, or JSONL"),
+    method: str = typer.Option("index", help="index | xpool (single tower, needs the features)"),
+    features: Optional[Path] = typer.Option(None, help="token features for --method xpool"),
+    paragraph: bool = typer.Option(False, help="join all captions of a video into one query (DiDeMo, ActivityNet)"),
+    dsl: bool = typer.Option(False, help="dual-softmax post-processing (needs all queries at once: not online)"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="model to embed captions (default: the index's)"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+):
+    """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
+
+    Example:
+      pig eval index.h5 --captions MSRVTT_JSFUSION_test.csv
+    """
+    import json
+
+    from .console import warn
+    from .stages.evaluate import evaluate
+
+    report = evaluate(index, captions, model=model, method=method, features=features, paragraph=paragraph,
+                      dsl=dsl, device=device)
+    if report.missing_videos:
+        warn(f"{len(report.missing_videos)} captioned videos are not in the index and were left out "
+             f"(e.g. {', '.join(report.missing_videos[:5])})")
+    if report.uncaptioned_videos:
+        warn(f"{report.uncaptioned_videos} index videos have no caption: they stay in the gallery as distractors")
+    typer.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+
+
+@command("index")
+def index_cmd(
+    videos: List[str] = typer.Argument(..., help="video files, folders or list files"),
+    output: Path = typer.Option(Path("index.h5"), "-o", "--output", help="index file; stage files go beside it"),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help=MODEL_HELP),
+    k: Optional[int] = typer.Option(None, "-k", help="ITS tokens per video (default: the model's, 16)"),
+    method: str = typer.Option("pig", help="pig | meanpool"),
+    backbone: str = typer.Option("vip", help="vip | frames"),
+    patches: str = typer.Option("all", help="patch tokens to keep: all | none | top-N"),
+    decoder: str = typer.Option("auto", help="auto | decord | pyav"),
+    device: str = typer.Option("auto", help=DEVICE_HELP),
+    batch_size: int = typer.Option(4, help="videos per model batch"),
+    workers: int = typer.Option(2, help="decoding processes"),
+    relative_ids: bool = typer.Option(False, help="name videos by relative path"),
+    force: bool = typer.Option(False, help="recompute every stage"),
+):
+    """extract -> select -> generate -> fuse in one go, reusing every stage file that is still valid.
+
+    Example:
+      pig index videos/ -m models/pig-b32 -o index.h5      # then: pig rank --query "..."
+    """
+    from .stages.extract import ExtractSettings
+    from .stages.index import build_index
+
+    settings = ExtractSettings(backbone=backbone, patches=patches, decoder=decoder)
+    summaries = build_index(videos, output, model, k=k, method=method, settings=settings, device=device,
+                            batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force)
+    extract_summary = summaries["extract"]
+    if extract_summary.failed:
+        _report(extract_summary, "videos")
+
+
 def main():  # pragma: no cover - console entry point alias
     app()

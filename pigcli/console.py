@@ -11,7 +11,7 @@ from contextlib import contextmanager
 
 from rich.console import Console
 
-err_console = Console(stderr=True, highlight=False)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 def log(message: str) -> None:

@@ -53,10 +53,10 @@ def exact_topk(
     q = _check_queries(queries, dim)
     _check_options(k, block_rows, precision)
     k_out = min(int(k), n_rows)
-    top = _RunningTopK(q.shape[0], k_out)
     if q.shape[0] == 0:
-        return top.result()
-    scanner = _Scanner(q, _pick_scan_dtype(precision, q.shape[0]))
+        return np.empty((0, k_out), np.float32), np.empty((0, k_out), np.int64)
+    top = _RunningTopK(q.shape[0], k_out)
+    scanner = _Scanner(q, _pick_scan_dtype(precision, index.dtype, q.shape[0]))
     for start, block in _iter_blocks(index, block_rows):
         local, scores = _block_candidates(scanner, torch.from_numpy(block), k_out, top.floor())
         top.merge(scores, local + start)
@@ -96,14 +96,15 @@ def _check_options(k: int, block_rows: int, precision: str) -> None:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
 
 
-def _pick_scan_dtype(precision: str, n_queries: int) -> torch.dtype:
-    """The matmul dtype of the scan. "auto" follows benchmarks/RESULTS_rank.md."""
+def _pick_scan_dtype(precision: str, stored: np.dtype, n_queries: int) -> torch.dtype:
+    """The matmul dtype of the scan; "auto" follows the timings in benchmarks/RESULTS_rank.md.
+    fp16 matrix-vector is memory-bound (torch's fp32 one is not, and an fp32 index is cast to
+    fp16 tile by tile in cache), but fp16 matrix-matrix is slow on CPU: from 2 queries on an
+    fp32 index (3 on an fp16 one, which bf16 must first cast) bf16 is the fastest kernel."""
     if precision != "auto":
         return _SCAN_DTYPES[precision]
-    # One query: fp16 matrix-vector is memory-bound (torch's fp32 one is not), and an fp32 index
-    # is cast to fp16 tile by tile in cache. More queries: fp16 matrix-matrix is slow on CPU
-    # and bf16 is the fastest kernel, several times fp32.
-    return torch.float16 if n_queries == 1 else torch.bfloat16
+    fp16_max_queries = 2 if np.dtype(stored).itemsize == 2 else 1
+    return torch.float16 if n_queries <= fp16_max_queries else torch.bfloat16
 
 
 # ---------------------------------------------------------------- block reading

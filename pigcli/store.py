@@ -41,6 +41,7 @@ class Provenance:
     settings: dict
     model: dict | None = None
     inputs: list[dict] = field(default_factory=list)
+    model_path: str | None = None   # where the model was loaded from: a default for later stages, not identity
 
     @property
     def fingerprint(self) -> str:
@@ -56,6 +57,7 @@ class Provenance:
             "model": json.dumps(self.model),
             "inputs": json.dumps(self.inputs),
             "fingerprint": self.fingerprint,
+            "model_path": self.model_path or "",
         }
 
 
@@ -103,9 +105,14 @@ def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str):
     return handle
 
 
+def recorded_model(handle) -> dict | None:
+    """The {name, hash} of the model a stage file was computed with."""
+    return json.loads(handle.attrs["model"])
+
+
 def require_same_model(path: str | Path, handle, identity: dict, rerun_hint: str) -> None:
     """Refuse a stage file computed with another model."""
-    recorded = json.loads(handle.attrs["model"])
+    recorded = recorded_model(handle)
     if recorded and recorded.get("hash") != identity.get("hash"):
         raise StaleInputError(
             f"{path} was made with model {recorded.get('name')} ({recorded.get('hash')}), not "
@@ -144,11 +151,13 @@ def _text(value) -> str:
 class StageWriter:
     """Crash-safe, resumable writer of one stage output, in numbered blocks of rows."""
 
-    def __init__(self, output: str | Path, provenance: Provenance, force: bool = False):
+    def __init__(self, output: str | Path, provenance: Provenance, force: bool = False, replace_stale: bool = False):
+        """force: recompute even an up-to-date output. replace_stale: overwrite an output (or unfinished
+        run) made from other inputs or settings instead of refusing (the staged cache of `pig index`)."""
         self.output = Path(output)
         self.provenance = provenance
         self.partial = Path(str(self.output) + ".partial.d")
-        self._prepare(force)
+        self._prepare(force, replace_stale)
 
     def up_to_date(self) -> bool:
         """True when OUTPUT exists with the same inputs and settings: nothing to do."""
@@ -162,18 +171,18 @@ class StageWriter:
         except OSError:
             return None
 
-    def _prepare(self, force: bool) -> None:
+    def _prepare(self, force: bool, replace_stale: bool) -> None:
         existing = self._existing_fingerprint()
-        if existing is not None and existing != self.provenance.fingerprint and not force:
+        if existing is not None and existing != self.provenance.fingerprint and not (force or replace_stale):
             raise PigError(f"{self.output} exists with other inputs or settings; use --force to recompute it "
                            "or -o to write elsewhere")
         manifest = self.partial / "manifest.json"
         if self.partial.exists():
             same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == self.provenance.fingerprint
-            if not same and not force:
+            if not same and not (force or replace_stale):
                 raise PigError(f"{self.partial} holds an unfinished run with other inputs or settings; "
                                "rerun that command to finish it, or add --force to discard it")
-            if force:
+            if force or not same:
                 shutil.rmtree(self.partial)
         if self.up_to_date() and not force:
             return

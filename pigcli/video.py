@@ -8,6 +8,7 @@ centre crop, then CLIP mean/std (`normalize`, on the consumer side so workers sh
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,21 +59,45 @@ def resolve_decoder(name: str) -> str:
 def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto") -> SampledClip:
     """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise VideoError(f"file not found: {path}")
-    if path.stat().st_size == 0:
+    if path.is_dir():
+        raise VideoError(f"is a folder, not a video: {path}")
+    # Only regular files have a meaningful size; named pipes and devices go to the decoder, which is
+    # what the per-video timeout of the decoding pool is for (reading a pipe with no writer blocks).
+    if path.is_file() and path.stat().st_size == 0:
         raise VideoError("empty file (0 bytes)")
-    reader = _read_decord if resolve_decoder(decoder) == "decord" else _read_pyav
-    try:
-        rgb, index, num_frames, fps = reader(path, num_samples)
-    except VideoError:
-        raise
-    except Exception as err:  # decoders raise many types for corrupt input: record, don't crash
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VideoError(f"cannot decode: {message}") from err
+    chosen = resolve_decoder(decoder)
+    # With 'auto', a file that decord fails on is retried with PyAV: decord cannot read some valid
+    # videos (e.g. frame widths of 16, 24, 48 or 72 px: dmlc/decord#336), and the two give the same
+    # frames where both work (tests/test_video.py).
+    readers = [_read_decord, _read_pyav] if chosen == "decord" and decoder == "auto" else (
+        [_read_decord] if chosen == "decord" else [_read_pyav])
+    for attempt, reader in enumerate(readers, start=1):
+        try:
+            rgb, index, num_frames, fps = reader(path, num_samples)
+            break
+        except VideoError:
+            raise
+        except Exception as err:  # decoders raise many types for corrupt input: record, don't crash
+            if attempt == len(readers):
+                raise VideoError(_decoder_message(err)) from err
     frames = resize_and_crop(rgb, image_size)
     timestamps = index / fps if fps > 0 else np.full(len(index), np.nan)
     return SampledClip(frames, index, timestamps, num_frames, fps)
+
+
+# decord's errors start with a clock time and a source location ("[11:38:45] .../video_reader.cc:151: "),
+# and checks add "Check failed: a >= b (x vs. y)": both removed, so that equal errors group in summaries.
+_DECORD_NOISE = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: |Check failed: .*? vs\. [^)]*\) ")
+
+
+def _decoder_message(err: Exception) -> str:
+    text = str(err).strip()
+    message = _DECORD_NOISE.sub("", text.splitlines()[0]).strip() if text else type(err).__name__
+    if "cannot find video stream" in message:  # decord on an audio-only file
+        return "no video stream (audio-only or not a video)"
+    return f"cannot decode: {message}"
 
 
 def _read_decord(path: Path, num_samples: int):

@@ -184,6 +184,14 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     return LoadedModel(model, _load_tokenizer(path / "tokenizer"), ModelIdentity(identity["name"], identity["hash"]), path)
 
 
+def read_pig_config(path: str | Path) -> PigConfig:
+    """A checkpoint's pig settings without loading weights (defaults when the folder is gone)."""
+    config_file = Path(path) / "config.json"
+    if not path or not config_file.is_file():
+        return PigConfig()
+    return PigConfig.from_dict(json.loads(config_file.read_text())["pig"])
+
+
 def _load_tokenizer(folder: Path):
     from transformers import CLIPTokenizer
 

@@ -7,9 +7,10 @@ with the error text for videos that could not be read (their feature rows are ze
 
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,26 @@ from ..model.checkpoint import resolve_model
 from ..model.pig import BACKBONES
 from ..store import Provenance, StageWriter, failure_counts
 from ..video import normalize, resolve_decoder
+from .common import StageSummary
 from .runtime import autocast, resolve_device
 from .sources import discover_videos, videos_fingerprint
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
+
+
+def block_videos() -> int:
+    """Rows per block: BLOCK_VIDEOS, or $PIG_BLOCK_VIDEOS (for tests that need several small blocks).
+
+    A resumed run must cut blocks exactly as the interrupted one did, so a non-default block size is
+    recorded in the settings (and so in the fingerprint): a rerun with another size starts over instead
+    of mixing up rows.
+    """
+    value = os.environ.get("PIG_BLOCK_VIDEOS", "")
+    if not value:
+        return BLOCK_VIDEOS
+    if not value.isdigit() or int(value) < 1:
+        raise UsageError(f"PIG_BLOCK_VIDEOS must be a positive integer, not {value!r}")
+    return int(value)
 
 
 @dataclass
@@ -41,18 +58,6 @@ class ExtractSettings:
                 "precision": device_precision, "image_size": model.image_size}
 
 
-@dataclass
-class StageSummary:
-    output: Path
-    total: int = 0
-    processed: int = 0
-    failed: int = 0
-    skipped: bool = False           # output already up to date
-    resumed_rows: int = 0           # rows taken from an interrupted run
-    errors: Counter = field(default_factory=Counter)
-    timings: dict = field(default_factory=dict)
-
-
 def parse_patch_setting(value: str) -> int | None:
     """'all' -> None (keep all), 'none' -> 0, 'top-N' -> N."""
     if value == "all":
@@ -66,7 +71,8 @@ def parse_patch_setting(value: str) -> int | None:
 
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
             settings: ExtractSettings | None = None, device: str = "auto", batch_size: int = 4,
-            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False, force: bool = False) -> StageSummary:
+            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False, force: bool = False,
+            replace_stale: bool = False) -> StageSummary:
     settings = settings or ExtractSettings()
     if settings.backbone not in BACKBONES:
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
@@ -80,21 +86,26 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     loaded = resolve_model(model, torch_device)
     pig = loaded.model
     num_frames = settings.num_frames or pig.config.num_frames
+    block_size = block_videos()
+    identity = settings.identity(pig, decoder, precision)
+    if block_size != BLOCK_VIDEOS:
+        identity["block_videos"] = block_size
     provenance = Provenance(
         stage="extract",
-        settings=settings.identity(pig, decoder, precision),
+        settings=identity,
         model=loaded.identity.to_dict(),
         inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
+        model_path=str(loaded.path.resolve()),
     )
     summary = StageSummary(Path(output), total=len(entries))
-    writer = StageWriter(output, provenance, force=force)
+    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
     if writer.up_to_date() and not force:
         summary.skipped = True
         summary.errors = failure_counts(output)
         summary.failed = sum(summary.errors.values())
         return summary
 
-    blocks = [entries[i : i + BLOCK_VIDEOS] for i in range(0, len(entries), BLOCK_VIDEOS)]
+    blocks = [entries[i : i + block_size] for i in range(0, len(entries), block_size)]
     done = writer.done_blocks()
     todo = [(n, block) for n, block in enumerate(blocks) if n not in done]
     summary.resumed_rows = sum(len(block) for n, block in enumerate(blocks) if n in done)

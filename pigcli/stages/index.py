@@ -1,0 +1,51 @@
+"""`pig index`: extract -> select -> generate -> fuse in one command, with a staged cache.
+
+Each stage's file sits next to the index (INDEX.feats.h5, INDEX.sel.h5, INDEX.gen.h5). A stage whose
+file already holds the same inputs and settings is skipped; one whose inputs or settings changed is
+recomputed, and so is everything after it (a changed input changes every later fingerprint).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..console import log
+from .extract import ExtractSettings, extract
+from .fuse import fuse
+from .generate import generate
+from .select import select
+
+
+def stage_paths(output: str | Path) -> dict[str, Path]:
+    output = Path(output)
+    stem = output.with_suffix("") if output.suffix == ".h5" else output
+    return {name: Path(f"{stem}.{name}.h5") for name in ("feats", "sel", "gen")}
+
+
+def build_index(videos: list[str | Path], output: str | Path, model: str | None = None, *, k: int | None = None,
+                method: str = "pig", settings: ExtractSettings | None = None, device: str = "auto",
+                batch_size: int = 4, workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+                force: bool = False) -> dict:
+    """Returns the StageSummary of every stage run, by stage name."""
+    paths = stage_paths(output)
+    common = dict(force=force, replace_stale=True)
+    summaries = {"extract": extract(videos, paths["feats"], model, settings=settings, device=device,
+                                    batch_size=batch_size, workers=workers, timeout=timeout,
+                                    relative_ids=relative_ids, **common)}
+    _say("extract", summaries["extract"])
+    if method == "pig":
+        summaries["select"] = select(paths["feats"], paths["sel"], k=k, **common)
+        _say("select", summaries["select"])
+        summaries["generate"] = generate(paths["sel"], paths["gen"], model, device=device, **common)
+        _say("generate", summaries["generate"])
+        source = paths["gen"]
+    else:
+        source = paths["feats"]
+    summaries["fuse"] = fuse(source, output, model, method=method, device=device, **common)
+    _say("fuse", summaries["fuse"])
+    return summaries
+
+
+def _say(stage: str, summary) -> None:
+    state = "up to date" if summary.skipped else f"{summary.processed} rows in {summary.timings.get('wall', 0):.1f}s"
+    log(f"{stage:<9} {summary.output}: {state}")

@@ -1,0 +1,167 @@
+"""`pig rank`: exact top-K videos per query (METHOD.md sections 5 and 8).
+
+index (two-tower / PIG):  s(t, v) = e_t . e_v over the stored index, blocked scan with a running top-k.
+xpool (single tower):     s(t, v) = e_t . fusioner(e_t, [x_v ; x_p ; x_f]) for every (query, video)
+                          pair at query time: the upper bound a pseudo-query approximates; slow by design.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from ..errors import PigError, UsageError
+from ..store import open_stage_file, read_attrs, read_ids, require_same_model
+from .common import take_rows
+
+RANK_METHODS = ("index", "xpool")
+FORMATS = ("tsv", "jsonl", "trec")
+INDEX_HINT = "pig fuse gen.h5 -m MODEL -o index.h5 (or pig index VIDEOS -o index.h5)"
+FEATURE_STAGES = ("extract", "select", "generate")
+
+
+@dataclass
+class Ranking:
+    query_ids: list[str]
+    video_ids: list[str]
+    rows: np.ndarray      # [Q, k] row numbers into video_ids
+    scores: np.ndarray    # [Q, k] float32, descending
+
+
+def default_index_path(index: str | Path | None) -> Path:
+    """The positional argument, else $PIG_INDEX, else ./index.h5."""
+    path = Path(index or os.environ.get("PIG_INDEX") or "index.h5")
+    if not path.is_file():
+        how = "given" if index else ("from $PIG_INDEX" if os.environ.get("PIG_INDEX") else "default ./index.h5")
+        raise PigError(f"index {path} ({how}) not found; pass an index file, set PIG_INDEX, or build one with: "
+                       "pig index VIDEOS -o index.h5")
+    return path
+
+
+def upstream_file(path: str | Path, stages: tuple[str, ...]) -> Path | None:
+    """Follow a stage file's recorded inputs back to the nearest file of one of `stages`."""
+    current = Path(path)
+    for _ in range(8):
+        attrs = read_attrs(current)
+        if attrs.get("stage") in stages:
+            return current
+        parents = [i for i in attrs.get("inputs", []) if "stage" in i and Path(i["path"]).is_file()]
+        if not parents:
+            return None
+        current = Path(parents[0]["path"])
+    return None
+
+
+def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray]:
+    with open_stage_file(path, ("embed-text",), "pig embed-text QUERIES -m MODEL -o q.h5") as handle:
+        require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
+                           f"pig embed-text with the model of {index_path}")
+        return read_ids(handle), handle["embedding"][:]
+
+
+def rank_index(index_path: str | Path, query_embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k rows and scores of e_t . e_v over the index file, read block by block."""
+    from ..search import exact_topk
+
+    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+        return exact_topk(handle["embedding"], query_embedding, k)
+
+
+def xpool_scores_blocks(pig, features: str | Path, video_ids: list[str], text: np.ndarray, device,
+                        block_videos: int = 256):
+    """Yield (first row, scores [Q, block]) of the single-tower score, video block by video block."""
+    import torch
+
+    with open_stage_file(features, FEATURE_STAGES, "pig extract VIDEOS -m MODEL -o feats.h5") as handle:
+        position = {vid: i for i, vid in enumerate(read_ids(handle))}
+        missing = [v for v in video_ids if v not in position]
+        if missing:
+            raise PigError(f"{features} lacks {len(missing)} videos of the index (e.g. {missing[0]}); "
+                           "pass the extract file the index was built from with --features")
+        queries = torch.from_numpy(np.asarray(text, np.float32)).to(device)
+        for start in range(0, len(video_ids), block_videos):
+            rows = np.array([position[v] for v in video_ids[start : start + block_videos]])
+            order = np.argsort(rows)  # h5py reads increasing rows
+            keys = [torch.from_numpy(np.asarray(take_rows(handle[n], rows[order]), np.float32)).to(device)
+                    for n in ("video", "proxies", "frames")]
+            inverse = torch.from_numpy(np.argsort(order)).to(device)
+            keys = [k[inverse] for k in keys]
+            with torch.inference_mode():
+                fused = pig.fuse(queries.expand(len(rows), -1, -1), *keys)           # [B, Q, D]
+                scores = torch.einsum("qd,bqd->qb", queries, fused)
+            yield start, scores.float().cpu()
+
+
+def rank_xpool(pig, features, video_ids: list[str], text: np.ndarray, k: int, device) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    from ..search import _RunningTopK
+
+    top = _RunningTopK(len(text), min(k, len(video_ids)))
+    for start, scores in xpool_scores_blocks(pig, features, video_ids, text, device):
+        rows = torch.arange(start, start + scores.shape[1]).expand(scores.shape[0], -1)
+        top.merge(scores, rows)
+    return top.result()
+
+
+def check_method(method: str) -> None:
+    if method not in RANK_METHODS:
+        raise UsageError(f"--method must be one of {', '.join(RANK_METHODS)}, not {method!r}")
+
+
+def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "pig") -> None:
+    """TSV: query, rank, video, score (rank from 1). JSONL: one object per line. TREC: qid Q0 doc rank score run."""
+    if fmt not in FORMATS:
+        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    for qi, query_id in enumerate(ranking.query_ids):
+        for position, (row, score) in enumerate(zip(ranking.rows[qi], ranking.scores[qi]), start=1):
+            video = ranking.video_ids[row]
+            if fmt == "tsv":
+                stream.write(f"{query_id}\t{position}\t{video}\t{score:.6f}\n")
+            elif fmt == "jsonl":
+                stream.write(json.dumps({"query": query_id, "rank": position, "video": video,
+                                         "score": round(float(score), 6)}) + "\n")
+            else:
+                stream.write(f"{query_id} Q0 {video} {position} {score:.6f} {run_name}\n")
+
+
+def rank(index: str | Path | None = None, *, query_file: str | Path | None = None, queries=None, k: int = 10,
+         method: str = "index", features: str | Path | None = None, model: str | None = None,
+         device: str = "auto") -> Ranking:
+    """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
+    on the fly with the index's model)."""
+    from .common import model_for_file
+    from .embed_text import embed_texts, report_truncated
+    from .runtime import resolve_device
+
+    check_method(method)
+    if (query_file is None) == (queries is None):
+        raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, or --queries FILE")
+    if k < 1:
+        raise UsageError(f"--top must be at least 1, not {k}")
+    index_path = default_index_path(index)
+    torch_device, _ = resolve_device(device)
+    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+        video_ids = read_ids(handle)
+        loaded = None
+        if queries is not None or method == "xpool":
+            loaded = model_for_file(model, handle, index_path, torch_device, f"pig index with this model")
+        if query_file is not None:
+            query_ids, text = load_query_file(query_file, handle, index_path)
+        else:
+            text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
+            report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
+            query_ids = [q.id for q in queries]
+    if method == "index":
+        scores, rows = rank_index(index_path, text, k)
+    else:
+        features = features or upstream_file(index_path, FEATURE_STAGES)
+        if features is None:
+            raise PigError(f"--method xpool needs the token features of {index_path}'s videos: pass --features feats.h5")
+        scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
+    return Ranking(query_ids, video_ids, rows, scores)
