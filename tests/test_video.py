@@ -1,0 +1,177 @@
+"""Decoding, sampling and preprocessing (pigcli/video.py) on real generated files."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import BROKEN_KINDS, VIDEO_FOLDER_SPECS, frame_number, video_frames, write_broken
+from pigcli.video import VideoError, read_clip, resize_and_crop, resolve_decoder, sample_indices
+
+DECODERS = ["decord", "pyav"]
+
+
+# --- sampling --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("n, t", [(16, 4), (100, 12), (12, 12), (13, 12), (5, 12), (1, 12), (7, 3), (1000, 7)])
+def test_sample_indices_are_segment_centres(n: int, t: int) -> None:
+    got = sample_indices(n, t)
+    want = [(2 * i + 1) * n // (2 * t) for i in range(t)]  # floor((i + 0.5) * n / T), in integers
+    assert got.dtype == np.int64 and got.tolist() == want
+    assert np.all(np.diff(got) >= 0) and got.min() >= 0 and got.max() < n
+    if n < t:
+        assert len(set(got.tolist())) == n  # every frame used, some repeated
+    else:
+        assert len(set(got.tolist())) == t
+
+
+def test_sample_indices_known_values() -> None:
+    assert sample_indices(10, 4).tolist() == [1, 3, 6, 8]
+    assert sample_indices(5, 12).tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+
+
+def test_sample_indices_no_frames() -> None:
+    with pytest.raises(VideoError, match="no frames"):
+        sample_indices(0, 12)
+
+
+# --- resize and crop -------------------------------------------------------------------------------
+
+def _thirds(height: int, width: int, vertical: bool = False) -> np.ndarray:
+    """[1, H, W, 3]: red | green | blue thirds along the long side."""
+    rgb = np.zeros((1, height, width, 3), np.uint8)
+    length = height if vertical else width
+    for c in range(3):
+        part = slice(c * length // 3, (c + 1) * length // 3)
+        if vertical:
+            rgb[0, part, :, c] = 255
+        else:
+            rgb[0, :, part, c] = 255
+    return rgb
+
+
+def test_crop_without_resize_is_the_exact_centre() -> None:
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 40, 81, 3), dtype=np.uint8)
+    out = resize_and_crop(rgb, 40)
+    assert out.shape == (2, 3, 40, 40) and out.dtype == np.uint8
+    left = (81 - 40) // 2
+    np.testing.assert_array_equal(out, rgb[:, :, left : left + 40].transpose(0, 3, 1, 2))
+
+
+@pytest.mark.parametrize("height, width, vertical", [(64, 192, False), (192, 64, True), (20, 60, False)])
+def test_resize_shortest_side_then_centre_crop(height: int, width: int, vertical: bool) -> None:
+    out = resize_and_crop(_thirds(height, width, vertical), 32)
+    assert out.shape == (1, 3, 32, 32)
+    # the long side became 96 px: the centre crop is the green third, blurred only at its edges
+    inner = out[0, :, 4:28, :] if vertical else out[0, :, :, 4:28]
+    assert inner[1].min() >= 250 and inner[0].max() <= 5 and inner[2].max() <= 5
+
+
+def test_resize_keeps_square_and_upscales() -> None:
+    rgb = np.full((3, 10, 10, 3), 77, np.uint8)
+    out = resize_and_crop(rgb, 32)
+    assert out.shape == (3, 3, 32, 32)
+    assert np.all(out == 77)
+
+
+# --- decoding real files ---------------------------------------------------------------------------
+
+def _read(path, t, size, decoder):
+    return read_clip(path, t, size, decoder)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("name", list(VIDEO_FOLDER_SPECS))
+def test_every_container_is_readable(video_folder, name: str, decoder: str) -> None:
+    frames, height, width, _ = VIDEO_FOLDER_SPECS[name]
+    clip = read_clip(video_folder / name, 12, 32, decoder)
+    assert clip.frames.shape == (12, 3, 32, 32) and clip.frames.dtype == np.uint8
+    assert clip.num_frames == frames
+    assert clip.frame_index.tolist() == sample_indices(frames, 12).tolist()
+    assert clip.fps == pytest.approx(8.0)
+    np.testing.assert_allclose(clip.timestamps, clip.frame_index / 8.0)
+
+
+@pytest.mark.parametrize("name", list(VIDEO_FOLDER_SPECS))
+def test_decord_and_pyav_give_the_same_frames(video_folder, name: str) -> None:
+    a = read_clip(video_folder / name, 12, 32, "decord")
+    b = read_clip(video_folder / name, 12, 32, "pyav")
+    np.testing.assert_array_equal(a.frame_index, b.frame_index)
+    diff = np.abs(a.frames.astype(int) - b.frames.astype(int))
+    assert diff.max() <= 2, diff.max()  # measured: 0 for every file here (both use FFmpeg's swscale)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+@pytest.mark.parametrize("suffix", [".mp4", ".avi"])  # h264 crf 18 and mjpeg keep the frame code intact
+def test_decoded_frames_are_the_sampled_source_frames(make_video, suffix: str, decoder: str) -> None:
+    path = make_video("numbered" + suffix, num_frames=30, height=48, width=64, seed=3)
+    clip = read_clip(path, 7, 48, decoder)  # shortest side already 48: a pure centre crop
+    assert [frame_number(f, channels_first=True) for f in clip.frames] == clip.frame_index.tolist()
+    # and the picture itself is the source's centre crop, up to coding loss
+    source = video_frames(30, 48, 64, seed=3)[clip.frame_index][:, :, 8:56].transpose(0, 3, 1, 2)
+    assert np.abs(source.astype(int) - clip.frames.astype(int)).mean() < 4
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_short_video_repeats_frames(make_broken, decoder: str) -> None:
+    clip = read_clip(make_broken("short"), 12, 32, decoder)  # 5 frames, T = 12: not an error
+    assert clip.num_frames == 5
+    assert clip.frame_index.tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+    np.testing.assert_array_equal(clip.frames[0], clip.frames[1])
+    assert [frame_number(f, channels_first=True) for f in clip.frames] == clip.frame_index.tolist()
+
+
+def test_auto_reads_videos_that_decord_cannot(make_video) -> None:
+    """decord fails on some frame widths (48 px here; dmlc/decord#336): 'auto' falls back to PyAV."""
+    path = make_video("narrow.mp4", num_frames=16, height=64, width=48, seed=4)
+    auto = read_clip(path, 8, 32, "auto")
+    pyav = read_clip(path, 8, 32, "pyav")
+    np.testing.assert_array_equal(auto.frames, pyav.frames)
+    np.testing.assert_array_equal(auto.frame_index, pyav.frame_index)
+
+
+EXPECTED_ERRORS = {
+    "garbage": "cannot decode",
+    "empty": "empty file (0 bytes)",
+    "truncated": "cannot decode",
+    "audio": "no video stream",
+}
+
+
+@pytest.mark.parametrize("decoder", ["auto", *DECODERS])
+@pytest.mark.parametrize("kind", [k for k in BROKEN_KINDS if k != "short"])
+def test_broken_files_raise_video_error(tmp_path, kind: str, decoder: str) -> None:
+    path = write_broken(kind, tmp_path / f"{kind}.mp4")
+    with pytest.raises(VideoError) as info:
+        read_clip(path, 12, 32, decoder)
+    message = str(info.value)
+    assert EXPECTED_ERRORS[kind] in message
+    assert "\n" not in message and len(message) < 200
+    assert not message.startswith("[")  # no decoder log prefix (clock time, source file)
+
+
+@pytest.mark.parametrize("decoder", ["auto", *DECODERS])
+def test_missing_file_and_folder(tmp_path, decoder: str) -> None:
+    with pytest.raises(VideoError, match="file not found"):
+        read_clip(tmp_path / "nope.mp4", 12, 32, decoder)
+    (tmp_path / "dir.mp4").mkdir()
+    with pytest.raises(VideoError, match="folder"):
+        read_clip(tmp_path / "dir.mp4", 12, 32, decoder)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_same_failure_gives_the_same_message(tmp_path, decoder: str) -> None:
+    """Summaries group failures by message: two audio-only files must give identical text."""
+    messages = set()
+    for name in ("one.mp4", "two.mkv"):
+        with pytest.raises(VideoError) as info:
+            read_clip(write_broken("audio", tmp_path / name), 12, 32, decoder)
+        messages.add(str(info.value))
+    assert messages == {"no video stream (audio-only or not a video)"}
+
+
+def test_resolve_decoder() -> None:
+    assert resolve_decoder("pyav") == "pyav"
+    assert resolve_decoder("auto") in ("decord", "pyav")
+    with pytest.raises(ValueError, match="unknown decoder"):
+        resolve_decoder("ffmpeg")
