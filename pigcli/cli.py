@@ -251,6 +251,12 @@ def rank_cmd(
     features: Optional[Path] = typer.Option(None, help="token features for --method xpool (default: found from the index's inputs)"),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="model to embed text queries (default: the index's)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    rerank: int = typer.Option(0, "--rerank", help="EERCF: rerank the top K by frame/patch scores (50 is the paper's K; 0: off); their scores become the combined rerank scores"),
+    w_fw: float = typer.Option(0.8, help="rerank weight of S_fw (frame-weighted score)"),
+    w_fs: float = typer.Option(0.2, help="rerank weight of S_fs (text-gated frame pooling)"),
+    w_pw: float = typer.Option(0.2, help="rerank weight of S_pw (patch-weighted score)"),
+    w_coarse: float = typer.Option(0.5, help="rerank weight of the index score"),
+    cost: bool = typer.Option(False, "--cost", help="also print each method's multiply-adds and time per query (stderr)"),
 ):
     """Exact top-K videos for each query, to stdout.
 
@@ -258,6 +264,7 @@ def rank_cmd(
       pig rank index.h5 q.h5 --top 10
       pig rank --query "a red car turns left" --format jsonl
       pig rank index.h5 --queries queries.txt --method xpool
+      pig rank index.h5 q.h5 --rerank 50          # EERCF coarse-to-fine on the top 50
     """
     from .captions import Query, load_queries
     from .console import warn
@@ -271,8 +278,11 @@ def rank_cmd(
             for message in warnings:
                 warn(message)
             texts += more
+    from .model.eercf import RerankWeights
+
+    weights = RerankWeights(fw=w_fw, fs=w_fs, pw=w_pw, coarse=w_coarse)
     ranking = rank(index, query_file=query_file, queries=texts, k=top, method=method, features=features,
-                   model=model, device=device)
+                   model=model, device=device, rerank_k=rerank, rerank_weights=weights, cost=cost)
     write_ranking(ranking, fmt, sys.stdout)
 
 

@@ -252,8 +252,11 @@ def _create(handle, name: str, values, chunk_rows: int | None):
 def _append(out, name: str, source, chunk_rows: int) -> None:
     if name not in out:
         dtype = source.dtype
-        out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=(None,) + source.shape[1:], dtype=dtype,
-                           chunks=(chunk_rows,) + source.shape[1:])
+        # chunk dimensions must be positive and fit maxshape: an empty axis (e.g. --patches none) gets
+        # chunk 1 and an unlimited maximum
+        chunks = (chunk_rows,) + tuple(max(1, d) for d in source.shape[1:])
+        maxshape = (None,) + tuple(d or None for d in source.shape[1:])
+        out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=maxshape, dtype=dtype, chunks=chunks)
     target = out[name]
     start = target.shape[0]
     target.resize(start + source.shape[0], axis=0)

@@ -132,9 +132,10 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
 
 def rank(index: str | Path | None = None, *, query_file: str | Path | None = None, queries=None, k: int = 10,
          method: str = "index", features: str | Path | None = None, model: str | None = None,
-         device: str = "auto") -> Ranking:
+         device: str = "auto", rerank_k: int = 0, rerank_weights=None, cost: bool = False) -> Ranking:
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
-    on the fly with the index's model)."""
+    on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (METHOD.md s.7).
+    cost: also print each method's online cost per query on these queries to stderr."""
     from .common import model_for_file
     from .embed_text import embed_texts, report_truncated
     from .runtime import resolve_device
@@ -149,7 +150,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
         video_ids = read_ids(handle)
         loaded = None
-        if queries is not None or method == "xpool":
+        if queries is not None or method == "xpool" or cost:
             loaded = model_for_file(model, handle, index_path, torch_device, f"pig index with this model")
         if query_file is not None:
             query_ids, text = load_query_file(query_file, handle, index_path)
@@ -157,11 +158,33 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
             text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
             report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
             query_ids = [q.id for q in queries]
-    if method == "index":
-        scores, rows = rank_index(index_path, text, k)
-    else:
-        features = features or upstream_file(index_path, FEATURE_STAGES)
+    if method == "xpool" and rerank_k:
+        raise UsageError("--rerank works on top of the index's scores, not with --method xpool")
+    if cost:
+        _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
+                     torch_device, rerank_k or 50, k, len(video_ids))
+    if method == "xpool" or rerank_k:
+        needed = ("extract",) if rerank_k else FEATURE_STAGES
+        features = features or upstream_file(index_path, needed)
         if features is None:
-            raise PigError(f"--method xpool needs the token features of {index_path}'s videos: pass --features feats.h5")
+            raise PigError(f"--method xpool and --rerank need the token features of {index_path}'s videos: "
+                           "pass --features feats.h5")
+    if method == "xpool":
         scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
-    return Ranking(query_ids, video_ids, rows, scores)
+        return Ranking(query_ids, video_ids, rows, scores)
+    scores, rows = rank_index(index_path, text, max(k, rerank_k))
+    if rerank_k:
+        from .rerank import rerank
+
+        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, rerank_weights)
+    return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k])
+
+
+def _report_cost(index_path, text, features, pig, device, rerank_k: int, top: int, n_videos: int) -> None:
+    from ..console import err_console, warn
+    from .cost import format_costs, measure_costs
+
+    if features is None:
+        warn("no extract file found for the index: only the index scan is measured (pass --features)")
+    err_console.print(format_costs(measure_costs(index_path, text, features, pig, device, rerank_k, top), n_videos),
+                      markup=False)
