@@ -3,14 +3,15 @@
     python benchmarks/rank_bench.py --sizes 100000 1000000 --queries 1 100
 
 Random unit vectors (D=512), stored float32 and float16. For each size, storage and query
-count it times (median of --repeats runs after one warm-up):
+count it times (median of --repeats calls after one warm-up call):
   exact_topk     pigcli.search.exact_topk, precision="auto" (one row per --block-rows value)
   exact_topk fp32  the same with precision="fp32" (plain fp32 scan + rescoring)
   numpy          queries @ index.T, np.argpartition, sort of the k (fp16 storage: numpy
                  upcasts the whole matrix to fp32 inside the matmul)
   faiss flat     faiss.IndexFlatIP.search (fp32 copy of the stored values; build not timed)
   plain scan     one torch.matmul of the queries against the whole stored matrix, no top-k
-and checks every method's top-k rows against a float64 brute force of the stored values.
+Methods run round-robin (one call each per round), so load from other processes on a shared
+machine falls on all of them alike. The script checks every method's top-k rows against a float64 brute force of the stored values.
 Peak extra memory is the rise of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) during one call: it sees torch, numpy and faiss allocations alike.
 """
@@ -18,6 +19,7 @@ Peak extra memory is the rise of the process's peak RSS (VmHWM, reset through
 from __future__ import annotations
 
 import argparse
+import ctypes
 import gc
 import os
 import platform
@@ -63,7 +65,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--queries", type=int, nargs="+", default=[1, 100], help="query counts Q")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--k", type=int, default=10)
-    p.add_argument("--repeats", type=int, default=5, help="timed runs per method (median)")
+    p.add_argument("--repeats", type=int, default=7, help="timed calls per method (median)")
     p.add_argument("--block-rows", type=int, nargs="+", default=[65536], help="exact_topk block sizes")
     p.add_argument("--no-faiss", action="store_true", help="skip faiss even if installed")
     return p.parse_args()
@@ -92,10 +94,13 @@ def bench_storage(args: argparse.Namespace, index: np.ndarray, storage: str, que
     out = []
     for n_q, q in queries.items():
         truth = reference_rows(index, q, args.k)
-        for name, method in methods(args, index, q, faiss_index).items():
-            seconds, peak_mb, rows = measure(method, args.repeats)
+        found = methods(args, index, q, faiss_index)
+        first = {name: first_call(method) for name, method in found.items()}
+        times = round_robin(found, args.repeats)
+        for name, (peak_mb, rows) in first.items():
             same = None if rows is None else bool(np.array_equal(rows, truth))
-            row = dict(n=index.shape[0], storage=storage, q=n_q, method=name, ms=seconds * 1e3, mb=peak_mb, same=same)
+            ms = statistics.median(times[name]) * 1e3
+            row = dict(n=index.shape[0], storage=storage, q=n_q, method=name, ms=ms, mb=peak_mb, same=same)
             print(format_progress(row), flush=True)
             out.append(row)
     del faiss_index
@@ -170,21 +175,33 @@ def reference_rows(index: np.ndarray, q: np.ndarray, k: int, block: int = 65536)
     return best_r
 
 
-def measure(method: Method, repeats: int) -> tuple[float, float, np.ndarray | None]:
-    """(median seconds, peak extra MiB of one call, result rows). First call is the warm-up."""
+def first_call(method: Method) -> tuple[float, np.ndarray | None]:
+    """Warm-up call: (peak extra MiB, result rows)."""
     gc.collect()
     base = reset_peak_rss()
     rows = method()
     peak_mb = (peak_rss_kib() - base) / 1024 if base is not None else float("nan")
-    times = []
+    return peak_mb, rows
+
+
+def round_robin(found: dict[str, Method], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call, methods interleaved so that load from other processes on a shared
+    machine falls on all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in found}
     for _ in range(repeats):
-        start = time.perf_counter()
-        method()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), peak_mb, rows
+        for name, method in found.items():
+            start = time.perf_counter()
+            method()
+            times[name].append(time.perf_counter() - start)
+    return times
 
 
 def reset_peak_rss() -> int | None:
+    """Hand freed heap back to the OS (else reused pages hide new allocations), then reset."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")  # Linux: peak RSS := current RSS

@@ -1,21 +1,23 @@
 """Exact top-k inner-product search over an index too large to score in one go.
 
-The index is scanned in blocks of rows; each block is scored with one matmul (optionally in a
-lower precision, used only to pick candidates), the candidates are rescored in fp32 and merged
-into a running top-k per query. Memory is O(Q * (k + block_rows)): the Q x N score matrix is
-never built.
+The index is scanned in blocks of rows. Each block is scored by matmul (in tiles, so casting
+and scoring read rows still in cache), optionally in a lower precision used only to pick
+candidates; the candidates are rescored in fp32 and merged into a running top-k per query.
+Memory is O(Q * (k + block_rows)) plus fixed tile buffers: the Q x N score matrix is never built.
 
 Exactness argument for the low-precision filter (see `_error_bound`): every scanned score s' is
 within e of the fp32 score s the caller gets back, so a row can only reach the final top-k if
 s' >= L - e, where L is any lower bound on the final k-th score. Two such bounds are known:
 the k-th best fp32 score found so far (exact), and the k-th best s' in the block minus e (those
 k rows all score at least that much). Every row passing that test is rescored, so the result is
-the same as an fp32 scan of everything.
+the same as an fp32 scan of everything. Returned scores all come from the one rescoring
+routine, so identical rows get identical scores and ties resolve by row number.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -27,7 +29,7 @@ _SCAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.flo
 # Unit roundoff (half an ulp at 1) and half the smallest subnormal, per scan dtype.
 _UNIT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}
 _TINY = {torch.float32: 2.0**-150, torch.bfloat16: 2.0**-134, torch.float16: 2.0**-25}
-_FP16_MAX_SAFE = 32768.0  # largest |score| allowed through an fp16 scan (fp16 max is 65504)
+_FP16_MAX_SAFE = 32768.0  # bound on |entry| and |score| for an fp16 scan (fp16 max: 65504)
 _EXTRA_CANDIDATES = 32  # first guess of candidates beyond k per block; doubled when too few
 _TILE_ROWS = 4096  # rows norm-checked, cast and scored while in cache (L2/L3); measured
 _RESCORE_ELEMS = 1 << 22  # cap on gathered fp32 elements per rescoring chunk (16 MiB)
@@ -48,6 +50,7 @@ def exact_topk(
     k' = min(k, N), each row sorted by descending score, ties broken by lower row number first.
     precision: "fp32" scans in fp32; "bf16"/"fp16" scan in that precision as a candidate filter
     (results are still exact fp32); "auto" picks the fastest measured on this project's benchmark.
+    Runs on torch's CPU threads: torch.set_num_threads is left to the caller.
     """
     n_rows, dim = _check_index(index)
     q = _check_queries(queries, dim)
@@ -58,7 +61,7 @@ def exact_topk(
     top = _RunningTopK(q.shape[0], k_out)
     scanner = _Scanner(q, _pick_scan_dtype(precision, index.dtype, q.shape[0]))
     for start, block in _iter_blocks(index, block_rows):
-        local, scores = _block_candidates(scanner, torch.from_numpy(block), k_out, top.floor())
+        local, scores = _block_candidates(scanner, _as_tensor(block), k_out, top.floor())
         top.merge(scores, local + start)
     return top.result()
 
@@ -126,6 +129,14 @@ def _iter_blocks(index: Any, block_rows: int) -> Iterator[tuple[int, np.ndarray]
         view = buffer[: stop - start]
         index.read_direct(view, np.s_[start:stop])
         yield start, view
+
+
+def _as_tensor(block: np.ndarray) -> torch.Tensor:
+    """Zero-copy view. Blocks are only read, so torch's warning about read-only arrays (a
+    read-only np.memmap index, say) does not apply."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(block)
 
 
 # ---------------------------------------------------------------- one block

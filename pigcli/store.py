@@ -93,14 +93,15 @@ def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str):
         handle = h5py.File(path, "r")
     except OSError as err:
         raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun: {rerun_hint}") from err
-    attrs = handle.attrs
-    if attrs.get("schema") != SCHEMA:
+    # read before any close(): attributes of a closed file read as None
+    schema, stage = handle.attrs.get("schema"), handle.attrs.get("stage")
+    if schema != SCHEMA:
         handle.close()
-        raise StaleInputError(f"{path} was not written by this version of pig (schema {attrs.get('schema')!r}, "
+        raise StaleInputError(f"{path} was not written by this version of pig (schema {schema!r}, "
                               f"expected {SCHEMA!r}); rerun: {rerun_hint}")
-    if attrs.get("stage") not in stages:
+    if stage not in stages:
         handle.close()
-        raise StaleInputError(f"{path} is a '{attrs.get('stage')}' file; this command needs a "
+        raise StaleInputError(f"{path} is a '{stage}' file; this command needs a "
                               f"{' or '.join(repr(s) for s in stages)} file, made with: {rerun_hint}")
     return handle
 

@@ -20,6 +20,13 @@ so a test can check which source frames a decoder returned.
 CLI:
     run_pig(args, env=None, timeout=...) -> (returncode, stdout, stderr), `python -m pigcli` in a
                      subprocess with HF offline and a private PIG_CACHE; `pig_env()` gives that env.
+                     In-process, use typer.testing.CliRunner (stdout and stderr are separate).
+
+Environment: an autouse fixture removes the caller's PIG_* variables and points PIG_CACHE at a
+session tmp folder for every test.
+
+Helpers (import with `from conftest import ...`): video_frames, frame_number, write_test_video,
+write_broken, write_audio_only, pig_env, and the TINY_* / VIDEO_FOLDER_SPECS / BROKEN_KINDS constants.
 """
 
 from __future__ import annotations
@@ -219,8 +226,17 @@ def tiny_extract(tmp_path_factory, tiny_model_dir, video_folder) -> Path:
 
 @pytest.fixture(scope="session")
 def pig_cache(tmp_path_factory) -> Path:
-    """A private PIG_CACHE for subprocesses, so tests never write to ~/.cache/pig."""
+    """A private PIG_CACHE, so tests never write to ~/.cache/pig."""
     return tmp_path_factory.mktemp("pig_cache")
+
+
+@pytest.fixture(autouse=True)
+def _hermetic_pig_env(monkeypatch, pig_cache):
+    """Every test starts without the caller's PIG_* settings (PIG_MODEL, PIG_QUIET, ...), with a
+    private PIG_CACHE. A test may still set its own with monkeypatch.setenv."""
+    for name in [k for k in os.environ if k.startswith("PIG_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("PIG_CACHE", str(pig_cache))
 
 
 def pig_env(cache: Path | None = None, extra: dict | None = None) -> dict:

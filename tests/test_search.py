@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import h5py
 import numpy as np
 import pytest
@@ -139,6 +141,16 @@ def near_ties(precision: str) -> tuple[np.ndarray, np.ndarray]:
     noise = {"bf16": 1e-3, "fp16": 5e-5}[precision]
     index = (base + noise * rng.standard_normal((3000, 64))).astype(np.float32)
     return index, unit_rows(rng, 8, 64)
+
+
+def test_read_only_memmap_without_warnings(tmp_path) -> None:
+    rng = np.random.default_rng(10)
+    index, queries = unit_rows(rng, 1000, 16), unit_rows(rng, 2, 16)
+    index.tofile(tmp_path / "index.f32")
+    mapped = np.memmap(tmp_path / "index.f32", dtype=np.float32, mode="r", shape=index.shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert_matches(mapped, queries, 5, block_rows=300)
 
 
 @pytest.mark.parametrize("precision", ["bf16", "fp16"])

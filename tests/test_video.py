@@ -76,10 +76,6 @@ def test_resize_keeps_square_and_upscales() -> None:
 
 # --- decoding real files ---------------------------------------------------------------------------
 
-def _read(path, t, size, decoder):
-    return read_clip(path, t, size, decoder)
-
-
 @pytest.mark.parametrize("decoder", DECODERS)
 @pytest.mark.parametrize("name", list(VIDEO_FOLDER_SPECS))
 def test_every_container_is_readable(video_folder, name: str, decoder: str) -> None:

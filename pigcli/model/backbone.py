@@ -71,7 +71,9 @@ class ViPBackbone(nn.Module):
         width = vision_model.config.hidden_size
         cls = vision_model.embeddings.class_embedding.detach().clone()
         # Proxies and frame CLS start as CLIP's class embedding; temporal embedding as zeros, so an
-        # untrained model computes exactly frame-wise CLIP on every frame's tokens.
+        # untrained model's tokens of every frame are exactly CLIP's. Its frame outputs are close to
+        # frame-wise CLIP but not equal: frame tokens also attend to the global tokens (the mask of
+        # METHOD.md section 1); tests/test_backbone.py measures the gap.
         self.proxy_tokens = nn.Parameter(cls.repeat(num_proxies, 1))
         self.frame_cls = nn.Parameter(cls.clone())
         self.temporal_embedding = nn.Parameter(torch.zeros(num_frames, width))

@@ -1,0 +1,335 @@
+"""Training data: caption pairs, per-epoch batch plans, and the two video sources.
+
+Frozen-feature mode (`FeatureSource`): the tokens of an `extract` file (x_v, x_p, x_f and the top-k
+patches by the stored ITS score, exactly what `pig select` takes), held in memory. Valid only while
+the backbone is frozen: the stored tokens are what the backbone computes.
+Raw-video mode (`VideoSource`): frames decoded with `read_clip` in a torch DataLoader (spawned
+workers); the training step runs the backbone.
+
+Batches are planned in the main process from (seed, stage, epoch) alone, so a resumed run sees the
+same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
+batch (each takes its own contiguous slice).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from ..captions import load_captions
+from ..console import log
+from ..errors import StaleInputError, UsageError
+from ..stages.common import take_rows
+from ..stages.select import EXTRACT_HINT, _gather_patches, top_k_patches
+from ..stages.sources import discover_videos
+from ..store import ok_rows, open_stage_file, read_ids, recorded_model
+from ..video import VideoError, read_clip
+
+FEATURE_BLOCK_ROWS = 256  # rows read from the extract file at a time
+
+
+# --- captions -------------------------------------------------------------------------------------
+
+@dataclass
+class PairSet:
+    """Videos that have captions and are in the source, with their captions."""
+
+    video_ids: list[str]
+    captions: list[list[str]]                               # captions[i]: all captions of video_ids[i]
+    missing: list[str] = field(default_factory=list)        # named by captions, absent from the source
+
+    def __len__(self) -> int:
+        return len(self.video_ids)
+
+    @property
+    def num_captions(self) -> int:
+        return sum(len(c) for c in self.captions)
+
+
+def load_pairs(captions_path: str | Path, available: set[str], what: str) -> PairSet:
+    """Group a captions file by video, keeping the videos the source has; report the others."""
+    grouped: dict[str, list[str]] = {}
+    for caption in load_captions(captions_path):
+        grouped.setdefault(caption.video_id, []).append(caption.text)
+    kept = [v for v in grouped if v in available]
+    pairs = PairSet(kept, [grouped[v] for v in kept], sorted(v for v in grouped if v not in available))
+    if pairs.missing:
+        shown = ", ".join(pairs.missing[:5]) + (" ..." if len(pairs.missing) > 5 else "")
+        log(f"{what}: {len(pairs.missing)} of {len(grouped)} captioned videos are not in the video source "
+            f"(or failed in extract) and are left out: {shown}")
+    if not kept:
+        raise UsageError(f"{what}: none of the videos named in {captions_path} is in the video source "
+                         f"(e.g. caption video {next(iter(grouped))!r})")
+    return pairs
+
+
+# --- batch plans ----------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class PlannedBatch:
+    videos: np.ndarray     # [B] indices into the PairSet
+    captions: np.ndarray   # [B] which caption of each video
+
+
+def epoch_plan(pairs: PairSet, batch_size: int, seed: int, stage: int, epoch: int) -> list[PlannedBatch]:
+    """A seeded shuffle of the videos in batches, one random caption per video.
+
+    The last partial batch is dropped when there is at least one full batch (a tiny last batch makes
+    a noisy contrastive loss; open_clip drops it too).
+    """
+    rng = np.random.default_rng([seed, stage, epoch])
+    order = rng.permutation(len(pairs))
+    choice = np.array([rng.integers(len(pairs.captions[v])) for v in order])
+    count = len(order) // batch_size if len(order) >= batch_size else 1
+    return [PlannedBatch(order[i * batch_size : (i + 1) * batch_size], choice[i * batch_size : (i + 1) * batch_size])
+            for i in range(count)]
+
+
+def batches_per_epoch(num_videos: int, batch_size: int) -> int:
+    return max(1, num_videos // batch_size)
+
+
+def rank_slice(batch: PlannedBatch, rank: int, world_size: int) -> PlannedBatch:
+    """This rank's contiguous share of a global batch (gathering in rank order restores the batch)."""
+    per_rank = len(batch.videos) // world_size
+    part = slice(rank * per_rank, (rank + 1) * per_rank)
+    return PlannedBatch(batch.videos[part], batch.captions[part])
+
+
+def tokenize(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """Token ids and mask, truncated to the model's max_text_tokens (end token kept, as embed-text does)."""
+    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+# --- what the heads take --------------------------------------------------------------------------
+
+@dataclass
+class HeadInputs:
+    """Backbone outputs the heads need (METHOD.md sections 1-3)."""
+
+    video: torch.Tensor      # [B, D]    x_v
+    proxies: torch.Tensor    # [B, P, D] x_p
+    frames: torch.Tensor     # [B, T, D] x_f
+    selected: torch.Tensor   # [B, k, D] top-k ITS patches
+
+    def to(self, device, dtype=torch.float32) -> "HeadInputs":
+        return HeadInputs(*(t.to(device=device, dtype=dtype, non_blocking=True)
+                            for t in (self.video, self.proxies, self.frames, self.selected)))
+
+
+@dataclass
+class SourceBatch:
+    rows: np.ndarray                    # [b] source rows
+    valid: torch.Tensor                 # [b] bool: False for a video that could not be decoded
+    tokens: HeadInputs | None = None    # frozen-feature mode
+    pixels: torch.Tensor | None = None  # raw-video mode: [b, T, 3, S, S] uint8
+    errors: list[tuple[int, str]] = field(default_factory=list)
+
+
+# --- frozen features ------------------------------------------------------------------------------
+
+class FeatureSource:
+    """Tokens of an `extract` file for the videos a run uses, read once into memory.
+
+    Memory: (1 + P + T) float32 + k float16 vectors of D per video (about 60 KB for B/32 defaults).
+    """
+
+    frozen = True
+
+    def __init__(self, path: str | Path, loaded, k: int):
+        self.path = Path(path)
+        with open_stage_file(path, ("extract",), EXTRACT_HINT) as handle:
+            check_features_model(self.path, handle, loaded)
+            self.settings = _settings(handle)
+            self.backbone = self.settings.get("backbone", "vip")
+            rows = ok_rows(handle)
+            ids = read_ids(handle)
+            self.ids = [ids[r] for r in rows]
+            self._file_rows = rows
+            _check_kept_patches(self.path, handle, k)
+        self.k = k
+        self._row_of = {vid: i for i, vid in enumerate(self.ids)}
+        self.tokens: HeadInputs | None = None
+
+    def row_of(self, video_id: str) -> int:
+        return self._row_of[video_id]
+
+    def load(self, video_ids: list[str]) -> None:
+        """Read the tokens of these videos (the union of the training and validation sets)."""
+        wanted = np.array(sorted({self._row_of[v] for v in video_ids}), dtype=np.int64)
+        self._source_rows = wanted
+        self._position = np.full(len(self.ids), -1, np.int64)
+        self._position[wanted] = np.arange(len(wanted))
+        parts: dict[str, list[np.ndarray]] = {name: [] for name in ("video", "proxies", "frames", "selected")}
+        with open_stage_file(self.path, ("extract",), EXTRACT_HINT) as handle:
+            for start in range(0, len(wanted), FEATURE_BLOCK_ROWS):
+                file_rows = self._file_rows[wanted[start : start + FEATURE_BLOCK_ROWS]]
+                for name in ("video", "proxies", "frames"):
+                    parts[name].append(take_rows(handle[name], file_rows).astype(np.float32))
+                scores = take_rows(handle["its_score"], file_rows)
+                chosen = top_k_patches(scores, self.k)
+                selected = _gather_patches(take_rows(handle["patches"], file_rows),
+                                           take_rows(handle["patch_index"], file_rows), chosen)
+                parts["selected"].append(selected.astype(np.float16))  # as stored: no precision lost
+        self.tokens = HeadInputs(*(torch.from_numpy(np.concatenate(parts[name]))
+                                   for name in ("video", "proxies", "frames", "selected")))
+
+    def iterate(self, batches: list[np.ndarray]) -> Iterator[SourceBatch]:
+        for rows in batches:
+            index = torch.from_numpy(self._position[rows])
+            tokens = HeadInputs(*(t[index] for t in (self.tokens.video, self.tokens.proxies,
+                                                     self.tokens.frames, self.tokens.selected)))
+            yield SourceBatch(np.asarray(rows), torch.ones(len(rows), dtype=torch.bool), tokens=tokens)
+
+    def close(self) -> None:
+        pass
+
+
+def _settings(handle) -> dict:
+    import json
+
+    return json.loads(handle.attrs.get("settings", "{}"))
+
+
+def _check_kept_patches(path: Path, handle, k: int) -> None:
+    kept = handle["patch_index"].shape[1]
+    if kept < k:
+        raise UsageError(f"{path} kept {kept} patch tokens per video, fewer than the model's select_k {k}; "
+                         f"rerun extract with --patches all (or top-N with N >= {k})")
+
+
+def check_features_model(path: Path, handle, loaded) -> None:
+    """The features must be what this model's backbone computes.
+
+    Same checkpoint: fine. Another checkpoint (e.g. a stage-1 result) with an identical backbone: fine
+    too, checked by hashing the backbone weights of the model the file records.
+    """
+    recorded = recorded_model(handle) or {}
+    if recorded.get("hash") == loaded.identity.hash:
+        return
+    from ..model.checkpoint import is_checkpoint, load_checkpoint
+
+    recorded_path = str(handle.attrs.get("model_path", ""))
+    if recorded_path and is_checkpoint(recorded_path):
+        if backbone_fingerprint(load_checkpoint(recorded_path).model) == backbone_fingerprint(loaded.model):
+            log(f"{path} was made with {recorded.get('name')}; its backbone weights equal this model's")
+            return
+    raise StaleInputError(
+        f"{path} was made with model {recorded.get('name')} ({recorded.get('hash')}), whose backbone is not "
+        f"this model's ({loaded.identity.name}, {loaded.identity.hash}); rerun: pig extract VIDEOS -m "
+        f"{loaded.path} -o feats.h5, or train from raw videos with --videos")
+
+
+def backbone_fingerprint(pig) -> str:
+    """sha256 of the video backbone's weights (vision tower, projection, proxies, temporal embedding)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(pig.backbone.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# --- raw videos -----------------------------------------------------------------------------------
+
+class ClipDataset(torch.utils.data.Dataset):
+    """Row -> (row, uint8 frames [T, 3, S, S] or None, error). Picklable for spawned workers."""
+
+    def __init__(self, paths: list[str], num_frames: int, image_size: int, decoder: str):
+        self.paths, self.num_frames, self.image_size, self.decoder = paths, num_frames, image_size, decoder
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, row: int):
+        try:
+            clip = read_clip(self.paths[row], self.num_frames, self.image_size, self.decoder)
+            return row, clip.frames, None
+        except VideoError as err:
+            return row, None, str(err)
+
+
+@dataclass
+class ClipCollate:
+    """Stack clips; a failed video becomes zeros marked invalid, so batch shapes stay equal across ranks."""
+
+    num_frames: int
+    image_size: int
+
+    def __call__(self, items) -> SourceBatch:
+        shape = (self.num_frames, 3, self.image_size, self.image_size)
+        pixels = torch.zeros((len(items),) + shape, dtype=torch.uint8)
+        valid = torch.zeros(len(items), dtype=torch.bool)
+        errors = []
+        for i, (row, frames, error) in enumerate(items):
+            if frames is None:
+                errors.append((row, error))
+            else:
+                pixels[i] = torch.from_numpy(frames)
+                valid[i] = True
+        return SourceBatch(np.array([item[0] for item in items]), valid, pixels=pixels, errors=errors)
+
+
+class _PlanSampler(torch.utils.data.Sampler):
+    """Yields the batches it was last given; lives in the main process, so it can change per epoch."""
+
+    def __init__(self):
+        self.batches: list[np.ndarray] = []
+
+    def __iter__(self):
+        return iter([b.tolist() for b in self.batches])
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _worker_init(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # one core per decoding worker; the model gets the rest
+
+
+class VideoSource:
+    """Videos of a folder (or files / list files) decoded on the fly."""
+
+    frozen = False
+
+    def __init__(self, inputs: str | Path | list, num_frames: int, image_size: int, decoder: str, workers: int,
+                 pin_memory: bool = False, seed: int = 0):
+        entries = discover_videos(inputs if isinstance(inputs, list) else [inputs])
+        self.ids = [e.id for e in entries]
+        self._row_of = {e.id: i for i, e in enumerate(entries)}
+        self.failures: dict[int, str] = {}
+        self._sampler = _PlanSampler()
+        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder)
+        spawn = workers > 0
+        self.loader = torch.utils.data.DataLoader(
+            dataset, batch_sampler=self._sampler, num_workers=workers, collate_fn=ClipCollate(num_frames, image_size),
+            pin_memory=pin_memory, worker_init_fn=_worker_init if spawn else None,
+            multiprocessing_context="spawn" if spawn else None, persistent_workers=spawn,
+            # its own generator: creating an iterator must not draw from the global RNG (dropout, resume)
+            generator=torch.Generator().manual_seed(seed))
+
+    def row_of(self, video_id: str) -> int:
+        return self._row_of[video_id]
+
+    def load(self, video_ids: list[str]) -> None:
+        pass
+
+    def iterate(self, batches: list[np.ndarray]) -> Iterator[SourceBatch]:
+        self._sampler.batches = batches
+        for batch in self.loader:
+            self.failures.update(batch.errors)
+            yield batch
+
+    def failure_summary(self) -> str:
+        counts = Counter(self.failures.values())
+        return "; ".join(f"{n} x {message}" for message, n in counts.most_common(5))
+
+    def close(self) -> None:
+        # persistent workers end with the loader's iterator; dropping it shuts them down now
+        self.loader = None

@@ -1,0 +1,113 @@
+"""What each method computes from a batch, for training (`TrainStep`) and validation (the helpers).
+
+    pig:      q_hat = generate([x_v; x_p; x_f; top-k patches]);  e_v = fuse(q_hat, [x_v; x_p; x_f])
+    meanpool: e_v = norm(mean_f x_f)
+    xpool:    S_ij = e_t_i . fuse(e_t_i, [x_v; x_p; x_f]_j)   (every text with every video)
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..model.pig import generator_tokens
+from ..stages.select import top_k_patches
+from ..video import normalize
+from .data import HeadInputs
+from .distributed import gather_with_grad
+from .losses import generation_loss, retrieval_loss_from_scores
+
+METHODS = ("pig", "meanpool", "xpool")
+
+
+def encode_pixels(pig, pixels: torch.Tensor, backbone: str) -> HeadInputs:
+    """uint8 frames [B, T, 3, S, S] -> the backbone's tokens, with the top-k ITS patches selected.
+
+    Selection reuses `top_k_patches` (the same ordering and ties as `pig select`), so raw-video and
+    frozen-feature training feed the generator the same patches.
+    """
+    config = pig.config
+    tokens = pig.encode_video(normalize(pixels, config.image_mean, config.image_std), backbone)
+    chosen = top_k_patches(tokens.its_score.detach().float().cpu().numpy(), config.select_k)
+    index = torch.from_numpy(chosen).to(tokens.patches.device)
+    selected = tokens.patches.gather(1, index[..., None].expand(-1, -1, tokens.patches.shape[-1]))
+    return HeadInputs(tokens.video, tokens.proxies, tokens.frames, selected)
+
+
+def pseudo_query(pig, inputs: HeadInputs) -> torch.Tensor:
+    return pig.generate(generator_tokens(inputs.video, inputs.proxies, inputs.frames, inputs.selected))
+
+
+def meanpool_embedding(frames: torch.Tensor) -> torch.Tensor:
+    """norm(mean_f x_f): the torch twin of stages.fuse.meanpool."""
+    return F.normalize(frames.float().mean(dim=1), dim=-1)
+
+
+def video_embedding(pig, inputs: HeadInputs, method: str) -> torch.Tensor:
+    """e_v [B, D] of a two-tower or hybrid method (xpool has no query-free video embedding)."""
+    if method == "pig":
+        return pig.fuse(pseudo_query(pig, inputs), inputs.video, inputs.proxies, inputs.frames)
+    if method == "meanpool":
+        return meanpool_embedding(inputs.frames)
+    raise ValueError(f"method {method!r} has no query-independent video embedding")
+
+
+def xpool_scores(pig, text: torch.Tensor, video: torch.Tensor, proxies: torch.Tensor,
+                 frames: torch.Tensor) -> torch.Tensor:
+    """S [Q, B]: S_qb = e_t_q . fuse(e_t_q, keys_b), using the fusioner's [B, Q, D] query support."""
+    fused = pig.fuse(text[None].expand(video.shape[0], -1, -1), video, proxies, frames)  # [B, Q, D]
+    return torch.einsum("qd,bqd->qb", text.to(fused.dtype), fused)
+
+
+def _grad_if(enabled: bool):
+    return contextlib.nullcontext() if enabled else torch.no_grad()
+
+
+class TrainStep(nn.Module):
+    """One training forward: the batch's losses. A module, so that DistributedDataParallel can wrap it.
+
+    Features are gathered across ranks inside the forward (local part with gradients), and L_ret is
+    multiplied by the world size in the value returned for back-propagation: DDP averages gradients,
+    while each rank's L_ret gradient covers only its local part, so the product gives exactly the
+    gradient of the global-batch loss (a 2-process run equals a 1-process run on the same batch).
+    """
+
+    def __init__(self, pig, method: str, stage: int, alpha: float, backbone: str, world_size: int = 1):
+        super().__init__()
+        self.pig, self.method, self.stage, self.alpha = pig, method, stage, alpha
+        self.backbone, self.world_size = backbone, world_size
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor,
+                pixels: torch.Tensor | None = None, tokens: HeadInputs | None = None) -> dict[str, torch.Tensor]:
+        pig = self.pig
+        if pixels is not None:
+            with _grad_if(pig.clip.visual_projection.weight.requires_grad):
+                tokens = encode_pixels(pig, pixels, self.backbone)
+        with _grad_if(pig.clip.text_projection.weight.requires_grad):
+            text = pig.text_features(input_ids, attention_mask)                     # t [b, D], unnormalised
+        q_hat = pseudo_query(pig, tokens) if self.method == "pig" else None
+        zero = text.new_zeros((), dtype=torch.float32)
+        l_gen = generation_loss(q_hat[valid], text[valid]) if q_hat is not None else zero
+        if self.stage == 1:
+            return {"loss": l_gen, "backward": l_gen, "l_ret": zero, "l_gen": l_gen}
+        l_ret = self._retrieval(F.normalize(text, dim=-1), tokens, q_hat, valid)
+        loss = l_ret + self.alpha * l_gen
+        return {"loss": loss.detach(), "backward": self.world_size * l_ret + self.alpha * l_gen,
+                "l_ret": l_ret, "l_gen": l_gen}
+
+    def _retrieval(self, text: torch.Tensor, tokens: HeadInputs, q_hat: torch.Tensor | None,
+                   valid: torch.Tensor) -> torch.Tensor:
+        pig = self.pig
+        keep = gather_with_grad(valid.to(torch.uint8)).bool()  # NCCL gathers bytes, not bools
+        all_text = gather_with_grad(text)[keep]
+        if self.method == "xpool":
+            keys = [gather_with_grad(t)[keep] for t in (tokens.video, tokens.proxies, tokens.frames)]
+            scores = xpool_scores(pig, all_text, *keys)
+        else:
+            video = (pig.fuse(q_hat, tokens.video, tokens.proxies, tokens.frames) if self.method == "pig"
+                     else meanpool_embedding(tokens.frames))
+            scores = all_text.float() @ gather_with_grad(video)[keep].float().T
+        return retrieval_loss_from_scores(scores, pig.clip.logit_scale)
