@@ -11,11 +11,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+import click
 import typer
 
-from .errors import PigError
+from .errors import PigError, UsageError
 
 EXIT_SOME_FAILED = 3
+# click's usage errors keep click's own handling (exit 2); typer may vendor its own copy of click.
+CLICK_ERRORS = tuple({click.exceptions.ClickException,
+                      *(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")})
 
 app = typer.Typer(
     help="pig: text-to-video retrieval with pseudo-query interaction (PIG) and EERCF reranking.\n\n"
@@ -34,7 +38,7 @@ def command(*args, **kwargs):
         def run(*f_args, **f_kwargs):
             try:
                 return func(*f_args, **f_kwargs)
-            except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            except (typer.Exit, typer.Abort, KeyboardInterrupt) + CLICK_ERRORS:
                 raise
             except PigError as err:
                 _fail(str(err), err.exit_code)
@@ -80,7 +84,7 @@ def init_cmd(
     from .model.pig import PigConfig
 
     if bool(source) == bool(preset):
-        raise typer.BadParameter("give exactly one of --from or --preset")
+        raise UsageError("give exactly one of --from (a CLIP) or --preset (a random CLIP)")
     config = PigConfig(num_frames=frames, num_proxies=proxies, select_k=k, max_text_tokens=max_text_tokens)
     if preset:
         path = init_random(output, preset, seed=seed, pig_config=config)
@@ -268,8 +272,9 @@ def rank_cmd(
     """
     from .captions import Query, load_queries
     from .console import warn
-    from .stages.rank import rank, write_ranking
+    from .stages.rank import rank, resolve_rank_inputs, write_ranking
 
+    index, query_file = resolve_rank_inputs(index, query_file)
     texts = None
     if query or queries:
         texts = [Query(f"q{i}", text) for i, text in enumerate(query or [], start=1)]

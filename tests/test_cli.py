@@ -47,8 +47,6 @@ def test_init_preset_prints_path_and_hash(tmp_path) -> None:
     assert loaded.identity.hash == digest and loaded.model.config.num_frames == 4
 
 
-@pytest.mark.xfail(strict=True, reason="cli.py: the command wrapper turns typer.BadParameter into "
-                   "'error: BadParameter: ...' with exit 1; click usage errors should pass through (exit 2)")
 def test_init_needs_exactly_one_source(tmp_path) -> None:
     result = CliRunner().invoke(app, ["init", "-o", str(tmp_path / "m")])
     assert result.exit_code == 2

@@ -43,6 +43,18 @@ def default_index_path(index: str | Path | None) -> Path:
     return path
 
 
+def resolve_rank_inputs(first: Path | None, second: Path | None) -> tuple[Path | None, Path | None]:
+    """`pig rank q.h5` (index from $PIG_INDEX or ./index.h5): a lone embed-text file is the queries."""
+    if first is not None and second is None and Path(first).is_file():
+        try:
+            is_queries = read_attrs(first).get("stage") == "embed-text"
+        except OSError:
+            is_queries = False
+        if is_queries:
+            return None, first
+    return first, second
+
+
 def upstream_file(path: str | Path, stages: tuple[str, ...]) -> Path | None:
     """Follow a stage file's recorded inputs back to the nearest file of one of `stages`."""
     current = Path(path)

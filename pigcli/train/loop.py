@@ -470,7 +470,7 @@ class Trainer:
         losses: list[dict] = []
         with progress(len(todo) * config.batch_size, f"stage {stage} epoch {position.epoch + 1}", "pairs") as bar:
             batches = self.source.iterate([self.train_rows[b.videos] for b in todo])
-            for planned, batch in zip(todo, batches):
+            for batch, planned in zip(batches, todo):  # source first: it is run to its end
                 if config.stop_after is not None and self.steps_this_run >= config.stop_after:
                     self.save_state(optimizer, scheduler)
                     log(f"stopped after {self.steps_this_run} steps (--stop-after); continue with --resume")
@@ -500,7 +500,7 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
             optimizer.step()
             clamp_logit_scale_(pig.clip.logit_scale)
-            values = dist_utils.mean_over_ranks({k: float(out[k]) for k in values}, device)
+            values = dist_utils.mean_over_ranks({k: float(out[k].detach()) for k in values}, device)
             self.steps_this_run += 1
         scheduler.step()  # even for a skipped batch: the schedule follows the plan
         self.position.batch += 1
