@@ -10,7 +10,7 @@ import typer
 
 
 def toy_make_cmd(
-    out_dir: Path = typer.Argument(..., help="folder to write (videos/, train/val/test.csv, objects.jsonl, corpus.json)"),
+    out_dir: Path = typer.Argument(..., help="folder to write (videos/, split CSVs, objects.jsonl, corpus.json)"),
     videos: int = typer.Option(1200, help="number of videos (3000 for the benchmark)"),
     seed: int = typer.Option(0, help="seed: the same seed gives the same corpus"),
     frames: int = typer.Option(16, help="frames per video (at least 8)"),

@@ -259,14 +259,14 @@ def describe(scene: Scene) -> list[ToyCaption]:
     actors = [i for i, e in enumerate(events) if e.verb != STILL]
     timed = sorted((i for i in actors if events[i].time is not None), key=lambda i: events[i].time)
     if len(timed) >= 2:  # order of events: the first two
-        (i, a), (j, b) = (timed[0], events[timed[0]]), (timed[1], events[timed[1]])
-        main = (f"a {a.noun} {a.verb}, then a {b.noun} {b.verb}", ("then", a.noun, a.verb, b.noun, b.verb), (i, j))
+        i, j = timed[:2]
+        a, b = events[i], events[j]
+        text, head, named = f"a {a.noun} {a.verb}, then a {b.noun} {b.verb}", ("then", a.noun, a.verb, b.noun, b.verb), (i, j)
     elif actors:
         a = events[actors[0]]
-        main = (f"a {a.noun} {a.verb}", ("does", a.noun, a.verb), (actors[0],))
+        text, head, named = f"a {a.noun} {a.verb}", ("does", a.noun, a.verb), (actors[0],)
     else:
         raise ValueError("the scene has no event to describe")
-    text, head, named = main
     passed = [k for i, k in _past_pairs(scene, events) if (i,) == named][:1]
     bg = scene.background
     captions = [ToyCaption(f"{text} past a {events[k].noun}", (head, ("past", events[named[0]].noun, events[k].noun)),
@@ -536,7 +536,8 @@ class CorpusStats:
             return "n/a" if value is None else f"{value:.1f}%"
         counts = ", ".join(f"{n} {name}" for name, n in self.splits.items())
         return (f"wrote {self.out_dir}: {self.videos} videos ({counts}), {self.captions_per_video:g} captions each, "
-                f"{self.reversed_pairs} time-reversed pairs, in {self.seconds:.1f}s ({self.videos_per_s:.1f} videos/s)\n"
+                f"{self.reversed_pairs} time-reversed pairs, in {self.seconds:.1f}s "
+                f"({self.videos_per_s:.1f} videos/s)\n"
                 f"test R@1 ceiling: {pct(self.r1_ceiling)} (pessimistic ties), {pct(self.r1_ceiling_expected)} "
                 f"(expected); blind to frame order: {pct(self.r1_order_blind)} / {pct(self.r1_order_blind_expected)}")
 
@@ -622,6 +623,18 @@ def plan_corpus(videos: int = 1200, seed: int = 0, frames: int = 16, size: int =
             plan.videos.append(ToyVideo(ids[n], scene, captions, facts, split,
                                         twin=ids[1 - n] if count == 2 else None))
     return plan
+
+
+def read_plan(out_dir: str | Path) -> CorpusPlan:
+    """The plan (scenes, captions) of a written corpus, redrawn from its corpus.json settings: to render
+    a video's frames or read its tracks without decoding the mp4 (e.g. to check ITS precision)."""
+    path = Path(out_dir) / "corpus.json"
+    try:
+        settings = json.loads(path.read_text())["settings"]
+    except (OSError, ValueError, KeyError) as error:
+        raise PigError(f"{path}: not a toy corpus description ({error})") from None
+    return plan_corpus(settings["videos"], settings["seed"], settings["frames"], settings["size"],
+                       settings["splits"], settings["reversed_pairs"])
 
 
 def ceilings(videos: Sequence[ToyVideo]) -> tuple[float, float, float, float] | None:

@@ -202,6 +202,28 @@ def model_cache_dir() -> Path:
     return Path(os.environ.get("PIG_CACHE", Path.home() / ".cache" / "pig")) / "models"
 
 
+@dataclass(frozen=True)
+class ModelInfo:
+    """What stage files record about a model, read without loading its weights."""
+
+    identity: ModelIdentity
+    config: PigConfig
+    image_size: int
+    path: Path
+
+
+def peek_model(spec: str | None) -> ModelInfo | None:
+    """The model -m would load, from its json files; None if it must first be made from a CLIP."""
+    spec = spec or os.environ.get("PIG_MODEL") or DEFAULT_MODEL
+    for folder in (Path(spec), model_cache_dir() / spec.replace("/", "--")):
+        if is_checkpoint(folder):
+            config = json.loads((folder / "config.json").read_text())
+            identity = json.loads((folder / "checkpoint.json").read_text())
+            return ModelInfo(ModelIdentity(identity["name"], identity["hash"]), PigConfig.from_dict(config["pig"]),
+                             config["clip"]["vision_config"]["image_size"], folder)
+    return None
+
+
 def resolve_model(spec: str | None, device: str | torch.device = "cpu") -> LoadedModel:
     """-m MODEL: a pig folder, else any CLIP (hub id or folder) converted once into the model cache.
 

@@ -18,7 +18,7 @@ import numpy as np
 from ..console import log, progress
 from ..decode_pool import Decoded, decode_videos
 from ..errors import UsageError
-from ..model.checkpoint import resolve_model
+from ..model.checkpoint import ModelInfo, load_checkpoint, peek_model, resolve_model
 from ..model.pig import BACKBONES
 from ..store import Provenance, StageWriter, failure_counts
 from ..video import normalize, resolve_decoder
@@ -52,10 +52,14 @@ class ExtractSettings:
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
 
-    def identity(self, model, decoder: str, device_precision: str) -> dict:
+    def identity(self, model: ModelInfo, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
         return {**asdict(self), "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
                 "precision": device_precision, "image_size": model.image_size}
+
+
+def _model_info(loaded) -> ModelInfo:
+    return ModelInfo(loaded.identity, loaded.model.config, loaded.model.image_size, loaded.path)
 
 
 def parse_patch_setting(value: str) -> int | None:
@@ -83,19 +87,22 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
         raise UsageError(str(err)) from err
     entries = discover_videos(inputs, relative_ids)
     torch_device, precision = resolve_device(device, settings.precision)
-    loaded = resolve_model(model, torch_device)
-    pig = loaded.model
-    num_frames = settings.num_frames or pig.config.num_frames
+    # Identity first, weights only when there is work: an up-to-date rerun returns at once.
+    info, loaded = peek_model(model), None
+    if info is None:  # a CLIP not yet converted: converting it loads it
+        loaded = resolve_model(model, torch_device)
+        info = _model_info(loaded)
+    num_frames = settings.num_frames or info.config.num_frames
     block_size = block_videos()
-    identity = settings.identity(pig, decoder, precision)
+    identity = settings.identity(info, decoder, precision)
     if block_size != BLOCK_VIDEOS:
         identity["block_videos"] = block_size
     provenance = Provenance(
         stage="extract",
         settings=identity,
-        model=loaded.identity.to_dict(),
+        model=info.identity.to_dict(),
         inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
-        model_path=str(loaded.path.resolve()),
+        model_path=str(info.path.resolve()),
     )
     summary = StageSummary(Path(output), total=len(entries))
     writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
@@ -104,6 +111,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
         summary.errors = failure_counts(output)
         summary.failed = sum(summary.errors.values())
         return summary
+    pig = (loaded or load_checkpoint(info.path, torch_device)).model
 
     blocks = [entries[i : i + block_size] for i in range(0, len(entries), block_size)]
     done = writer.done_blocks()

@@ -314,6 +314,7 @@ class Trainer:
         self.best_metrics: dict | None = None
         self.last_metrics: dict | None = None
         self.final_loss: float | None = None
+        self.epoch_losses: list[dict] = []  # this epoch's step losses (in the state: a resumed epoch's mean is whole)
         self.steps_this_run = 0
         self.train_seconds = 0.0
         self.pairs_this_run = 0
@@ -363,7 +364,8 @@ class Trainer:
         state = {"format": STATE_FORMAT, "config": self.config.identity(), "position": asdict(self.position),
                  "model": self.pig.state_dict(), "optimizer": optimizer.state_dict() if optimizer else None,
                  "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng_state(self.device),
-                 "best_metrics": self.best_metrics, "last_metrics": self.last_metrics, "final_loss": self.final_loss}
+                 "best_metrics": self.best_metrics, "last_metrics": self.last_metrics, "final_loss": self.final_loss,
+                 "epoch_losses": self.epoch_losses}
         _atomic_torch_save(state, self.out / "state.pt")
 
     def load_state(self) -> None:
@@ -379,7 +381,7 @@ class Trainer:
         self.pig.load_state_dict(state["model"])
         self.position = _Position(**state["position"])
         self.best_metrics, self.last_metrics = state["best_metrics"], state["last_metrics"]
-        self.final_loss = state["final_loss"]
+        self.final_loss, self.epoch_losses = state["final_loss"], state["epoch_losses"]
         self.log.truncate_after(self.position.step)
         self._resumed_state = state
         log(f"resuming {self.out} at stage {self.stages[min(self.position.stage_index, len(self.stages) - 1)]}, "
@@ -467,7 +469,6 @@ class Trainer:
         plan = plan[: max(0, total_steps - position.stage_step + position.batch)]  # --steps may end mid-epoch
         local = [rank_slice(b, self.context.rank, self.context.world_size) for b in plan]
         todo = local[position.batch :]
-        losses: list[dict] = []
         with progress(len(todo) * config.batch_size, f"stage {stage} epoch {position.epoch + 1}", "pairs") as bar:
             batches = self.source.iterate([self.train_rows[b.videos] for b in todo])
             for batch, planned in zip(batches, todo):  # source first: it is run to its end
@@ -475,9 +476,9 @@ class Trainer:
                     self.save_state(optimizer, scheduler)
                     log(f"stopped after {self.steps_this_run} steps (--stop-after); continue with --resume")
                     return True
-                losses.append(self.train_step(step_module, optimizer, scheduler, planned, batch, stage))
+                self.epoch_losses.append(self.train_step(step_module, optimizer, scheduler, planned, batch, stage))
                 bar.advance(config.batch_size)
-        self.end_epoch(stage, losses, optimizer, scheduler)
+        self.end_epoch(stage, optimizer, scheduler)
         return False
 
     def train_step(self, step_module, optimizer, scheduler, planned, batch, stage: int) -> dict:
@@ -509,13 +510,14 @@ class Trainer:
         self.train_seconds += time.perf_counter() - start
         self.pairs_this_run += len(planned.videos) * self.context.world_size
         record = {"event": "step", "stage": stage, "epoch": self.position.epoch + 1, "step": self.position.step,
-                  **values, "scale": float(pig.clip.logit_scale.exp()), "lr": lrs,
+                  **values, "scale": float(pig.clip.logit_scale.detach().exp()), "lr": lrs,
                   "videos": int(valid.sum()) if enough else 0}
         self.log.write(record)
         return values
 
-    def end_epoch(self, stage: int, losses: list[dict], optimizer, scheduler) -> None:
-        position = self.position
+    def end_epoch(self, stage: int, optimizer, scheduler) -> None:
+        position, losses = self.position, self.epoch_losses
+        self.epoch_losses = []
         self.final_loss = float(np.nanmean([v["loss"] for v in losses])) if losses else self.final_loss
         metrics = self.validate()
         improved = metrics is not None and (self.best_metrics is None or _metric_key(metrics) > _metric_key(self.best_metrics))

@@ -1,0 +1,302 @@
+"""`pig train` (METHOD.md section 6): losses, which weights each stage trains, frozen-feature vs raw-video
+training, resume, a short training that learns, the CLI, and feature gathering for multi-GPU runs.
+
+Corpus: 12 generated videos, 4 colours x 3, a coloured square moving over grey; captions name the
+colour. 2 videos per colour train, 1 validates, so validation R@1 chance is 25% and a model that
+learns colour gets 100%.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from pigcli.errors import UsageError
+from pigcli.train.distributed import gather_with_grad
+from pigcli.train.loop import TrainConfig, per_stage, train
+from pigcli.train.losses import (LOGIT_SCALE_MAX, clamp_logit_scale_, generation_loss, retrieval_loss,
+                                 retrieval_loss_from_scores)
+
+COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 230), "yellow": (235, 220, 30)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models on 2 shared cores: one torch thread avoids oversubscription (about 100x faster here)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_corpus(root: Path, frames: int = 16, size: int = 32) -> tuple[Path, Path, Path]:
+    from pigcli.videowrite import write_video
+
+    rng = np.random.default_rng(0)
+    videos = root / "videos"
+    videos.mkdir(parents=True)
+    train_rows, val_rows = [], []
+    for name, rgb in COLOURS.items():
+        for j in range(3):
+            clip = np.full((frames, size, size, 3), rng.integers(90, 150), np.uint8)
+            top, left = rng.integers(0, size - 16, 2)
+            for t in range(frames):
+                x = (left + t) % (size - 16)
+                clip[t, top : top + 16, x : x + 16] = rgb
+            write_video(videos / f"{name}{j}.mp4", clip)
+            row = {"video_id": f"{name}{j}", "caption": [f"a {name} square", f"the square is {name}"]}
+            (val_rows if j == 2 else train_rows).append(row)
+    for path, rows in ((root / "train.jsonl", train_rows), (root / "val.jsonl", val_rows)):
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return videos, root / "train.jsonl", root / "val.jsonl"
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """(videos folder, train captions, val captions, model without dropout, its extract file)."""
+    from pigcli.model.checkpoint import init_random
+    from pigcli.model.pig import PigConfig
+    from pigcli.stages.extract import extract
+
+    root = tmp_path_factory.mktemp("train_corpus")
+    videos, train_captions, val_captions = write_corpus(root)
+    model = init_random(root / "tiny-nodrop", "tiny", pig_config=PigConfig(fusion_dropout=0.0))
+    features = root / "feats.h5"
+    extract([videos], features, str(model), device="cpu", workers=0)
+    return videos, train_captions, val_captions, model, features
+
+
+def config(corpus, output: Path, **overrides) -> TrainConfig:
+    videos, train_captions, val_captions, model, features = corpus
+    base = dict(output=output, captions=train_captions, val_captions=val_captions, model=str(model),
+                features=features, stages="2", freeze_backbone=True, batch_size=8, epochs=1, lr=1e-3,
+                lr_clip=1e-3, warmup=0.1, device="cpu", workers=0)
+    return TrainConfig(**{**base, **overrides})
+
+
+def log_records(output: Path, event: str) -> list[dict]:
+    records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if r["event"] == event]
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    from pigcli.model.checkpoint import load_checkpoint
+
+    return load_checkpoint(folder).model.state_dict()
+
+
+# --- losses ---------------------------------------------------------------------------------------
+
+def test_retrieval_loss_is_both_cross_entropies_with_clamped_scale():
+    torch.manual_seed(0)
+    text, video = F.normalize(torch.randn(5, 8), dim=-1), F.normalize(torch.randn(5, 8), dim=-1)
+    for theta, scale in ((math.log(100), 100.0), (7.0, 200.0), (-1.0, 1.0)):
+        logits = scale * (text @ video.T).double()
+        direct = sum(-torch.log_softmax(m, dim=1).diagonal().mean() for m in (logits, logits.T))
+        loss = retrieval_loss(text, video, torch.tensor(theta))
+        assert loss.item() == pytest.approx(direct.item(), rel=1e-5)
+    scores = torch.randn(4, 4)  # not symmetric: the two directions differ
+    direct = -(torch.log_softmax(100 * scores, 1).diagonal().mean() + torch.log_softmax(100 * scores, 0).diagonal().mean())
+    assert retrieval_loss_from_scores(scores, torch.tensor(math.log(100))).item() == pytest.approx(direct.item(), rel=1e-5)
+    with pytest.raises(ValueError):
+        retrieval_loss_from_scores(torch.randn(3, 4), torch.tensor(1.0))
+
+
+def test_logit_scale_clamped_in_forward_and_on_the_parameter():
+    theta = torch.nn.Parameter(torch.tensor(6.0))  # above log 200
+    retrieval_loss(F.normalize(torch.randn(3, 4), dim=-1), F.normalize(torch.randn(3, 4), dim=-1), theta).backward()
+    assert theta.grad.item() == 0.0  # clamped: the loss does not depend on theta out there
+    clamp_logit_scale_(theta)
+    assert theta.item() == pytest.approx(LOGIT_SCALE_MAX)
+    theta.data.fill_(-0.5)
+    clamp_logit_scale_(theta)
+    assert theta.item() == 0.0
+
+
+def test_generation_loss_is_two_minus_two_cos():
+    torch.manual_seed(1)
+    q, t = torch.randn(6, 8), 3 * torch.randn(6, 8)  # t unnormalised, as the text EOS feature is
+    direct = (2 - 2 * F.cosine_similarity(q, t, dim=-1)).mean()
+    assert generation_loss(q, t).item() == pytest.approx(direct.item(), rel=1e-5)
+    t.requires_grad_(True)
+    generation_loss(q, t).backward()
+    assert t.grad.abs().sum() > 0  # no stop-gradient on the text side
+
+
+def test_gather_without_process_group_is_identity_with_gradients():
+    x = torch.randn(3, 4, requires_grad=True)
+    gathered = gather_with_grad(x)
+    assert gathered is x
+    gathered.sum().backward()
+    assert torch.equal(x.grad, torch.ones(3, 4))
+
+
+# --- what each stage trains -----------------------------------------------------------------------
+
+def changed_keys(before: dict, after: dict) -> set[str]:
+    return {k for k in before if not torch.equal(before[k], after[k])}
+
+
+def test_stage1_changes_only_generator_weights(corpus, tmp_path):
+    result = train(config(corpus, tmp_path / "run", stages="1", freeze_backbone=False, steps=2, val_captions=None))
+    changed = changed_keys(weights(corpus[3]), weights(result.last))
+    assert changed and all(k.startswith("generator.") for k in changed)
+    assert "generator.mapper.weight" in changed and "generator.layers.0.self_attn.q_proj.weight" in changed
+    assert result.best is None and result.steps == 2
+
+
+def test_meanpool_trains_text_side_only_with_frozen_features(corpus, tmp_path):
+    result = train(config(corpus, tmp_path / "run", method="meanpool", steps=2))
+    changed = changed_keys(weights(corpus[3]), weights(result.last))
+    assert "clip.logit_scale" in changed and "clip.text_projection.weight" in changed
+    assert not any(k.startswith(("generator.", "fusioner.", "clip.vision_model.", "backbone.")) for k in changed)
+
+
+# --- frozen features vs raw video -----------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["pig", "xpool"])
+def test_frozen_features_and_raw_videos_give_the_same_first_loss(corpus, tmp_path, method):
+    train(config(corpus, tmp_path / "frozen", method=method, steps=1, val_captions=None))
+    train(config(corpus, tmp_path / "raw", method=method, steps=1, val_captions=None, features=None, videos=corpus[0]))
+    first_frozen, first_raw = log_records(tmp_path / "frozen", "step")[0], log_records(tmp_path / "raw", "step")[0]
+    # the extract file stores patch tokens in float16: the only difference between the two paths
+    for key in ("loss", "l_ret", "l_gen"):
+        assert first_raw[key] == pytest.approx(first_frozen[key], rel=2e-3, abs=1e-4), key
+    assert first_frozen["l_ret"] > 0 and (first_frozen["l_gen"] > 0) == (method == "pig")
+
+
+def test_raw_videos_train_the_backbone_and_skip_undecodable_videos(corpus, tmp_path):
+    videos = tmp_path / "videos"
+    shutil.copytree(corpus[0], videos)
+    (videos / "broken.mp4").write_bytes(b"not a video" * 100)
+    captions = tmp_path / "train.jsonl"
+    captions.write_text(corpus[1].read_text() + json.dumps({"video_id": "broken", "caption": "a broken video"}) + "\n")
+    result = train(config(corpus, tmp_path / "run", features=None, videos=videos, captions=captions,
+                          freeze_backbone=False, method="meanpool", batch_size=9, steps=1, workers=1))
+    assert result.failed_videos == 1 and result.train_videos == 9
+    step = log_records(tmp_path / "run", "step")[0]
+    assert step["videos"] == 8 and math.isfinite(step["loss"])
+    changed = changed_keys(weights(corpus[3]), weights(result.last))
+    assert "clip.vision_model.encoder.layers.0.mlp.fc1.weight" in changed
+    assert "backbone.temporal_embedding" in changed and "clip.text_projection.weight" in changed
+
+
+# --- resume ---------------------------------------------------------------------------------------
+
+def test_resume_continues_the_same_run(tiny_model_dir, tiny_extract, tmp_path):
+    """Stages 1 and 2 straight vs stopped mid-way through stage 2 and resumed: identical weights and logs.
+
+    Uses the conftest model, whose fusioner dropout (0.1) draws random numbers: the RNG state is resumed too.
+    """
+    from conftest import VIDEO_FOLDER_SPECS
+
+    captions = tmp_path / "captions.csv"
+    captions.write_text("video_id,caption\n" + "".join(f"{Path(n).stem},video {Path(n).stem} number {i}\n"
+                                                       for i, n in enumerate(VIDEO_FOLDER_SPECS)))
+    common = dict(captions=captions, val_captions=captions, model=str(tiny_model_dir), features=tiny_extract,
+                  stages="1,2", epochs="1,2", batch_size=3, lr=1e-3, lr_clip=1e-3, freeze_backbone=True,
+                  device="cpu", workers=0)
+    straight = train(TrainConfig(output=tmp_path / "straight", **common))
+    stopped = train(TrainConfig(output=tmp_path / "resumed", stop_after=3, **common))
+    assert stopped.stopped and stopped.last is None
+    with pytest.raises(UsageError, match="--resume"):
+        train(TrainConfig(output=tmp_path / "resumed", **common))
+    resumed = train(TrainConfig(output=tmp_path / "resumed", resume=True, **common))
+    assert resumed.steps == straight.steps == 6
+    a, b = weights(straight.last), weights(resumed.last)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    for event in ("step", "epoch"):
+        assert log_records(tmp_path / "straight", event) == log_records(tmp_path / "resumed", event)
+    assert resumed.best_metrics == straight.best_metrics
+
+
+def test_resume_refuses_other_settings(corpus, tmp_path):
+    train(config(corpus, tmp_path / "run", stop_after=1, val_captions=None))
+    with pytest.raises(UsageError, match="batch_size"):
+        train(config(corpus, tmp_path / "run", resume=True, batch_size=4, val_captions=None))
+
+
+# --- learning -------------------------------------------------------------------------------------
+
+def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline(corpus, tmp_path):
+    from pigcli.stages.evaluate import evaluate
+    from pigcli.stages.extract import extract
+    from pigcli.stages.fuse import fuse
+    from pigcli.stages.generate import generate
+    from pigcli.stages.select import select
+
+    videos, _, val_captions, _, _ = corpus
+    result = train(config(corpus, tmp_path / "run", epochs=30, seed=0))
+    steps = log_records(tmp_path / "run", "step")
+    before = log_records(tmp_path / "run", "val")[0]["val"]["t2v"]["R@1"]
+    assert np.mean([s["loss"] for s in steps[-5:]]) < np.mean([s["loss"] for s in steps[:5]])
+    assert result.best_metrics["t2v"]["R@1"] > max(25.0, before)  # 4 validation videos: chance is 25%
+
+    # OUT/best is a normal model folder: the stages accept it and `pig eval` agrees with validation
+    out = tmp_path / "pipeline"
+    extract([videos], out / "feats.h5", str(result.best), device="cpu", workers=0)
+    select(out / "feats.h5", out / "sel.h5")
+    generate(out / "sel.h5", out / "gen.h5", str(result.best), device="cpu")
+    fuse(out / "gen.h5", out / "index.h5", str(result.best), device="cpu")
+    report = evaluate(out / "index.h5", val_captions, device="cpu")
+    assert report.results["t2v"]["R@1"] == pytest.approx(result.best_metrics["t2v"]["R@1"])
+    trained = json.loads((result.best / "config.json").read_text())["pig"]["extra"]["train"]
+    assert trained["settings"]["method"] == "pig" and trained["val"] == result.best_metrics
+
+
+# --- options --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("overrides, message", [
+    (dict(freeze_backbone=False), "--freeze-backbone"),
+    (dict(method="meanpool", stages="1"), "stage 1"),
+    (dict(videos="x"), "exactly one"),
+    (dict(method="nope"), "--method"),
+    (dict(stages="3"), "--stages"),
+    (dict(lr="1,2,3"), "--lr"),
+    (dict(precision="fp16"), "bf16"),
+])
+def test_usage_errors(corpus, tmp_path, overrides, message):
+    with pytest.raises(UsageError, match=message):
+        train(config(corpus, tmp_path / "run", **overrides))
+
+
+def test_per_stage_values():
+    assert per_stage("9e-5,1e-6", "lr") == {1: 9e-5, 2: 1e-6}
+    assert per_stage(3, "epochs", int) == {1: 3, 2: 3}
+    assert per_stage(None, "steps", int) == {1: None, 2: None}
+
+
+def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from pigcli.cli_train import train_cmd
+
+    defaults = {f: p.default.default for f, p in inspect.signature(train_cmd).parameters.items()}
+    for field, value in defaults.items():
+        expected = TrainConfig.__dataclass_fields__[field].default
+        if field in ("epochs", "steps", "lr", "lr_clip"):
+            cast = int if field in ("epochs", "steps") else float
+            assert per_stage(value, field, cast) == per_stage(expected, field, cast), field
+        elif value is not ...:
+            assert value == expected, field
+
+    app = typer.Typer()
+    app.command("train")(train_cmd)
+    videos, train_captions, val_captions, model, features = corpus
+    args = ["--captions", train_captions, "--val-captions", val_captions, "-m", model, "--features", features,
+            "--stages", "2", "--freeze-backbone", "--batch-size", "8", "--steps", "2", "--lr", "1e-3",
+            "--device", "cpu", "-o", tmp_path / "run"]
+    outcome = CliRunner().invoke(app, [str(a) for a in args])
+    assert outcome.exit_code == 0, outcome.output
+    lines = [line.split("\t") for line in outcome.stdout.splitlines() if "\t" in line]
+    assert [line[0] for line in lines] == ["best", "last"]
+    assert Path(lines[1][1]) == tmp_path / "run" / "last"
