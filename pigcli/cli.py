@@ -14,6 +14,7 @@ from typing import List, Optional
 import click
 import typer
 
+from .cli_toy import toy_make_cmd
 from .errors import PigError, UsageError
 
 EXIT_SOME_FAILED = 3
@@ -30,8 +31,9 @@ app = typer.Typer(
 )
 
 
-def command(*args, **kwargs):
-    """Register a command whose known errors become one line on stderr and an exit code."""
+def command(*args, target: typer.Typer | None = None, **kwargs):
+    """Register a command (on `target`, default the main app) whose known errors become one line on
+    stderr and an exit code."""
 
     def wrap(func):
         @functools.wraps(func)
@@ -47,7 +49,7 @@ def command(*args, **kwargs):
                     raise
                 _fail(f"{type(err).__name__}: {err} (set PIG_DEBUG=1 for the traceback)", 1)
 
-        return app.command(*args, **kwargs)(run)
+        return (target or app).command(*args, **kwargs)(run)
 
     return wrap
 
@@ -73,12 +75,14 @@ def init_cmd(
     k: int = typer.Option(16, "-k", help="ITS tokens fed to the pseudo-query generator"),
     max_text_tokens: int = typer.Option(50, help="text tokens kept per query (CLIP allows 77)"),
     seed: int = typer.Option(0, help="seed for random weights (preset, and the new heads)"),
+    vocab_from: Optional[Path] = typer.Option(None, help="with --preset: learn word tokens from this captions/text file"),
 ):
     """Make a pig model folder from a CLIP checkpoint, or a small random one.
 
     Examples:
       pig init --from openai/clip-vit-base-patch32 -o models/pig-b32
       pig init --preset tiny -o models/tiny        # offline, for tests and demos
+      pig init --preset toy --vocab-from data/toy/train.csv -o models/toy
     """
     from .model.checkpoint import init_from_clip, init_random
     from .model.pig import PigConfig
@@ -87,12 +91,23 @@ def init_cmd(
         raise UsageError("give exactly one of --from (a CLIP) or --preset (a random CLIP)")
     config = PigConfig(num_frames=frames, num_proxies=proxies, select_k=k, max_text_tokens=max_text_tokens)
     if preset:
-        path = init_random(output, preset, seed=seed, pig_config=config)
+        texts = _vocabulary_texts(vocab_from) if vocab_from else []
+        path = init_random(output, preset, seed=seed, pig_config=config, vocab_texts=texts)
     else:
         path = init_from_clip(source, output, pig_config=config, seed=seed)
     from .model.checkpoint import load_checkpoint
 
     typer.echo(f"{path}\t{load_checkpoint(path).identity.hash}")
+
+
+def _vocabulary_texts(path: Path) -> list:
+    """Caption texts of a captions file, else the file's lines."""
+    from .captions import load_captions
+
+    try:
+        return [caption.text for caption in load_captions(path)]
+    except PigError:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
 
 
 @command("extract")
@@ -353,6 +368,11 @@ def index_cmd(
     extract_summary = summaries["extract"]
     if extract_summary.failed:
         _report(extract_summary, "videos")
+
+
+toy_app = typer.Typer(help="The built-in toy text-video corpus.", no_args_is_help=True)
+app.add_typer(toy_app, name="toy")
+command("make", target=toy_app)(toy_make_cmd)
 
 
 def main():  # pragma: no cover - console entry point alias

@@ -261,7 +261,8 @@ def describe(scene: Scene) -> list[ToyCaption]:
     if len(timed) >= 2:  # order of events: the first two
         i, j = timed[:2]
         a, b = events[i], events[j]
-        text, head, named = f"a {a.noun} {a.verb}, then a {b.noun} {b.verb}", ("then", a.noun, a.verb, b.noun, b.verb), (i, j)
+        text, named = f"a {a.noun} {a.verb}, then a {b.noun} {b.verb}", (i, j)
+        head = ("then", a.noun, a.verb, b.noun, b.verb)
     elif actors:
         a = events[actors[0]]
         text, head, named = f"a {a.noun} {a.verb}", ("does", a.noun, a.verb), (actors[0],)
@@ -573,7 +574,7 @@ def _check_settings(videos: int, seed: int, frames: int, size: int, splits: Sequ
 def _unit_splits(videos: int, seed: int, splits: Sequence[float], reversed_pairs: float) -> list[tuple[int, str]]:
     """(videos in the unit, split) per unit; a pair and its reversal share a split (else the test
     split would hold only half of the pairs that make frame order matter)."""
-    pairs = int(round(videos * reversed_pairs / 2))
+    pairs = int(videos * reversed_pairs) // 2  # never more videos than asked for
     sizes = np.array([2] * pairs + [1] * (videos - 2 * pairs))
     sizes = np.random.default_rng([seed, 1, 0, 0]).permutation(sizes)
     fractions = np.asarray(splits, np.float64) / sum(splits)

@@ -79,6 +79,8 @@ def test_splits_are_disjoint_cover_every_video_and_keep_pairs_together(corpus):
     split_of = {v.video_id: v.split for v in plan.videos}
     assert all(split_of[v.twin] == v.split for v in plan.videos if v.twin)
     assert stats.reversed_pairs == 10  # half of 40 videos come in pairs
+    odd = plan_corpus(**{**SETTINGS, "videos": 3, "reversed_pairs": 1.0})
+    assert len(odd.videos) == 3 and sum(v.twin is not None for v in odd.videos) == 2
 
 
 def test_corpus_json_and_summary(corpus):

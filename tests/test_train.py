@@ -240,9 +240,11 @@ def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline
     assert np.mean([s["loss"] for s in steps[-5:]]) < np.mean([s["loss"] for s in steps[:5]])
     assert result.best_metrics["t2v"]["R@1"] > max(25.0, before)  # 4 validation videos: chance is 25%
 
-    # OUT/best is a normal model folder: the stages accept it and `pig eval` agrees with validation
+    # OUT/best is a normal model folder: the stages accept it, and `pig eval` on an index of the
+    # validation videos agrees with the trainer's validation
     out = tmp_path / "pipeline"
-    extract([videos], out / "feats.h5", str(result.best), device="cpu", workers=0)
+    val_videos = sorted(videos.glob("*2.mp4"))
+    extract(val_videos, out / "feats.h5", str(result.best), device="cpu", workers=0)
     select(out / "feats.h5", out / "sel.h5")
     generate(out / "sel.h5", out / "gen.h5", str(result.best), device="cpu")
     fuse(out / "gen.h5", out / "index.h5", str(result.best), device="cpu")

@@ -57,8 +57,9 @@ class LoadedModel:
 
 # --- making models --------------------------------------------------------------------------------
 
-def random_clip(preset: str = "tiny", seed: int = 0, **overrides):
-    """A randomly initialised CLIPModel of a named size, with the byte-level tokenizer's vocabulary."""
+def random_clip(preset: str = "tiny", seed: int = 0, vocab_size: int = BYTE_VOCAB_SIZE, **overrides):
+    """A randomly initialised CLIPModel of a named size, for a byte-level tokenizer of `vocab_size`
+    tokens (BOS and EOS are ids 512 and 513)."""
     from transformers import CLIPConfig, CLIPModel
 
     if preset not in PRESETS:
@@ -66,7 +67,7 @@ def random_clip(preset: str = "tiny", seed: int = 0, **overrides):
     sizes = {**PRESETS[preset], **overrides}
     config = CLIPConfig(
         text_config=dict(
-            vocab_size=BYTE_VOCAB_SIZE, hidden_size=sizes["text_width"], intermediate_size=4 * sizes["text_width"],
+            vocab_size=vocab_size, hidden_size=sizes["text_width"], intermediate_size=4 * sizes["text_width"],
             num_hidden_layers=sizes["text_layers"], num_attention_heads=sizes["text_heads"],
             max_position_embeddings=77, bos_token_id=BYTE_VOCAB_SIZE - 2, eos_token_id=BYTE_VOCAB_SIZE - 1,
             pad_token_id=BYTE_VOCAB_SIZE - 1,
@@ -84,17 +85,22 @@ def random_clip(preset: str = "tiny", seed: int = 0, **overrides):
 
 
 def init_random(output: Path, preset: str = "tiny", seed: int = 0, pig_config: PigConfig | None = None,
-                **overrides) -> Path:
-    """`pig init --preset`: a random CLIP of a preset size made into a pig checkpoint."""
-    clip = random_clip(preset, seed, **overrides)
+                vocab_texts: list[str] = (), **overrides) -> Path:
+    """`pig init --preset`: a random CLIP of a preset size made into a pig checkpoint.
+
+    vocab_texts: texts to learn word tokens from (e.g. a corpus's captions); none: one token per byte.
+    """
+    tokenizer_dir = Path(output).with_name(Path(output).name + ".tokenizer.partial")
+    vocab_size = write_byte_tokenizer(tokenizer_dir, texts=list(vocab_texts))
+    clip = random_clip(preset, seed, vocab_size=vocab_size, **overrides)
     config = pig_config or PigConfig()
     config.source = f"random:{preset}:seed{seed}"
     config.bos_token_id, config.eos_token_id = BYTE_VOCAB_SIZE - 2, BYTE_VOCAB_SIZE - 1
     torch.manual_seed(seed + 1)
     model = PigModel(clip, config)
-    tokenizer_dir = Path(output) / "tokenizer"
-    write_byte_tokenizer(tokenizer_dir)
-    return save_checkpoint(model, _load_tokenizer(tokenizer_dir), output, name=Path(output).name)
+    tokenizer = _load_tokenizer(tokenizer_dir)
+    shutil.rmtree(tokenizer_dir)
+    return save_checkpoint(model, tokenizer, output, name=Path(output).name)
 
 
 def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:

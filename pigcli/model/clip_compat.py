@@ -70,17 +70,43 @@ def _byte_alphabet() -> list[str]:
     return [chr(codes[b]) for b in range(256)]
 
 
-def write_byte_tokenizer(folder: Path, model_max_length: int = 77) -> int:
-    """Write a CLIP BPE tokenizer with no merges (every byte is a token); returns its vocab size.
+def word_merges(texts: list[str], max_merges: int = 20000) -> list[tuple[str, str]]:
+    """BPE merges learned from `texts` (tokenizers' BPE trainer with CLIP's normalisation and word
+    splitting) until every word is one token or `max_merges` is reached: a word-level vocabulary for
+    small corpora, while any other text still tokenizes byte by byte."""
+    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
 
-    Vocabulary: 256 byte symbols, the same with CLIP's end-of-word suffix, then BOS and EOS (ids 512, 513).
+    tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
+    tokenizer.normalizer = normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CLIP_WORD_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+    ])
+    trainer = trainers.BpeTrainer(vocab_size=max_merges + 512, initial_alphabet=_byte_alphabet(),
+                                  end_of_word_suffix="</w>", show_progress=False, min_frequency=1)
+    tokenizer.train_from_iterator(texts, trainer)
+    merges = json.loads(tokenizer.to_str())["model"]["merges"]
+    return [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in merges]
+
+
+CLIP_WORD_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def write_byte_tokenizer(folder: Path, model_max_length: int = 77, texts: list[str] = ()) -> int:
+    """Write a CLIP BPE tokenizer that needs no download; returns its vocab size.
+
+    Vocabulary: 256 byte symbols, the same with CLIP's end-of-word suffix, BOS and EOS (ids 512, 513),
+    then one token per merge learned from `texts` (a word-level vocabulary for small corpora: toy
+    captions fit in a few tokens instead of one token per character).
     """
     folder.mkdir(parents=True, exist_ok=True)
     alphabet = _byte_alphabet()
-    tokens = alphabet + [c + "</w>" for c in alphabet] + [BOS_TOKEN, EOS_TOKEN]
-    vocab = {tok: i for i, tok in enumerate(tokens)}
+    merges = word_merges(list(texts)) if texts else []
+    tokens = alphabet + [c + "</w>" for c in alphabet] + [BOS_TOKEN, EOS_TOKEN] + [a + b for a, b in merges]
+    vocab = {tok: i for i, tok in enumerate(dict.fromkeys(tokens))}
     (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
     config = {
         "tokenizer_class": "CLIPTokenizer",
         "model_max_length": model_max_length,

@@ -157,6 +157,8 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, or --queries FILE")
     if k < 1:
         raise UsageError(f"--top must be at least 1, not {k}")
+    if rerank_k < 0:
+        raise UsageError(f"--rerank must be 0 (off) or a number of videos K >= 1, not {rerank_k}")
     index_path = default_index_path(index)
     torch_device, _ = resolve_device(device)
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:

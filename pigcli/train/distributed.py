@@ -50,16 +50,18 @@ def barrier(context: DistContext) -> None:
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` [b, ...] from every rank along dim 0 -> [world * b, ...], in rank order.
 
-    The local part keeps its autograd graph; other ranks' parts are constants (each rank back-propagates
-    its own part, and DDP sums the gradients), the usual choice (open_clip's gather_features, local
-    part kept). Identity without a process group.
+    Differentiable (torch.distributed.nn's all_gather): the local part keeps its graph, and in the
+    backward each rank receives the gradients that every rank's copy of the loss sends to its part.
+    With the same global-batch loss on every rank and DDP's gradient averaging, this gives exactly the
+    single-process gradient for every parameter, including those that act on the gathered features
+    (the logit scale; the fusioner in xpool), which the constant-gather variant (open_clip's default)
+    scales differently from the rest. Identity without a process group.
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
-    parts = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, tensor.detach().contiguous())
-    parts[dist.get_rank()] = tensor
-    return torch.cat(parts, dim=0)
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(tensor.contiguous()), dim=0)
 
 
 def all_sum(value: float, device) -> float:

@@ -69,16 +69,14 @@ def _grad_if(enabled: bool):
 class TrainStep(nn.Module):
     """One training forward: the batch's losses. A module, so that DistributedDataParallel can wrap it.
 
-    Features are gathered across ranks inside the forward (local part with gradients), and L_ret is
-    multiplied by the world size in the value returned for back-propagation: DDP averages gradients,
-    while each rank's L_ret gradient covers only its local part, so the product gives exactly the
-    gradient of the global-batch loss (a 2-process run equals a 1-process run on the same batch).
+    Under torchrun, features are gathered across ranks inside the forward (differentiably), so every
+    rank computes the same global-batch L_ret and its gradients reach every rank's features: a
+    2-process run equals a 1-process run on the same global batch.
     """
 
-    def __init__(self, pig, method: str, stage: int, alpha: float, backbone: str, world_size: int = 1):
+    def __init__(self, pig, method: str, stage: int, alpha: float, backbone: str):
         super().__init__()
-        self.pig, self.method, self.stage, self.alpha = pig, method, stage, alpha
-        self.backbone, self.world_size = backbone, world_size
+        self.pig, self.method, self.stage, self.alpha, self.backbone = pig, method, stage, alpha, backbone
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor,
                 pixels: torch.Tensor | None = None, tokens: HeadInputs | None = None) -> dict[str, torch.Tensor]:
@@ -92,16 +90,14 @@ class TrainStep(nn.Module):
         zero = text.new_zeros((), dtype=torch.float32)
         l_gen = generation_loss(q_hat[valid], text[valid]) if q_hat is not None else zero
         if self.stage == 1:
-            return {"loss": l_gen, "backward": l_gen, "l_ret": zero, "l_gen": l_gen}
+            return {"loss": l_gen, "l_ret": zero, "l_gen": l_gen}
         l_ret = self._retrieval(F.normalize(text, dim=-1), tokens, q_hat, valid)
-        loss = l_ret + self.alpha * l_gen
-        return {"loss": loss.detach(), "backward": self.world_size * l_ret + self.alpha * l_gen,
-                "l_ret": l_ret, "l_gen": l_gen}
+        return {"loss": l_ret + self.alpha * l_gen, "l_ret": l_ret, "l_gen": l_gen}
 
     def _retrieval(self, text: torch.Tensor, tokens: HeadInputs, q_hat: torch.Tensor | None,
                    valid: torch.Tensor) -> torch.Tensor:
         pig = self.pig
-        keep = gather_with_grad(valid.to(torch.uint8)).bool()  # NCCL gathers bytes, not bools
+        keep = gather_with_grad(valid.to(torch.uint8)).bool()  # gathered as bytes: NCCL has no bool
         all_text = gather_with_grad(text)[keep]
         if self.method == "xpool":
             keys = [gather_with_grad(t)[keep] for t in (tokens.video, tokens.proxies, tokens.frames)]

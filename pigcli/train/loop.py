@@ -445,8 +445,7 @@ class Trainer:
             self._resumed_state = None
         log(f"stage {stage}: {config.method}, {trainable:,} trainable weights, {epochs} epochs, {total_steps} steps, "
             f"batch {config.batch_size}, {len(self.train_set)} videos")
-        step_module = self._wrap(TrainStep(pig, config.method, stage, config.alpha, self.backbone,
-                                           self.context.world_size))
+        step_module = self._wrap(TrainStep(pig, config.method, stage, config.alpha, self.backbone))
         while self.position.epoch < epochs:
             if self.run_epoch(stage, step_module, optimizer, scheduler, total_steps):
                 return True
@@ -497,7 +496,7 @@ class Trainer:
             with autocast(device, self.precision):
                 out = step_module(tokens["input_ids"], tokens["attention_mask"], valid, **inputs)
             optimizer.zero_grad(set_to_none=True)
-            out["backward"].backward()
+            out["loss"].backward()
             torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
             optimizer.step()
             clamp_logit_scale_(pig.clip.logit_scale)
