@@ -57,7 +57,7 @@ def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k:
         rerank(text, rows, scores, features, video_ids, rerank_k)
         fine = (time.perf_counter() - start) / queries
         costs.append(MethodCost(f"index scan + EERCF rerank {rerank_k}",
-                                two_tower_macs(n, dim) + rerank_macs(rerank_k, frames, patches, dim),
+                                two_tower_macs(n, dim) + rerank_macs(min(rerank_k, n), frames, patches, dim),
                                 scan + fine))
         sample = video_ids[: min(n, xpool_videos)]
         start = time.perf_counter()
