@@ -15,6 +15,7 @@ import click
 import typer
 
 from .cli_toy import toy_make_cmd
+from .cli_train import train_cmd
 from .errors import PigError, UsageError
 
 EXIT_SOME_FAILED = 3
@@ -369,6 +370,8 @@ def index_cmd(
     if extract_summary.failed:
         _report(extract_summary, "videos")
 
+
+command("train")(train_cmd)
 
 toy_app = typer.Typer(help="The built-in toy text-video corpus.", no_args_is_help=True)
 app.add_typer(toy_app, name="toy")

@@ -87,6 +87,11 @@ def log_records(output: Path, event: str) -> list[dict]:
     return [r for r in records if r["event"] == event]
 
 
+def untimed(records: list[dict]) -> list[dict]:
+    """Log records without their wall-clock fields."""
+    return [{k: v for k, v in r.items() if k not in ("seconds", "pairs_per_s")} for r in records]
+
+
 def weights(folder: Path) -> dict[str, torch.Tensor]:
     from pigcli.model.checkpoint import load_checkpoint
 
@@ -151,6 +156,18 @@ def test_stage1_changes_only_generator_weights(corpus, tmp_path):
     assert changed and all(k.startswith("generator.") for k in changed)
     assert "generator.mapper.weight" in changed and "generator.layers.0.self_attn.q_proj.weight" in changed
     assert result.best is None and result.steps == 2
+    # stage 2 from the stage-1 result on the same features: its backbone is the one they were made with
+    follow_up = train(config(corpus, tmp_path / "stage2", model=str(result.last), steps=1, val_captions=None))
+    assert follow_up.steps == 1
+
+
+def test_features_of_another_backbone_are_refused(corpus, tmp_path):
+    from pigcli.errors import StaleInputError
+    from pigcli.model.checkpoint import init_random
+
+    other = init_random(tmp_path / "other", "tiny", seed=5)
+    with pytest.raises(StaleInputError, match="backbone"):
+        train(config(corpus, tmp_path / "run", model=str(other)))
 
 
 def test_meanpool_trains_text_side_only_with_frozen_features(corpus, tmp_path):
@@ -169,7 +186,7 @@ def test_frozen_features_and_raw_videos_give_the_same_first_loss(corpus, tmp_pat
     first_frozen, first_raw = log_records(tmp_path / "frozen", "step")[0], log_records(tmp_path / "raw", "step")[0]
     # the extract file stores patch tokens in float16: the only difference between the two paths
     for key in ("loss", "l_ret", "l_gen"):
-        assert first_raw[key] == pytest.approx(first_frozen[key], rel=2e-3, abs=1e-4), key
+        assert first_raw[key] == pytest.approx(first_frozen[key], rel=1e-4, abs=1e-4), key
     assert first_frozen["l_ret"] > 0 and (first_frozen["l_gen"] > 0) == (method == "pig")
 
 
@@ -178,15 +195,56 @@ def test_raw_videos_train_the_backbone_and_skip_undecodable_videos(corpus, tmp_p
     shutil.copytree(corpus[0], videos)
     (videos / "broken.mp4").write_bytes(b"not a video" * 100)
     captions = tmp_path / "train.jsonl"
-    captions.write_text(corpus[1].read_text() + json.dumps({"video_id": "broken", "caption": "a broken video"}) + "\n")
+    captions.write_text(corpus[1].read_text() + "".join(json.dumps({"video_id": v, "caption": f"video {v}"}) + "\n"
+                                                         for v in ("broken", "ghost")))  # ghost: no such video
     result = train(config(corpus, tmp_path / "run", features=None, videos=videos, captions=captions,
                           freeze_backbone=False, method="meanpool", batch_size=9, steps=1, workers=1))
-    assert result.failed_videos == 1 and result.train_videos == 9
+    assert result.failed_videos == 1 and result.train_videos == 9 and result.missing_videos == 1
     step = log_records(tmp_path / "run", "step")[0]
     assert step["videos"] == 8 and math.isfinite(step["loss"])
     changed = changed_keys(weights(corpus[3]), weights(result.last))
     assert "clip.vision_model.encoder.layers.0.mlp.fc1.weight" in changed
     assert "backbone.temporal_embedding" in changed and "clip.text_projection.weight" in changed
+
+
+# --- torchrun -----------------------------------------------------------------------------------
+
+DDP_SCRIPT = """
+import json, sys
+import torch
+torch.set_num_threads(1)
+from pigcli.train.loop import TrainConfig, train
+if __name__ == "__main__":
+    train(TrainConfig(**json.loads(sys.argv[1])))
+"""
+
+
+def test_two_torchrun_processes_train_like_one(corpus, tmp_path):
+    """DDP on 2 CPU processes (gloo) with gathered features = 1 process on the same global batch.
+
+    xpool, because its fusioner and logit scale act on the gathered features: a gather that only keeps
+    local gradients would scale their gradients differently from the rest (visible after clipping).
+    """
+    import subprocess
+    import sys
+
+    from conftest import pig_env
+
+    settings = dict(method="xpool", steps=3, val_captions=None)
+    single = train(config(corpus, tmp_path / "one", **settings))
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    kwargs = {k: str(v) if isinstance(v, Path) else v
+              for k, v in vars(config(corpus, tmp_path / "two", **settings)).items()}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           str(script), json.dumps(kwargs)], capture_output=True, text=True, timeout=240,
+                          env=pig_env(extra={"OMP_NUM_THREADS": "1"}))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = log_records(tmp_path / "one", "step"), log_records(tmp_path / "two", "step")
+    a, b = weights(single.last), weights(tmp_path / "two" / "last")
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    assert diff < 1e-5, diff  # the constant-gather variant gives about 3e-4 here
+    assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
 
 
 # --- resume ---------------------------------------------------------------------------------------
@@ -214,7 +272,7 @@ def test_resume_continues_the_same_run(tiny_model_dir, tiny_extract, tmp_path):
     a, b = weights(straight.last), weights(resumed.last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     for event in ("step", "epoch"):
-        assert log_records(tmp_path / "straight", event) == log_records(tmp_path / "resumed", event)
+        assert untimed(log_records(tmp_path / "straight", event)) == untimed(log_records(tmp_path / "resumed", event))
     assert resumed.best_metrics == straight.best_metrics
 
 

@@ -56,7 +56,7 @@ def select(features: str | Path, output: str | Path, k: int | None = None, force
             columns = {"ids": [ids[r] for r in source_rows],
                        "selected_index": chosen.astype(np.int32),
                        "selected_score": np.take_along_axis(scores, chosen, axis=1),
-                       "selected": _gather_patches(stored, stored_index, chosen)}
+                       "selected": gather_patches(stored, stored_index, chosen)}
             for name in CARRIED:
                 columns[name] = take_rows(source[name], source_rows)
             return columns
@@ -70,7 +70,7 @@ def _model_select_k(handle) -> int:
     return read_pig_config(str(handle.attrs.get("model_path", ""))).select_k
 
 
-def _gather_patches(stored: np.ndarray, stored_index: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+def gather_patches(stored: np.ndarray, stored_index: np.ndarray, chosen: np.ndarray) -> np.ndarray:
     """Features [N, k, D] of the chosen flat patch indices, looked up in the kept patches."""
     out = np.empty(chosen.shape + (stored.shape[-1],), np.float32)
     for i in range(len(chosen)):

@@ -26,7 +26,7 @@ from ..captions import load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
 from ..stages.common import take_rows
-from ..stages.select import EXTRACT_HINT, _gather_patches, top_k_patches
+from ..stages.select import EXTRACT_HINT, gather_patches, top_k_patches
 from ..stages.sources import discover_videos
 from ..store import ok_rows, open_stage_file, read_ids, recorded_model
 from ..video import VideoError, read_clip
@@ -85,7 +85,8 @@ def epoch_plan(pairs: PairSet, batch_size: int, seed: int, stage: int, epoch: in
     """
     rng = np.random.default_rng([seed, stage, epoch])
     order = rng.permutation(len(pairs))
-    choice = np.array([rng.integers(len(pairs.captions[v])) for v in order])
+    counts = np.array([len(c) for c in pairs.captions])[order]
+    choice = (rng.random(len(order)) * counts).astype(np.int64)  # uniform over each video's captions
     count = len(order) // batch_size if len(order) >= batch_size else 1
     return [PlannedBatch(order[i * batch_size : (i + 1) * batch_size], choice[i * batch_size : (i + 1) * batch_size])
             for i in range(count)]
@@ -132,6 +133,12 @@ class SourceBatch:
     pixels: torch.Tensor | None = None  # raw-video mode: [b, T, 3, S, S] uint8
     errors: list[tuple[int, str]] = field(default_factory=list)
 
+    def pin_memory(self) -> "SourceBatch":
+        """Called by the DataLoader (pin_memory=True on GPU): page-locked frames copy to the GPU faster."""
+        if self.pixels is not None:
+            self.pixels = self.pixels.pin_memory()
+        return self
+
 
 # --- frozen features ------------------------------------------------------------------------------
 
@@ -175,7 +182,7 @@ class FeatureSource:
                     parts[name].append(take_rows(handle[name], file_rows).astype(np.float32))
                 scores = take_rows(handle["its_score"], file_rows)
                 chosen = top_k_patches(scores, self.k)
-                selected = _gather_patches(take_rows(handle["patches"], file_rows),
+                selected = gather_patches(take_rows(handle["patches"], file_rows),
                                            take_rows(handle["patch_index"], file_rows), chosen)
                 parts["selected"].append(selected.astype(np.float16))  # as stored: no precision lost
         self.tokens = HeadInputs(*(torch.from_numpy(np.concatenate(parts[name]))

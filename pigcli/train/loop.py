@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -28,18 +28,19 @@ from ..console import log, progress, warn
 from ..errors import UsageError
 from ..metrics import retrieval_metrics
 from ..model.checkpoint import resolve_model, save_checkpoint
+from ..model.pig import BACKBONES
 from ..stages.embed_text import embed_texts
 from ..stages.runtime import autocast, resolve_device
 from ..video import resolve_decoder
 from . import distributed as dist_utils
-from .data import (FeatureSource, PairSet, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice,
+from .data import (FeatureSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice,
                    tokenize)
 from .forward import METHODS, TrainStep, encode_pixels, video_embedding, xpool_scores
 from .losses import clamp_logit_scale_
 
 STATE_FORMAT = "pig-train-state/1"
 ADAM_BETAS = (0.9, 0.98)
-ADAM_EPS = 1e-6            # CLIP / open_clip's value for ViT training (torch's 1e-8 is unstable in bf16)
+ADAM_EPS = 1e-6            # open_clip's value for ViT models (CLIP trained ViTs with 1e-6 too)
 # Prefixes of parameters that do not come from CLIP (they get --lr; everything else --lr-clip).
 NEW_PREFIXES = ("generator.mapper.", "fusioner.", "backbone.")
 BACKBONE_PREFIXES = ("clip.vision_model.", "clip.visual_projection.", "backbone.")
@@ -81,10 +82,15 @@ class TrainConfig:
     stop_after: int | None = None               # stop after this many steps in this invocation (resume later)
 
     def identity(self) -> dict[str, Any]:
-        """The settings that define the run's numbers, JSON-ready (recorded in state, log and checkpoints)."""
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: (str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v)
-                for k, v in values.items() if k not in RESUMABLE_CHANGES}
+        """The settings that define the run's numbers, JSON-ready and normalised (absolute paths, per-stage
+        values as [stage 1, stage 2]), so that equal runs compare equal (resume) and records are explicit."""
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUMABLE_CHANGES}
+        for name in ("captions", "features", "videos", "val_captions"):
+            values[name] = os.path.abspath(values[name]) if values[name] is not None else None
+        for name, cast in (("epochs", int), ("steps", int), ("lr", float), ("lr_clip", float)):
+            values[name] = list(per_stage(values[name], name, cast).values())
+        values["stages"] = list(parse_stages(values["stages"], self.method))
+        return values
 
 
 @dataclass
@@ -101,7 +107,7 @@ class TrainResult:
     val_videos: int = 0
     missing_videos: int = 0         # captioned videos absent from the source (train + validation)
     failed_videos: int = 0          # videos that could not be decoded (raw-video mode)
-    pairs_per_second: float = 0.0   # training throughput of this invocation (steps only)
+    pairs_per_second: float = 0.0   # training throughput of this invocation (epochs without validation)
 
 
 @dataclass
@@ -148,6 +154,8 @@ def parse_stages(value: str | Sequence[int] | None, method: str) -> tuple[int, .
 def check_config(config: TrainConfig, stages: tuple[int, ...]) -> None:
     if config.method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {config.method!r}")
+    if config.backbone not in (None, *BACKBONES):
+        raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {config.backbone!r}")
     if (config.features is None) == (config.videos is None):
         raise UsageError("give exactly one of --features (an extract file, frozen backbone) or --videos (a folder)")
     if config.features is not None and 2 in stages and not config.freeze_backbone:
@@ -271,7 +279,7 @@ def _atomic_torch_save(obj, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _metric_key(metrics: dict | None) -> tuple:
+def _metric_key(metrics: dict) -> tuple:
     """Best = highest t2v R@1; ties broken by R@5, then R@10 (small validation sets tie often)."""
     t2v = metrics["t2v"]
     return (t2v["R@1"], t2v["R@5"], t2v["R@10"])
@@ -295,7 +303,8 @@ class Trainer:
         self.steps = per_stage(config.steps, "steps", int)
         self.lr, self.lr_clip = per_stage(config.lr, "lr"), per_stage(config.lr_clip, "lr_clip")
         if config.batch_size % context.world_size:
-            raise UsageError(f"--batch-size {config.batch_size} must be divisible by the {context.world_size} processes")
+            raise UsageError(f"--batch-size {config.batch_size} must be divisible by the "
+                             f"{context.world_size} torchrun processes")
         self.out = Path(config.output)
         self._check_output()
         self.device, self.precision = training_device(config, context)
@@ -348,13 +357,17 @@ class Trainer:
         return VideoSource(config.videos, pig.config.num_frames, pig.image_size, decoder, config.workers,
                            pin_memory=self.device.type == "cuda", seed=config.seed)
 
+    def _warn(self, message: str) -> None:
+        if self.context.is_main:  # one rank talks
+            warn(message)
+
     def _check_splits(self) -> None:
         if self.val_set is None:
-            warn("no --val-captions: no validation, so no best checkpoint (OUT/last only)")
+            self._warn("no --val-captions: no validation, so no best checkpoint (OUT/last only)")
             return
         shared = set(self.train_set.video_ids) & set(self.val_set.video_ids)
         if shared:
-            warn(f"{len(shared)} validation videos are also training videos: validation R@1 is optimistic")
+            self._warn(f"{len(shared)} validation videos are also training videos: validation R@1 is optimistic")
 
     # state ---------------------------------------------------------------------------------------
 
@@ -372,10 +385,10 @@ class Trainer:
         state = torch.load(self.out / "state.pt", map_location="cpu", weights_only=True)
         if state.get("format") != STATE_FORMAT:
             raise UsageError(f"{self.out / 'state.pt'} is not a pig training state ({state.get('format')!r})")
-        changed = {k for k in set(state["config"]) | set(self.config.identity())
-                   if state["config"].get(k) != self.config.identity().get(k)}
+        saved, current = state["config"], self.config.identity()
+        changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
         if changed:
-            details = ", ".join(f"{k}: {state['config'].get(k)!r} -> {self.config.identity().get(k)!r}" for k in sorted(changed))
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current.get(k)!r}" for k in changed)
             raise UsageError(f"--resume with other settings than the run in {self.out} ({details}); "
                              "resume with the same options, or start a new run with another -o")
         self.pig.load_state_dict(state["model"])
@@ -414,7 +427,8 @@ class Trainer:
             stopped = self.run_stage(self.stages[self.position.stage_index])
         last = None
         if not stopped:
-            last = self.save_model("last", self.stages[-1], self.position.epoch, self.last_metrics)
+            stage = self.stages[-1]
+            last = self.save_model("last", stage, self.stage_plan(stage)[0] - 1, self.last_metrics)
             self.log.write({"event": "end", "step": self.position.step})
         return self.result(stopped, last)
 
@@ -468,26 +482,31 @@ class Trainer:
         plan = plan[: max(0, total_steps - position.stage_step + position.batch)]  # --steps may end mid-epoch
         local = [rank_slice(b, self.context.rank, self.context.world_size) for b in plan]
         todo = local[position.batch :]
+        start, pairs_before = time.perf_counter(), self.pairs_this_run
         with progress(len(todo) * config.batch_size, f"stage {stage} epoch {position.epoch + 1}", "pairs") as bar:
             batches = self.source.iterate([self.train_rows[b.videos] for b in todo])
             for batch, planned in zip(batches, todo):  # source first: it is run to its end
                 if config.stop_after is not None and self.steps_this_run >= config.stop_after:
+                    self.train_seconds += time.perf_counter() - start
                     self.save_state(optimizer, scheduler)
                     log(f"stopped after {self.steps_this_run} steps (--stop-after); continue with --resume")
                     return True
                 self.epoch_losses.append(self.train_step(step_module, optimizer, scheduler, planned, batch, stage))
                 bar.advance(config.batch_size)
-        self.end_epoch(stage, optimizer, scheduler)
+        seconds = time.perf_counter() - start  # steps and the waits for decoded batches, not validation
+        self.train_seconds += seconds
+        self.end_epoch(stage, optimizer, scheduler, {"seconds": round(seconds, 3),
+                                                     "pairs_per_s": (self.pairs_this_run - pairs_before) / seconds})
         return False
 
     def train_step(self, step_module, optimizer, scheduler, planned, batch, stage: int) -> dict:
         config, pig, device = self.config, self.pig, self.device
-        start = time.perf_counter()
         texts = [self.train_set.captions[v][c] for v, c in zip(planned.videos, planned.captions)]
-        tokens = {k: v.to(device) for k, v in tokenize(self.loaded.tokenizer, texts, pig.config.max_text_tokens).items()}
+        tokens = tokenize(self.loaded.tokenizer, texts, pig.config.max_text_tokens)
+        tokens = {k: v.to(device) for k, v in tokens.items()}
         valid = batch.valid.to(device)
-        inputs = {"pixels": batch.pixels.to(device, non_blocking=True)} if batch.pixels is not None else \
-            {"tokens": batch.tokens.to(device)}
+        inputs = ({"pixels": batch.pixels.to(device, non_blocking=True)} if batch.pixels is not None
+                  else {"tokens": batch.tokens.to(device)})
         enough = dist_utils.all_sum(float(valid.sum()), device) >= (1 if stage == 1 else 2)
         lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
         values = {"loss": float("nan"), "l_ret": float("nan"), "l_gen": float("nan")}
@@ -506,7 +525,6 @@ class Trainer:
         self.position.batch += 1
         self.position.step += 1
         self.position.stage_step += 1
-        self.train_seconds += time.perf_counter() - start
         self.pairs_this_run += len(planned.videos) * self.context.world_size
         record = {"event": "step", "stage": stage, "epoch": self.position.epoch + 1, "step": self.position.step,
                   **values, "scale": float(pig.clip.logit_scale.detach().exp()), "lr": lrs,
@@ -514,12 +532,13 @@ class Trainer:
         self.log.write(record)
         return values
 
-    def end_epoch(self, stage: int, optimizer, scheduler) -> None:
+    def end_epoch(self, stage: int, optimizer, scheduler, timing: dict) -> None:
         position, losses = self.position, self.epoch_losses
         self.epoch_losses = []
         self.final_loss = float(np.nanmean([v["loss"] for v in losses])) if losses else self.final_loss
         metrics = self.validate()
-        improved = metrics is not None and (self.best_metrics is None or _metric_key(metrics) > _metric_key(self.best_metrics))
+        improved = metrics is not None and (self.best_metrics is None
+                                            or _metric_key(metrics) > _metric_key(self.best_metrics))
         if improved:
             self.best_metrics = metrics
             self.save_model("best", stage, position.epoch, metrics)
@@ -528,7 +547,7 @@ class Trainer:
                         "train_loss": self.final_loss,
                         "l_ret": float(np.nanmean([v["l_ret"] for v in losses])) if losses else None,
                         "l_gen": float(np.nanmean([v["l_gen"] for v in losses])) if losses else None,
-                        "val": metrics, "best": improved})
+                        "val": metrics, "best": improved, **timing})
         log(f"stage {stage} epoch {position.epoch + 1}: loss {self.final_loss:.4f}, {_short(metrics)}"
             f"{' (best)' if improved else ''}")
         self.position = _Position(position.stage_index, position.epoch + 1, 0, position.step, position.stage_step)
@@ -579,7 +598,7 @@ class Trainer:
         best = self.out / "best" if self.best_metrics is not None else None
         failures = getattr(self.source, "failures", {})
         if failures:
-            warn(f"{len(failures)} videos could not be decoded and were left out of their batches: "
+            self._warn(f"{len(failures)} videos could not be decoded and were left out of their batches: "
                  f"{self.source.failure_summary()}")
         return TrainResult(
             output=self.out, best=best, last=last, best_metrics=self.best_metrics, last_metrics=self.last_metrics,
@@ -592,8 +611,7 @@ class Trainer:
 
 def train(config: TrainConfig) -> TrainResult:
     """Run `pig train` (see the module docstring). Works as one process, or under torchrun (DDP)."""
-    device_type = "cuda" if config.device.startswith("cuda") or (config.device == "auto" and torch.cuda.is_available()) else "cpu"
-    context = dist_utils.setup(device_type)
+    context = dist_utils.setup(resolve_device(config.device)[0].type)
     if not context.is_main:
         os.environ["PIG_QUIET"] = "1"  # one rank talks: no duplicated logs or progress bars
     try:
