@@ -78,7 +78,9 @@ def random_clip(preset: str = "tiny", seed: int = 0, vocab_size: int = BYTE_VOCA
             num_attention_heads=sizes["vision_heads"],
         ),
         projection_dim=sizes["projection_dim"],
-        logit_scale_init_value=4.6052,  # log(100), METHOD.md section 6
+        # From scratch, CLIP's own initial temperature log(1/0.07) (what trained best on the toy corpus,
+        # shared/TOY_TRAINING.md). METHOD.md's log(100) is a pretrained CLIP's value, kept by `--from`.
+        logit_scale_init_value=2.6592,
     )
     torch.manual_seed(seed)
     return CLIPModel(config).eval()
