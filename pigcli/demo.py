@@ -41,24 +41,41 @@ class DemoRow:
     ms_per_query: float
 
 
+@dataclass
+class DemoRun:
+    """What steps 1-4 made in a work folder: the toy corpus and the test-split index of each trained method."""
+    corpus: Path
+    indexes: dict[str, Path]     # 'meanpool', 'pig' -> index.h5 (stage files beside it: index.stage_paths)
+
+
 def run_demo(work: str | Path, settings: DemoSettings | None = None) -> list[DemoRow]:
     settings = settings or DemoSettings()
     work = Path(work)
+    run = prepare_demo(work, settings)
+    rows = evaluate_demo(run)
+    _add_costs(rows, run.indexes["pig"], run.corpus / "test.csv")
+    (work / "results.json").write_text(json.dumps({"settings": asdict(settings),
+                                                   "rows": [asdict(r) for r in rows]}, indent=2))
+    return rows
+
+
+def prepare_demo(work: Path, settings: DemoSettings) -> DemoRun:
+    """Steps 1-4 up to the indexes: corpus, random model, both trainings, every stage on the test videos."""
     corpus = _corpus(work / "corpus", settings)
     model = _model(work / "model", corpus, settings)
     test_list = _test_video_list(work, corpus)
-    rows = []
     indexes = {}
     for method in ("meanpool", "pig"):
         best = _train(work / "runs" / method, model, corpus, method, settings)
         indexes[method] = _index(work / "index" / method / "index.h5", test_list, best, method, settings)
-    for method, index, scoring in (("meanpool", indexes["meanpool"], "index"), ("pig", indexes["pig"], "index"),
-                                   ("xpool", indexes["pig"], "xpool")):
-        rows.append(_evaluate(method, index, corpus / "test.csv", scoring))
-    _add_costs(rows, indexes["pig"], corpus / "test.csv")
-    (work / "results.json").write_text(json.dumps({"settings": asdict(settings),
-                                                   "rows": [asdict(r) for r in rows]}, indent=2))
-    return rows
+    return DemoRun(corpus, indexes)
+
+
+def evaluate_demo(run: DemoRun) -> list[DemoRow]:
+    """t2v metrics on the test captions of meanpool, PIG, and xpool (PIG's fusioner with the real query)."""
+    return [_evaluate(method, run.indexes[trained], run.corpus / "test.csv", scoring)
+            for method, trained, scoring in (("meanpool", "meanpool", "index"), ("pig", "pig", "index"),
+                                             ("xpool", "pig", "xpool"))]
 
 
 def _corpus(folder: Path, settings: DemoSettings) -> Path:
