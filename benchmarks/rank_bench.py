@@ -12,6 +12,8 @@ count it times (median of --repeats calls after one warm-up call):
   plain scan     one torch.matmul of the queries against the whole stored matrix, no top-k
 Methods run round-robin (one call each per round), so load from other processes on a shared
 machine falls on all of them alike. The script checks every method's top-k rows against a float64 brute force of the stored values.
+Threads: each library's default (all cores) unless set through the environment, e.g.
+OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 for single-threaded figures.
 Peak extra memory is the rise of the process's peak RSS (VmHWM, reset through
 /proc/self/clear_refs) during one call: it sees torch, numpy and faiss allocations alike.
 """
@@ -35,6 +37,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pigcli.search import exact_topk  # noqa: E402
 
+# Set these in the environment to pin every library to one thread (torch, faiss, OpenBLAS).
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
 Method = Callable[[], np.ndarray]  # returns rows [Q, k] (or None for the plain scan)
 
 
@@ -53,6 +57,7 @@ def main() -> None:
             gc.collect()
         del index32
         gc.collect()
+    print(f"# load average at end {os.getloadavg()[0]:.2f}")
     print()
     print(markdown_table(rows_out))
     print()
@@ -77,9 +82,11 @@ def machine_line(args: argparse.Namespace) -> str:
         cpu = next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    env = " ".join(f"{v}={os.environ[v]}" for v in THREAD_ENV if v in os.environ) or "no thread env vars"
     return (
         f"# {cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-        f"numpy {np.__version__}, faiss {faiss_version()}, k={args.k}, D={args.dim}, repeats={args.repeats}"
+        f"numpy {np.__version__}, faiss {faiss_version()}, {env}, k={args.k}, D={args.dim}, "
+        f"repeats={args.repeats}, load average at start {os.getloadavg()[0]:.2f}"
     )
 
 
