@@ -28,6 +28,14 @@ class StageSummary:
     timings: dict = field(default_factory=dict)
 
 
+def start_stage(output: str | Path, provenance, total: int, force: bool = False,
+                replace_stale: bool = False) -> tuple[StageWriter, StageSummary]:
+    """The writer and summary of a stage run; `summary.skipped` when the output is already up to date."""
+    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
+    summary = StageSummary(Path(output), total=total, skipped=writer.up_to_date() and not force)
+    return writer, summary
+
+
 def run_blocks(writer: StageWriter, summary: StageSummary, num_rows: int, compute: Callable[[np.ndarray], dict],
                label: str, unit: str, block_rows: int = BLOCK_ROWS, extra_attrs: dict | None = None) -> StageSummary:
     """Compute and write rows [0, num_rows) in blocks, skipping blocks an interrupted run already wrote.

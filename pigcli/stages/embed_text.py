@@ -12,8 +12,8 @@ import numpy as np
 
 from ..captions import Query, load_queries
 from ..console import warn
-from ..store import Provenance, StageWriter, json_hash
-from .common import StageSummary, batched, run_blocks
+from ..store import Provenance, json_hash
+from .common import StageSummary, batched, run_blocks, start_stage
 from .runtime import autocast, resolve_device
 
 
@@ -60,10 +60,8 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
         [{"path": str(source), "queries": len(queries), "fingerprint": json_hash([(q.id, q.text) for q in queries])}],
         str(loaded.path.resolve()),
     )
-    summary = StageSummary(Path(output), total=len(queries))
-    writer = StageWriter(output, provenance, force=force)
-    if writer.up_to_date() and not force:
-        summary.skipped = True
+    writer, summary = start_stage(output, provenance, len(queries), force)
+    if summary.skipped:
         return summary
     all_truncated = np.zeros(len(queries), bool)
 

@@ -20,9 +20,9 @@ from ..decode_pool import Decoded, decode_videos
 from ..errors import UsageError
 from ..model.checkpoint import ModelInfo, load_checkpoint, peek_model, resolve_model
 from ..model.pig import BACKBONES
-from ..store import Provenance, StageWriter, failure_counts
+from ..store import Provenance, failure_counts
 from ..video import normalize, resolve_decoder
-from .common import StageSummary
+from .common import StageSummary, start_stage
 from .runtime import autocast, resolve_device
 from .sources import discover_videos, videos_fingerprint
 
@@ -104,10 +104,8 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
         inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
         model_path=str(info.path.resolve()),
     )
-    summary = StageSummary(Path(output), total=len(entries))
-    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
-    if writer.up_to_date() and not force:
-        summary.skipped = True
+    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale)
+    if summary.skipped:
         summary.errors = failure_counts(output)
         summary.failed = sum(summary.errors.values())
         return summary

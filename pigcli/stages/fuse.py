@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UsageError
-from ..store import Provenance, StageWriter, input_record, ok_rows, open_stage_file, read_ids, recorded_model
-from .common import StageSummary, batched, model_for_file, run_blocks, take_rows
+from ..store import Provenance, input_record, ok_rows, open_stage_file, read_ids, recorded_model
+from .common import StageSummary, batched, model_for_file, run_blocks, start_stage, take_rows
 from .runtime import autocast, resolve_device
 
 FUSE_METHODS = ("pig", "meanpool")
@@ -43,10 +43,8 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
             model_path = str(source.attrs.get("model_path", ""))
         provenance = Provenance("fuse", {"method": method, "precision": precision}, identity,
                                 [input_record(source_path, source.attrs)], model_path)
-        summary = StageSummary(Path(output), total=len(rows))
-        writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
-        if writer.up_to_date() and not force:
-            summary.skipped = True
+        writer, summary = start_stage(output, provenance, len(rows), force, replace_stale)
+        if summary.skipped:
             return summary
 
         def compute(block: np.ndarray) -> dict:

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..store import Provenance, StageWriter, input_record, open_stage_file, read_ids
-from .common import StageSummary, batched, model_for_file, run_blocks, take_rows
+from ..store import Provenance, input_record, open_stage_file, read_ids
+from .common import StageSummary, batched, model_for_file, run_blocks, start_stage, take_rows
 from .runtime import autocast, resolve_device
 
 SELECT_HINT = "pig select feats.h5 -k 16 -o sel.h5"
@@ -26,10 +26,8 @@ def generate(selection: str | Path, output: str | Path, model: str | None = None
         provenance = Provenance("generate", {"precision": precision}, loaded.identity.to_dict(),
                                 [input_record(selection, source.attrs)], str(loaded.path.resolve()))
         total = source["ids"].shape[0]
-        summary = StageSummary(Path(output), total=total)
-        writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
-        if writer.up_to_date() and not force:
-            summary.skipped = True
+        writer, summary = start_stage(output, provenance, total, force, replace_stale)
+        if summary.skipped:
             return summary
         ids, pig = read_ids(source), loaded.model
 

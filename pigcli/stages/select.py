@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import PigError
-from ..store import (Provenance, StageWriter, input_record, ok_rows, open_stage_file, read_ids,
+from ..store import (Provenance, input_record, ok_rows, open_stage_file, read_ids,
                      recorded_model)
-from .common import StageSummary, run_blocks, take_rows
+from .common import StageSummary, run_blocks, start_stage, take_rows
 
 EXTRACT_HINT = "pig extract VIDEOS -m MODEL -o feats.h5"
 CARRIED = ("video", "proxies", "frames")
@@ -40,10 +40,8 @@ def select(features: str | Path, output: str | Path, k: int | None = None, force
                            f"with --patches all (or top-N with N >= {k})")
         provenance = Provenance("select", {"k": k}, recorded_model(source), [input_record(features, source.attrs)],
                                 str(source.attrs.get("model_path", "")))
-        summary = StageSummary(Path(output), total=len(rows))
-        writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
-        if writer.up_to_date() and not force:
-            summary.skipped = True
+        writer, summary = start_stage(output, provenance, len(rows), force, replace_stale)
+        if summary.skipped:
             return summary
         ids = read_ids(source)
 
