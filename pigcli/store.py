@@ -224,14 +224,6 @@ class StageWriter:
         return self.output
 
 
-def write_stage_file(output: str | Path, provenance: Provenance, columns: dict, extra_attrs: dict | None = None,
-                     force: bool = False) -> Path:
-    """Write a small stage output in one block (stages whose work is cheap next to their I/O)."""
-    writer = StageWriter(output, provenance, force=force)
-    writer.write_block(0, columns)
-    return writer.finish(extra_attrs)
-
-
 def _h5_dtype(values):
     import h5py
 
