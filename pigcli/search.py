@@ -58,7 +58,7 @@ def exact_topk(
     k_out = min(int(k), n_rows)
     if q.shape[0] == 0:
         return np.empty((0, k_out), np.float32), np.empty((0, k_out), np.int64)
-    top = _RunningTopK(q.shape[0], k_out)
+    top = RunningTopK(q.shape[0], k_out)
     scanner = _Scanner(q, _pick_scan_dtype(precision, index.dtype, q.shape[0]))
     for start, block in _iter_blocks(index, block_rows):
         local, scores = _block_candidates(scanner, _as_tensor(block), k_out, top.floor())
@@ -304,7 +304,7 @@ def _fp16_safe(q_norm_scaled: float, x_norm: float) -> bool:
 # ---------------------------------------------------------------- running top-k
 
 
-class _RunningTopK:
+class RunningTopK:
     """Best k (score, row) pairs per query so far, sorted by score desc then row asc."""
 
     def __init__(self, n_queries: int, k: int) -> None:

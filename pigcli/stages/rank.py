@@ -112,9 +112,9 @@ def xpool_scores_blocks(pig, features: str | Path, video_ids: list[str], text: n
 def rank_xpool(pig, features, video_ids: list[str], text: np.ndarray, k: int, device) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
-    from ..search import _RunningTopK
+    from ..search import RunningTopK
 
-    top = _RunningTopK(len(text), min(k, len(video_ids)))
+    top = RunningTopK(len(text), min(k, len(video_ids)))
     for start, scores in xpool_scores_blocks(pig, features, video_ids, text, device):
         rows = torch.arange(start, start + scores.shape[1]).expand(scores.shape[0], -1)
         top.merge(scores, rows)
