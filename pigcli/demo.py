@@ -171,4 +171,6 @@ def format_demo(rows: list[DemoRow]) -> str:
         lines.append(f"{row.method:<10} {row.tower:<13} {m['R@1']:>6.1f} {m['R@5']:>6.1f} {m['R@10']:>6.1f} "
                      f"{m['MdR']:>6.1f} {row.macs_per_query:>14,} {row.ms_per_query:>9.2f}")
     lines.append("text-to-video on the toy test split; ties ranked pessimistically")
+    lines.append("ms/query measured on this small test index, where fixed costs dominate; "
+                 "at scale see benchmarks/RESULTS_cost.md")
     return "\n".join(lines)
