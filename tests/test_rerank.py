@@ -19,37 +19,14 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from conftest import TINY_DIM, TINY_L, TINY_P, TINY_T, VIDEO_FOLDER_SPECS
-from pigcli.cli import app
-
-CLEAN_ENV = {"PIG_INDEX": None, "PIG_MODEL": None, "PIG_QUIET": None, "PIG_DEBUG": None}
+from test_stages import ids_of, pig, read  # the in-process CLI runner and file readers
 N_VIDEOS = len(VIDEO_FOLDER_SPECS)
 DEFAULT_W = dict(fw=0.8, fs=0.2, pw=0.2, coarse=0.5)
 
 
 # --- helpers ----------------------------------------------------------------------------------------
-
-def pig(*args, env: dict | None = None) -> tuple[int, str, str]:
-    """`pig ARGS` in-process -> (exit code, stdout, stderr)."""
-    result = CliRunner().invoke(app, [str(a) for a in args], env={**CLEAN_ENV, **(env or {})})
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
-
-
-def ids_of(handle) -> list[str]:
-    return [x.decode() if isinstance(x, bytes) else str(x) for x in handle["ids"][:]]
-
-
-def read(path, *names) -> dict:
-    with h5py.File(path, "r") as handle:
-        out = {"ids": ids_of(handle)}
-        for name in names:
-            out[name] = handle[name][:]
-    return out
-
 
 def ranking(stdout: str) -> dict[str, list[tuple[str, float]]]:
     """TSV lines -> {query: [(video, score)] in rank order}; every line must be a result line."""
