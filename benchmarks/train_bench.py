@@ -69,8 +69,8 @@ def main() -> None:
     from pigcli.stages.extract import extract
     from pigcli.train.loop import TrainConfig, train
 
-    print(f"| preset | mode | videos | batch | frames | epochs | workers | torch threads | pairs/s (last epoch) "
-          f"| s/step | wall s |")
+    print("| preset | mode | videos | batch | frames | epochs | workers | torch threads | pairs/s (last epoch) "
+          "| s/step | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

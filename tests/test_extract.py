@@ -297,7 +297,7 @@ def test_resume_after_kill(tmp_path, tiny_model_dir, pig_cache, run_pig, monkeyp
 
     code, out, err = run_pig(args, env=env)
     assert code == 0, err
-    assert "resuming" in err and f"of 12 videos already extracted" in err
+    assert "resuming" in err and "of 12 videos already extracted" in err
     assert not partial.exists() and output.exists()
 
     monkeypatch.setenv("PIG_BLOCK_VIDEOS", "1")

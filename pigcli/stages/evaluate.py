@@ -55,7 +55,7 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
     torch_device, _ = resolve_device(device)
     with open_stage_file(index, ("fuse",), INDEX_HINT) as handle:
         video_ids = read_ids(handle)
-        embedding = handle["embedding"][:]
+        embedding = handle["embedding"][:] if method == "index" else None  # xpool scores from the tokens
         loaded = model_for_file(model, handle, index, torch_device, "pig index with this model")
     column = {vid: i for i, vid in enumerate(video_ids)}
     kept = [c for c in captions if c.video_id in column]

@@ -17,7 +17,6 @@ CARRIED = ("video", "proxies", "frames")
 def generate(selection: str | Path, output: str | Path, model: str | None = None, *, device: str = "auto",
              precision: str = "auto", batch_size: int = 256, force: bool = False,
              replace_stale: bool = False) -> StageSummary:
-    import torch
 
     torch_device, precision = resolve_device(device, precision)
     with open_stage_file(selection, ("select",), SELECT_HINT) as source:

@@ -165,7 +165,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         video_ids = read_ids(handle)
         loaded = None
         if queries is not None or method == "xpool" or cost:
-            loaded = model_for_file(model, handle, index_path, torch_device, f"pig index with this model")
+            loaded = model_for_file(model, handle, index_path, torch_device, "pig index with this model")
         if query_file is not None:
             query_ids, text = load_query_file(query_file, handle, index_path)
         else:
