@@ -277,3 +277,57 @@ def test_gradient_reaches_w_g_and_w_f():
     assert head.w_g.grad is not None and head.w_g.grad.abs().sum() > 0
     assert head.w_f.grad is not None and head.w_f.grad.abs().sum() > 0
     assert scale.grad is not None and scale.grad != 0
+
+
+# ---------------------------------------------------------------- the head in checkpoints
+
+
+def copy_model(source, target):
+    import shutil
+
+    shutil.copytree(source, target)
+    return target
+
+
+def rewrite_weights(folder, drop_prefix: str) -> None:
+    """Rewrite a checkpoint's weights without the tensors named drop_prefix* (an older or broken file)."""
+    from safetensors.torch import load_file, save_file
+
+    path = folder / "model.safetensors"
+    kept = {k: v for k, v in load_file(path).items() if not k.startswith(drop_prefix)}
+    save_file(kept, path, metadata={"format": "pt"})
+
+
+def test_saved_head_is_read_back_alone_and_with_the_model(tiny_model_dir, tmp_path):
+    from pigcli.model.checkpoint import load_checkpoint, load_eercf_head, save_checkpoint
+
+    loaded = load_checkpoint(tiny_model_dir)
+    assert torch.equal(loaded.model.eercf.w_f, torch.eye(loaded.model.config.num_frames))  # untrained: identities
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        loaded.model.eercf.w_f.copy_(torch.rand(loaded.model.eercf.w_f.shape, generator=g))
+        loaded.model.eercf.w_g.add_(0.1 * torch.randn(loaded.model.eercf.w_g.shape, generator=g))
+    folder = save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "trained")
+    alone, whole = load_eercf_head(folder), load_checkpoint(folder).model.eercf
+    for name in ("w_g", "w_f"):
+        assert torch.equal(getattr(alone, name), getattr(loaded.model.eercf, name))
+        assert torch.equal(getattr(whole, name), getattr(loaded.model.eercf, name))
+
+
+def test_checkpoint_without_a_head_loads_an_untrained_one(tiny_model_dir, tmp_path):
+    from pigcli.model.checkpoint import load_checkpoint, load_eercf_head
+
+    folder = copy_model(tiny_model_dir, tmp_path / "old")
+    rewrite_weights(folder, "eercf.")
+    for head in (load_checkpoint(folder).model.eercf, load_eercf_head(folder)):
+        assert torch.equal(head.w_f, torch.eye(head.w_f.shape[0])) and torch.equal(head.w_g, torch.eye(head.w_g.shape[0]))
+
+
+def test_checkpoint_missing_model_weights_is_refused(tiny_model_dir, tmp_path):
+    from pigcli.errors import PigError
+    from pigcli.model.checkpoint import load_checkpoint
+
+    folder = copy_model(tiny_model_dir, tmp_path / "broken")
+    rewrite_weights(folder, "fusioner.")
+    with pytest.raises(PigError, match="fusioner.*pig init or pig train"):
+        load_checkpoint(folder)

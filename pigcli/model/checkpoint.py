@@ -187,9 +187,39 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
     identity = json.loads((path / "checkpoint.json").read_text())
     clip = CLIPModel(CLIPConfig.from_dict(config["clip"]))
     model = PigModel(clip, PigConfig.from_dict(config["pig"]))
-    load_model(model, str(path / "model.safetensors"), device="cpu")
+    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False, device="cpu")
+    _check_loaded_keys(path, missing, unexpected)
     model.to(device).eval()
     return LoadedModel(model, _load_tokenizer(path / "tokenizer"), ModelIdentity(identity["name"], identity["hash"]), path)
+
+
+# Modules added after a checkpoint may have been written: absent from its weights, they keep their
+# initial values (the EERCF head: identities, i.e. an untrained head).
+OPTIONAL_PREFIXES = ("eercf.",)
+
+
+def _check_loaded_keys(path: Path, missing: list[str], unexpected: list[str]) -> None:
+    required = [key for key in missing if not key.startswith(OPTIONAL_PREFIXES)]
+    if required or unexpected:
+        names = ", ".join((required + unexpected)[:4])
+        raise PigError(f"{path}/model.safetensors does not fit this pig version's model ({names}, ...); "
+                       "make the checkpoint again with pig init or pig train")
+
+
+def load_eercf_head(path: str | Path):
+    """A checkpoint's EERCF head (W_g, W_F) alone, read without building the model (fast for rerank);
+    identities when the checkpoint has none."""
+    from safetensors import safe_open
+
+    from .eercf import EercfHead
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    head = EercfHead(config["clip"]["projection_dim"], config["pig"].get("num_frames", PigConfig().num_frames))
+    with safe_open(str(path / "model.safetensors"), framework="pt") as weights:
+        stored = {key[len("eercf."):]: weights.get_tensor(key) for key in weights.keys() if key.startswith("eercf.")}
+    head.load_state_dict(stored, strict=False)
+    return head.eval()
 
 
 def read_pig_config(path: str | Path) -> PigConfig:

@@ -1,4 +1,4 @@
-"""`PigModel`: CLIP + video backbones + pseudo-query generator + fusioner, and its settings."""
+"""`PigModel`: CLIP + video backbones + pseudo-query generator + fusioner + EERCF head, and its settings."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import FrameBackbone, ViPBackbone, VideoTokens
+from .eercf import EercfHead
 from .fusioner import Fusioner
 from .generator import PseudoQueryGenerator
 
@@ -58,6 +59,9 @@ class PigModel(nn.Module):
             clip.text_model, clip.text_projection, embed_dim, config.bos_token_id, config.eos_token_id
         )
         self.fusioner = Fusioner(embed_dim, config.fusion_heads, config.fusion_dropout)
+        # EERCF rerank weights W_g, W_F (METHOD.md section 7): identities until `pig train` learns them
+        # (--method eercf or --eercf-weight); `pig rank --rerank` and `pig fuse --method eercf` use them.
+        self.eercf = EercfHead(embed_dim, config.num_frames)
 
     @property
     def embed_dim(self) -> int:
