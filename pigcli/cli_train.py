@@ -22,7 +22,7 @@ def train_cmd(
     features: Optional[Path] = typer.Option(None, "--features", help="frozen-feature mode: an extract file (stage 1, or --freeze-backbone)"),
     videos: Optional[Path] = typer.Option(None, "--videos", help="raw-video mode: a folder (or list file) of videos, decoded every epoch"),
     val_captions: Optional[Path] = typer.Option(None, "--val-captions", help="validation split (never the test split): picks OUT/best by t2v R@1"),
-    method: str = typer.Option("pig", help="pig (hybrid tower) | meanpool (two tower) | xpool (single tower)"),
+    method: str = typer.Option("pig", help="pig (hybrid tower) | meanpool (two tower) | xpool (single tower) | eercf (two tower + EERCF loss)"),
     stages: Optional[str] = typer.Option(None, help="1 (generator pretraining), 2 (joint) or 1,2; default 1,2 for pig, 2 otherwise"),
     epochs: str = typer.Option("5", help=f"epochs per stage; {PER_STAGE}"),
     steps: Optional[str] = typer.Option(None, help=f"optimiser steps per stage instead of epochs; {PER_STAGE}"),
@@ -32,6 +32,7 @@ def train_cmd(
     weight_decay: float = typer.Option(0.2, help="AdamW weight decay (weight matrices only)"),
     warmup: float = typer.Option(0.01, help="linear warm-up, as a fraction of each stage's steps; then cosine decay"),
     alpha: float = typer.Option(1.0, help="weight of the generation loss in stage 2"),
+    eercf_weight: float = typer.Option(0.0, help="add EERCF's loss with this weight in stage 2 (learns the rerank head W_g, W_F that pig rank --rerank uses); 0: off"),
     grad_clip: float = typer.Option(1.0, help="gradient norm clipping"),
     freeze_backbone: bool = typer.Option(False, help="stage 2 trains the heads and text encoder only (vision tower, proxies, temporal frozen)"),
     backbone: Optional[str] = typer.Option(None, help="raw videos: vip | frames (default vip); with --features: the file's"),
@@ -51,13 +52,14 @@ def train_cmd(
     Examples:
       pig train --captions train.csv --val-captions val.csv --features feats.h5 --stages 1 -m models/pig-b32 -o runs/s1
       pig train --captions train.csv --val-captions val.csv --videos videos/ -m runs/s1/best --stages 2 -o runs/s2
+      pig train ... --stages 2 --eercf-weight 1 -o runs/s2   # also learn the rerank head for pig rank --rerank
     """
     from .train.loop import TrainConfig, train
 
     config = TrainConfig(
         output=output, captions=captions, model=model, features=features, videos=videos, val_captions=val_captions,
         method=method, stages=stages, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
-        weight_decay=weight_decay, warmup=warmup, alpha=alpha, grad_clip=grad_clip, freeze_backbone=freeze_backbone,
+        weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip, freeze_backbone=freeze_backbone,
         backbone=backbone, decoder=decoder, workers=workers, device=device, precision=precision, seed=seed,
         resume=resume, stop_after=stop_after)
     result = train(config)

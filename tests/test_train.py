@@ -174,7 +174,95 @@ def test_meanpool_trains_text_side_only_with_frozen_features(corpus, tmp_path):
     result = train(config(corpus, tmp_path / "run", method="meanpool", steps=2))
     changed = changed_keys(weights(corpus[3]), weights(result.last))
     assert "clip.logit_scale" in changed and "clip.text_projection.weight" in changed
+    assert not any(k.startswith(("generator.", "fusioner.", "clip.vision_model.", "backbone.", "eercf."))
+                   for k in changed)
+
+
+# --- EERCF's loss (METHOD.md section 7) -------------------------------------------------------------
+
+def first_batch_loss_by_hand(corpus) -> float:
+    """EERCF's loss of a run's first batch, recomputed from the model, the extract file's tokens and the
+    logged batch (its captions) with pigcli.model.eercf.eercf_loss, which tests/test_eercf.py checks
+    against numpy."""
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.model.eercf import eercf_loss
+    from pigcli.train.data import FeatureSource, epoch_plan, load_pairs, tokenize
+
+    _, train_captions, _, model, features = corpus
+    loaded = load_checkpoint(model)
+    source = FeatureSource(features, loaded, loaded.model.config.select_k)
+    pairs = load_pairs(train_captions, set(source.ids), "training captions")
+    source.load(pairs.video_ids)
+    batch = epoch_plan(pairs, 8, 0, 2, 0)[0]
+    tokens = next(source.iterate([np.array([source.row_of(pairs.video_ids[v]) for v in batch.videos])])).tokens
+    texts = [pairs.captions[v][c] for v, c in zip(batch.videos, batch.captions)]
+    ids = tokenize(loaded.tokenizer, texts, loaded.model.config.max_text_tokens)
+    with torch.no_grad():
+        text = loaded.model.text_features(ids["input_ids"], ids["attention_mask"])
+        loss, _ = eercf_loss(text, tokens.frames.float(), tokens.selected.float(), loaded.model.eercf,
+                             loaded.model.clip.logit_scale.exp())
+    return float(loss)
+
+
+def test_eercf_method_trains_the_rerank_head_with_eercfs_loss(corpus, tmp_path):
+    result = train(config(corpus, tmp_path / "run", method="eercf", steps=2))
+    first = log_records(tmp_path / "run", "step")[0]
+    assert first["l_eercf"] == pytest.approx(first_batch_loss_by_hand(corpus), rel=1e-5)
+    assert first["loss"] == pytest.approx(first["l_eercf"]) and first["l_ret"] == 0 and first["l_gen"] == 0
+    changed = changed_keys(weights(corpus[3]), weights(result.last))
+    assert {"eercf.w_g", "eercf.w_f", "clip.text_projection.weight", "clip.logit_scale"} <= changed
     assert not any(k.startswith(("generator.", "fusioner.", "clip.vision_model.", "backbone.")) for k in changed)
+    # validation scores the method's index vectors, W_g norm(mean norm(x_f)), as pig fuse --method eercf does
+    assert log_records(tmp_path / "run", "val")[0]["val"]["t2v"]["R@1"] >= 0
+    trained = weights(result.last)
+    assert not torch.equal(trained["eercf.w_f"], torch.eye(trained["eercf.w_f"].shape[0]))
+
+
+def test_eercf_weight_adds_eercfs_loss_to_pig(corpus, tmp_path):
+    result = train(config(corpus, tmp_path / "run", method="pig", eercf_weight=0.5, steps=2, val_captions=None))
+    first = log_records(tmp_path / "run", "step")[0]
+    assert first["l_eercf"] == pytest.approx(first_batch_loss_by_hand(corpus), rel=1e-5)
+    assert first["loss"] == pytest.approx(first["l_ret"] + first["l_gen"] + 0.5 * first["l_eercf"], rel=1e-5)
+    changed = changed_keys(weights(corpus[3]), weights(result.last))
+    assert {"eercf.w_g", "eercf.w_f"} <= changed and any(k.startswith("fusioner.") for k in changed)
+    # without the weight the head stays untrained (identities)
+    plain = train(config(corpus, tmp_path / "plain", method="pig", steps=1, val_captions=None))
+    assert not any(k.startswith("eercf.") for k in changed_keys(weights(corpus[3]), weights(plain.last)))
+    assert log_records(tmp_path / "plain", "step")[0]["l_eercf"] == 0
+
+
+def test_eercf_loss_on_raw_videos_uses_every_patch(tiny_model):
+    """From video, S_pw runs over all T*L patch tokens (from an extract file: the top-k ITS patches)."""
+    from pigcli.model.eercf import eercf_loss
+    from pigcli.train.forward import TrainStep, encode_pixels
+
+    pig = tiny_model.model
+    torch.manual_seed(0)
+    pixels = torch.randint(0, 255, (3, pig.config.num_frames, 3, pig.image_size, pig.image_size), dtype=torch.uint8)
+    ids = torch.randint(0, 500, (3, 6))
+    step = TrainStep(pig, "eercf", 2, 1.0, "vip").eval()
+    with torch.no_grad():
+        out = step(ids, torch.ones_like(ids), torch.ones(3, dtype=torch.bool), pixels=pixels)
+        tokens = encode_pixels(pig, pixels, "vip")
+        assert tokens.patches.shape[1] == pig.config.num_frames * pig.patches_per_frame
+        text = pig.text_features(ids, torch.ones_like(ids))
+        scale = pig.clip.logit_scale.exp()
+        every, _ = eercf_loss(text, tokens.frames, tokens.patches, pig.eercf, scale)
+        selected, _ = eercf_loss(text, tokens.frames, tokens.selected, pig.eercf, scale)
+    assert float(out["l_eercf"]) == pytest.approx(float(every), rel=1e-5)
+    assert float(every) != pytest.approx(float(selected), rel=1e-6)
+
+
+def test_eercf_head_has_no_weight_decay(tiny_model_dir):
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.train.loop import param_groups, set_trainable
+
+    pig = load_checkpoint(tiny_model_dir).model
+    set_trainable(pig, 2, "eercf", True, "vip", eercf=True)
+    groups = {g["name"]: g for g in param_groups(pig, 1e-3, 1e-5, 0.2)}
+    head = {id(p) for p in pig.eercf.parameters()}
+    assert head <= {id(p) for p in groups["new_no_decay"]["params"]}
+    assert groups["new_no_decay"]["weight_decay"] == 0.0 and groups["clip"]["weight_decay"] == 0.2
 
 
 # --- frozen features vs raw video -----------------------------------------------------------------
@@ -322,6 +410,9 @@ def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline
     (dict(stages="3"), "--stages"),
     (dict(lr="1,2,3"), "--lr"),
     (dict(precision="fp16"), "bf16"),
+    (dict(method="eercf", eercf_weight=1.0), "--eercf-weight"),
+    (dict(eercf_weight=-1.0), "--eercf-weight"),
+    (dict(method="eercf", stages="1,2"), "stage 1"),
 ])
 def test_usage_errors(corpus, tmp_path, overrides, message):
     with pytest.raises(UsageError, match=message):

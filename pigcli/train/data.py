@@ -119,10 +119,16 @@ class HeadInputs:
     proxies: torch.Tensor    # [B, P, D] x_p
     frames: torch.Tensor     # [B, T, D] x_f
     selected: torch.Tensor   # [B, k, D] top-k ITS patches
+    patches: torch.Tensor | None = None  # [B, T*L, D] every patch token: raw-video mode only
 
     def to(self, device, dtype=torch.float32) -> "HeadInputs":
-        return HeadInputs(*(t.to(device=device, dtype=dtype, non_blocking=True)
-                            for t in (self.video, self.proxies, self.frames, self.selected)))
+        return HeadInputs(*(None if t is None else t.to(device=device, dtype=dtype, non_blocking=True)
+                            for t in (self.video, self.proxies, self.frames, self.selected, self.patches)))
+
+    def eercf_patches(self) -> torch.Tensor:
+        """The patches EERCF's S_pw runs over: all of them when decoded from video; from an extract file
+        only the top-k ITS patches (holding every patch of every video in memory would not scale)."""
+        return self.selected if self.patches is None else self.patches
 
 
 @dataclass

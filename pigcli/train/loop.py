@@ -2,7 +2,8 @@
 
 Stage 1 (generator pretraining): only the generator trains; L = L_gen.
 Stage 2 (joint): everything the method uses trains (the backbone unless --freeze-backbone);
-L = L_ret + alpha L_gen (L_ret alone for meanpool and xpool).
+L = L_ret + alpha L_gen (L_ret alone for meanpool and xpool) + beta L_eercf (--eercf-weight beta,
+default 0; --method eercf: L_eercf alone). L_eercf trains the EERCF rerank head W_g, W_F.
 
 Per stage: AdamW (betas 0.9/0.98, weight decay 0.2 on matrices only), two learning rates (CLIP
 weights: lr_clip; new modules: lr), cosine decay after a linear warm-up, gradient clipping,
@@ -42,9 +43,13 @@ STATE_FORMAT = "pig-train-state/1"
 ADAM_BETAS = (0.9, 0.98)
 ADAM_EPS = 1e-6            # open_clip's value for ViT models (CLIP trained ViTs with 1e-6 too)
 # Prefixes of parameters that do not come from CLIP (they get --lr; everything else --lr-clip).
-NEW_PREFIXES = ("generator.mapper.", "fusioner.", "backbone.")
+NEW_PREFIXES = ("generator.mapper.", "fusioner.", "backbone.", "eercf.")
+# No weight decay here: W_g and W_F start as identities (an untrained head), and decay would pull them
+# towards zero rather than back to that start.
+NO_DECAY_PREFIXES = ("eercf.",)
 BACKBONE_PREFIXES = ("clip.vision_model.", "clip.visual_projection.", "backbone.")
 # Settings a resumed run may change: they do not alter the numbers.
+LOSS_KEYS = ("loss", "l_ret", "l_gen", "l_eercf")  # what TrainStep returns, logged per step and epoch
 RESUMABLE_CHANGES = ("resume", "stop_after", "workers", "device", "output")
 
 PerStage = float | int | str | Sequence[float] | None
@@ -60,7 +65,7 @@ class TrainConfig:
     features: str | Path | None = None          # frozen-feature mode: an `extract` file
     videos: str | Path | None = None            # raw-video mode: a folder (or list file) of videos
     val_captions: str | Path | None = None      # validation split (never the test split)
-    method: str = "pig"                         # pig | meanpool | xpool
+    method: str = "pig"                         # pig | meanpool | xpool | eercf
     stages: str | Sequence[int] | None = None   # '1,2' (default for pig), '1' or '2' (default otherwise)
     epochs: PerStage = 5
     steps: PerStage = None                      # optimiser steps per stage, instead of epochs
@@ -70,6 +75,7 @@ class TrainConfig:
     weight_decay: float = 0.2
     warmup: float = 0.01                        # fraction of each stage's steps
     alpha: float = 1.0                          # weight of L_gen
+    eercf_weight: float = 0.0                   # weight of EERCF's loss added to the method's (trains W_g, W_F)
     grad_clip: float = 1.0
     freeze_backbone: bool = False               # stage 2 'heads only': vision tower, proxies, temporal frozen
     backbone: str | None = None                 # raw videos: vip | frames (features: the file's)
@@ -167,6 +173,9 @@ def check_config(config: TrainConfig, stages: tuple[int, ...]) -> None:
         raise UsageError(f"--warmup is a fraction of the steps in [0, 1), not {config.warmup}")
     if config.precision == "fp16":
         raise UsageError("--precision fp16 needs loss scaling, which pig train does not do; use bf16 or fp32")
+    if config.eercf_weight < 0 or (config.method == "eercf" and config.eercf_weight):
+        raise UsageError(f"--eercf-weight adds EERCF's loss to --method pig, meanpool or xpool (a weight >= 0); "
+                         f"--method eercf trains with that loss alone, so leave it out (got {config.eercf_weight})")
     if config.stop_after is not None and config.stop_after < 1:
         raise UsageError(f"--stop-after must be a positive number of steps, not {config.stop_after}")
 
@@ -184,12 +193,16 @@ def training_device(config: TrainConfig, context: dist_utils.DistContext) -> tup
 
 # --- parameters, optimiser, schedule --------------------------------------------------------------
 
-def is_trainable(name: str, stage: int, method: str, freeze_backbone: bool, backbone: str) -> bool:
-    """Which parameters a stage trains: stage 1 the generator only; stage 2 everything the method uses."""
+def is_trainable(name: str, stage: int, method: str, freeze_backbone: bool, backbone: str,
+                 eercf: bool = False) -> bool:
+    """Which parameters a stage trains: stage 1 the generator only; stage 2 everything the method uses
+    (eercf: whether EERCF's loss is part of it)."""
     if name.startswith("generator."):
         return method == "pig"
     if stage == 1:
         return False
+    if name.startswith("eercf."):
+        return eercf
     if name.startswith("fusioner."):
         return method in ("pig", "xpool")
     if name.startswith(BACKBONE_PREFIXES):
@@ -198,24 +211,24 @@ def is_trainable(name: str, stage: int, method: str, freeze_backbone: bool, back
     return True  # CLIP's text encoder, text projection, logit scale
 
 
-def set_trainable(pig, stage: int, method: str, freeze_backbone: bool, backbone: str) -> int:
+def set_trainable(pig, stage: int, method: str, freeze_backbone: bool, backbone: str, eercf: bool = False) -> int:
     """Set requires_grad on every parameter; returns how many values train."""
     count = 0
     for name, param in pig.named_parameters():  # shared vision-tower weights appear once, as clip.*
-        param.requires_grad_(is_trainable(name, stage, method, freeze_backbone, backbone))
+        param.requires_grad_(is_trainable(name, stage, method, freeze_backbone, backbone, eercf))
         count += param.numel() if param.requires_grad else 0
     return count
 
 
 def param_groups(pig, lr: float, lr_clip: float, weight_decay: float) -> list[dict]:
     """Trainable parameters by origin (new module / CLIP) and decay (matrices only: open_clip's rule,
-    no decay for gains, biases and scalars such as the logit scale)."""
+    no decay for gains, biases and scalars such as the logit scale; none for the EERCF head either)."""
     groups: dict[str, dict] = {}
     for name, param in pig.named_parameters():
         if not param.requires_grad:
             continue
         origin = "new" if name.startswith(NEW_PREFIXES) else "clip"
-        decay = param.ndim >= 2
+        decay = param.ndim >= 2 and not name.startswith(NO_DECAY_PREFIXES)
         key = origin + ("" if decay else "_no_decay")
         group = groups.setdefault(key, {"name": key, "params": [], "lr": lr if origin == "new" else lr_clip,
                                         "weight_decay": weight_decay if decay else 0.0})
@@ -448,7 +461,7 @@ class Trainer:
         config, pig = self.config, self.pig
         epochs, total_steps = self.stage_plan(stage)
         trainable = set_trainable(pig, stage, config.method, config.freeze_backbone or self.source.frozen,
-                                  self.backbone)
+                                  self.backbone, eercf=config.method == "eercf" or config.eercf_weight > 0)
         optimizer, scheduler = make_optimizer(pig, self.lr[stage], self.lr_clip[stage], config.weight_decay,
                                               config.warmup, total_steps)
         if self._resumed_state is not None:
@@ -459,7 +472,8 @@ class Trainer:
             self._resumed_state = None
         log(f"stage {stage}: {config.method}, {trainable:,} trainable weights, {epochs} epochs, {total_steps} steps, "
             f"batch {config.batch_size}, {len(self.train_set)} videos")
-        step_module = self._wrap(TrainStep(pig, config.method, stage, config.alpha, self.backbone))
+        step_module = self._wrap(TrainStep(pig, config.method, stage, config.alpha, self.backbone,
+                                                config.eercf_weight))
         while self.position.epoch < epochs:
             if self.run_epoch(stage, step_module, optimizer, scheduler, total_steps):
                 return True
@@ -509,7 +523,7 @@ class Trainer:
                   else {"tokens": batch.tokens.to(device)})
         enough = dist_utils.all_sum(float(valid.sum()), device) >= (1 if stage == 1 else 2)
         lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
-        values = {"loss": float("nan"), "l_ret": float("nan"), "l_gen": float("nan")}
+        values = {key: float("nan") for key in LOSS_KEYS}
         if enough:  # the same decision on every rank: a batch of undecodable videos is skipped everywhere
             step_module.train()
             with autocast(device, self.precision):
@@ -545,8 +559,8 @@ class Trainer:
         self.last_metrics = metrics
         self.log.write({"event": "epoch", "stage": stage, "epoch": position.epoch + 1, "step": position.step,
                         "train_loss": self.final_loss,
-                        "l_ret": float(np.nanmean([v["l_ret"] for v in losses])) if losses else None,
-                        "l_gen": float(np.nanmean([v["l_gen"] for v in losses])) if losses else None,
+                        **{key: float(np.nanmean([v[key] for v in losses])) if losses else None
+                           for key in LOSS_KEYS if key != "loss"},
                         "val": metrics, "best": improved, **timing})
         log(f"stage {stage} epoch {position.epoch + 1}: loss {self.final_loss:.4f}, {_short(metrics)}"
             f"{' (best)' if improved else ''}")
