@@ -13,6 +13,7 @@ from typing import List, Optional
 
 import click
 import typer
+from typer.core import TyperCommand
 
 from .cli_toy import toy_make_cmd
 from .cli_train import train_cmd
@@ -53,6 +54,27 @@ def command(*args, target: typer.Typer | None = None, **kwargs):
         return (target or app).command(*args, **kwargs)(run)
 
     return wrap
+
+
+RERANK_DEFAULT_K = 50  # `--rerank` given without a number: EERCF's K
+
+
+class RerankCommand(TyperCommand):
+    """A command whose `--rerank` may come without a number (then K = RERANK_DEFAULT_K).
+
+    click options need a value; the value is filled in before parsing when `--rerank` ends the
+    command line or is followed by something that is not a number."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        filled: list[str] = []
+        for i, arg in enumerate(args):
+            filled.append(arg)
+            if arg == "--rerank" and (i + 1 == len(args) or not args[i + 1].lstrip("-").isdigit()):
+                filled.append(str(RERANK_DEFAULT_K))
+            if arg == "--":
+                filled.extend(args[i + 1:])
+                break
+        return super().parse_args(ctx, filled)
 
 
 def _fail(message: str, code: int):
@@ -221,10 +243,10 @@ def generate_cmd(
 
 @command("fuse")
 def fuse_cmd(
-    source: Path = typer.Argument(..., help="generate file (or any feature file with --method meanpool)"),
+    source: Path = typer.Argument(..., help="generate file (or any feature file with --method meanpool or eercf)"),
     output: Path = typer.Option(..., "-o", "--output", help="index file to write"),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="pig model folder (default: the one the input was made with)"),
-    method: str = typer.Option("pig", help="pig (pseudo-query attention) | meanpool (two-tower baseline)"),
+    method: str = typer.Option("pig", help="pig (pseudo-query attention) | meanpool (two-tower baseline) | eercf (W_g of mean frames: EERCF's coarse index)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     force: bool = typer.Option(False, help=FORCE_HELP),
 ):
@@ -233,6 +255,7 @@ def fuse_cmd(
     Examples:
       pig fuse gen.h5 -m models/pig-b32 -o index.h5
       pig fuse feats.h5 --method meanpool -o meanpool.h5
+      pig fuse feats.h5 --method eercf -o eercf.h5      # then: pig rank eercf.h5 q.h5 --rerank 50
     """
     from .stages.fuse import fuse
 
@@ -259,7 +282,15 @@ def embed_text_cmd(
     _report(embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force), "queries")
 
 
-@command("rank")
+# EERCF rerank options, shared by rank and eval (defaults: METHOD.md section 7, RerankWeights)
+RERANK_OPTION = typer.Option(0, "--rerank", help=f"EERCF: rerank each query's top K by frame/patch scores with the model's rerank head; --rerank alone: K = {RERANK_DEFAULT_K} (the paper's); 0: off. The K scores become the combined rerank scores")
+W_FW_OPTION = typer.Option(0.8, "--w-fw", help="rerank weight of S_fw (frame-weighted score)")
+W_FS_OPTION = typer.Option(0.2, "--w-fs", help="rerank weight of S_fs (text-gated frame pooling)")
+W_PW_OPTION = typer.Option(0.2, "--w-pw", help="rerank weight of S_pw (patch-weighted score)")
+W_COARSE_OPTION = typer.Option(0.5, "--w-coarse", help="rerank weight of the index score")
+
+
+@command("rank", cls=RerankCommand)
 def rank_cmd(
     index: Optional[Path] = typer.Argument(None, help="index file (default: $PIG_INDEX, else ./index.h5)"),
     query_file: Optional[Path] = typer.Argument(None, help="queries embedded by pig embed-text"),
@@ -271,11 +302,11 @@ def rank_cmd(
     features: Optional[Path] = typer.Option(None, help="token features for --method xpool (default: found from the index's inputs)"),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="model to embed text queries (default: the index's)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
-    rerank: int = typer.Option(0, "--rerank", help="EERCF: rerank the top K by frame/patch scores (50 is the paper's K; 0: off); their scores become the combined rerank scores"),
-    w_fw: float = typer.Option(0.8, help="rerank weight of S_fw (frame-weighted score)"),
-    w_fs: float = typer.Option(0.2, help="rerank weight of S_fs (text-gated frame pooling)"),
-    w_pw: float = typer.Option(0.2, help="rerank weight of S_pw (patch-weighted score)"),
-    w_coarse: float = typer.Option(0.5, help="rerank weight of the index score"),
+    rerank: int = RERANK_OPTION,
+    w_fw: float = W_FW_OPTION,
+    w_fs: float = W_FS_OPTION,
+    w_pw: float = W_PW_OPTION,
+    w_coarse: float = W_COARSE_OPTION,
     cost: bool = typer.Option(False, "--cost", help="also print each method's multiply-adds and time per query (stderr)"),
 ):
     """Exact top-K videos for each query, to stdout.
@@ -299,30 +330,42 @@ def rank_cmd(
             for message in warnings:
                 warn(message)
             texts += more
-    from .model.eercf import RerankWeights
-
-    weights = RerankWeights(fw=w_fw, fs=w_fs, pw=w_pw, coarse=w_coarse)
+    weights = _rerank_weights(w_fw, w_fs, w_pw, w_coarse)
     ranking = rank(index, query_file=query_file, queries=texts, k=top, method=method, features=features,
                    model=model, device=device, rerank_k=rerank, rerank_weights=weights, cost=cost)
     write_ranking(ranking, fmt, sys.stdout)
 
 
-@command("eval")
+def _rerank_weights(w_fw: float, w_fs: float, w_pw: float, w_coarse: float):
+    from .model.eercf import RerankWeights
+
+    return RerankWeights(fw=w_fw, fs=w_fs, pw=w_pw, coarse=w_coarse)
+
+
+@command("eval", cls=RerankCommand)
 def eval_cmd(
     index: Path = typer.Argument(..., help="index file"),
     captions: Path = typer.Option(..., "--captions", "-c", help="MSRVTT_JSFUSION_test.csv, video_id,caption CSV, or JSONL"),
     method: str = typer.Option("index", help="index | xpool (single tower, needs the features)"),
-    features: Optional[Path] = typer.Option(None, help="token features for --method xpool"),
+    features: Optional[Path] = typer.Option(None, help="token features for --method xpool and --rerank (default: found from the index's inputs)"),
     paragraph: bool = typer.Option(False, help="join all captions of a video into one query (DiDeMo, ActivityNet)"),
     dsl: bool = typer.Option(False, help="dual-softmax post-processing (needs all queries at once: not online)"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="model to embed captions (default: the index's)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
+    rerank: int = RERANK_OPTION,
+    w_fw: float = W_FW_OPTION,
+    w_fs: float = W_FS_OPTION,
+    w_pw: float = W_PW_OPTION,
+    w_coarse: float = W_COARSE_OPTION,
 ):
     """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
 
-    Example:
+    With --rerank: text-to-video only (the rerank is per query).
+
+    Examples:
       pig eval index.h5 --captions MSRVTT_JSFUSION_test.csv
+      pig eval index.h5 --captions test.csv --rerank 50
     """
     import json
 
@@ -330,7 +373,7 @@ def eval_cmd(
     from .stages.evaluate import evaluate
 
     report = evaluate(index, captions, model=model, method=method, features=features, paragraph=paragraph,
-                      dsl=dsl, device=device)
+                      dsl=dsl, device=device, rerank_k=rerank, rerank_weights=_rerank_weights(w_fw, w_fs, w_pw, w_coarse))
     if report.missing_videos:
         warn(f"{len(report.missing_videos)} captioned videos are not in the index and were left out "
              f"(e.g. {', '.join(report.missing_videos[:5])})")
@@ -345,7 +388,7 @@ def index_cmd(
     output: Path = typer.Option(Path("index.h5"), "-o", "--output", help="index file; stage files go beside it"),
     model: Optional[str] = typer.Option(None, "-m", "--model", help=MODEL_HELP),
     k: Optional[int] = typer.Option(None, "-k", help="ITS tokens per video (default: the model's, 16)"),
-    method: str = typer.Option("pig", help="pig | meanpool"),
+    method: str = typer.Option("pig", help="pig | meanpool | eercf (see pig fuse --help)"),
     backbone: str = typer.Option("vip", help="vip | frames"),
     patches: str = typer.Option("all", help="patch tokens to keep: all | none | top-N"),
     decoder: str = typer.Option("auto", help="auto | decord | pyav"),

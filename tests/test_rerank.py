@@ -49,11 +49,16 @@ def softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum()
 
 
-def fine_numpy(text: np.ndarray, frames: np.ndarray, patches: np.ndarray | None) -> dict[str, float]:
-    """S_fw, S_fs and (with patches) S_pw of one text and one video, float64."""
+def fine_numpy(text: np.ndarray, frames: np.ndarray, patches: np.ndarray | None,
+               w_f: np.ndarray | None = None) -> dict[str, float]:
+    """S_fw, S_fs and (with patches) S_pw of one text and one video, float64; w_f: a trained W_F [T, T]
+    mixing S_fw's frame weights (a'_f = sum_g W_F[f, g] a_g); None: the identity."""
     t, f = norm(text), norm(frames)
     sims = f @ t
-    out = {"fw": float(sims @ softmax(sims / 0.01)), "fs": float(t @ norm(softmax(sims / 0.1) @ f))}
+    weights = softmax(sims / 0.01)
+    if w_f is not None:
+        weights = np.asarray(w_f, np.float64) @ weights
+    out = {"fw": float(sims @ weights), "fs": float(t @ norm(softmax(sims / 0.1) @ f))}
     if patches is not None and len(patches):
         sp = norm(patches) @ t
         out["pw"] = float(sp @ softmax(sp / 0.01))
@@ -61,7 +66,7 @@ def fine_numpy(text: np.ndarray, frames: np.ndarray, patches: np.ndarray | None)
 
 
 def expected_rerank(q: dict, index: dict, feats: dict, coarse: dict, k: int, weights=DEFAULT_W,
-                    patches: bool = True) -> dict[str, dict[str, float]]:
+                    patches: bool = True, w_f: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """{query: {video: combined score}} for the coarse top k of each query."""
     row_index = {v: i for i, v in enumerate(index["ids"])}
     row_feats = {v: i for i, v in enumerate(feats["ids"])}
@@ -71,7 +76,7 @@ def expected_rerank(q: dict, index: dict, feats: dict, coarse: dict, k: int, wei
         scores = {}
         for video, _ in coarse[query][:k]:
             r = row_feats[video]
-            fine = fine_numpy(t, feats["frames"][r], feats["patches"][r] if patches else None)
+            fine = fine_numpy(t, feats["frames"][r], feats["patches"][r] if patches else None, w_f)
             s_coarse = float(np.asarray(t, np.float64) @ np.asarray(index["embedding"][row_index[video]], np.float64))
             scores[video] = (weights["fw"] * fine["fw"] + weights["fs"] * fine["fs"]
                              + (weights["pw"] * fine["pw"] if patches else 0.0) + weights["coarse"] * s_coarse)
@@ -140,6 +145,37 @@ def no_patch(tmp_path_factory, tiny_model_dir, video_folder):
     code, _, err = pig("fuse", feats, "--method", "meanpool", "-o", index, "--device", "cpu")
     assert code == 0, err
     return SimpleNamespace(feats=feats, index=index)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, video_folder):
+    """A model whose EERCF head is not the identity (as after pig train --method eercf), 5 videos
+    extracted with it, its meanpool and eercf indexes, and queries."""
+    import torch
+
+    from pigcli.model.checkpoint import load_checkpoint, save_checkpoint
+
+    root = tmp_path_factory.mktemp("trained_head")
+    loaded = load_checkpoint(tiny_model_dir)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        loaded.model.eercf.w_f.copy_(torch.rand(TINY_T, TINY_T, generator=g))
+        loaded.model.eercf.w_g.add_(0.3 * torch.randn(TINY_DIM, TINY_DIM, generator=g))
+    model = save_checkpoint(loaded.model, loaded.tokenizer, root / "model")
+    videos = root / "videos"
+    videos.mkdir()
+    for name in list(VIDEO_FOLDER_SPECS)[:5]:
+        shutil.copy(video_folder / name, videos / name)
+    paths = SimpleNamespace(model=model, feats=root / "feats.h5", mean=root / "mean.h5", eercf=root / "eercf.h5",
+                            q=root / "q.h5", w_f=loaded.model.eercf.w_f.detach().numpy().astype(np.float64),
+                            w_g=loaded.model.eercf.w_g.detach().numpy().astype(np.float64))
+    for args in (("extract", videos, "-m", model, "-o", paths.feats, "--workers", 0, "--device", "cpu"),
+                 ("fuse", paths.feats, "--method", "meanpool", "-o", paths.mean),
+                 ("fuse", paths.feats, "--method", "eercf", "-o", paths.eercf),
+                 ("embed-text", "-", "-m", model, "-o", paths.q, "--device", "cpu")):
+        code, _, err = pig(*args, input="a red square moves left\nblue and green\nsomething bright\n")
+        assert code == 0, err
+    return paths
 
 
 def run_rank(index, q, *extra) -> tuple[dict, str]:
@@ -280,7 +316,89 @@ def test_rerank_without_patches(chain, no_patch) -> None:
     assert out_a == out_b
 
 
-# --- 4. --cost -----------------------------------------------------------------------------------------
+# --- 4. a trained head -------------------------------------------------------------------------------
+
+def test_fuse_eercf_is_w_g_of_mean_normalised_frames(trained) -> None:
+    feats = read(trained.feats, "frames")
+    index = read(trained.eercf, "embedding")
+    assert index["ids"] == feats["ids"]
+    v = norm(norm(feats["frames"]).mean(axis=1))
+    np.testing.assert_allclose(index["embedding"], v @ trained.w_g.T, atol=2e-5)
+    assert '"method": "eercf"' in index["attrs"]["settings"]
+
+
+def test_rerank_uses_the_trained_head_of_the_index_model(trained) -> None:
+    q = read(trained.q, "embedding")
+    feats = read(trained.feats, "frames", "patches")
+    n = len(feats["ids"])
+    for index_path in (trained.mean, trained.eercf):  # coarse: meanpool score, or EERCF's t . W_g v
+        index = read(index_path, "embedding")
+        coarse, _ = run_rank(index_path, trained.q, "--top", n)
+        got, _ = run_rank(index_path, trained.q, "--rerank", 4, "--top", n)
+        want = expected_rerank(q, index, feats, coarse, 4, w_f=trained.w_f)
+        untrained = expected_rerank(q, index, feats, coarse, 4)
+        assert max(abs(want[a][v] - untrained[a][v]) for a in want for v in want[a]) > 1e-3  # W_F matters here
+        check_reranked(got, coarse, want, 4, n)
+    # queries embedded on the fly load the whole model: the same head, the same ranking
+    _, from_file = run_rank(trained.mean, trained.q, "--rerank", 4, "--top", n)
+    code, on_the_fly, err = pig("rank", trained.mean, "--query", "a red square moves left", "--rerank", 4,
+                                "--top", n)
+    assert code == 0, err
+    first = [line.split("\t")[1:] for line in from_file.splitlines() if line.startswith("q1\t")]
+    assert first
+    assert [line.split("\t")[1:3] for line in on_the_fly.splitlines()] == [f[:2] for f in first]
+
+
+def test_rerank_needs_the_index_model(trained, chain, tmp_path) -> None:
+    moved = tmp_path / "model"
+    shutil.copytree(trained.model, moved)
+    index = tmp_path / "mean.h5"
+    shutil.copy(trained.mean, index)
+    with h5py.File(index, "a") as handle:  # the recorded model folder is gone
+        handle.attrs["model_path"] = str(tmp_path / "gone")
+    code, _, err = pig("rank", index, trained.q, "--rerank", 2, "--features", trained.feats)
+    assert code != 0 and "-m MODEL" in err
+    code, _, err = pig("rank", index, trained.q, "--rerank", 2, "--features", trained.feats, "-m", moved)
+    assert code == 0, err
+    code, _, err = pig("rank", index, trained.q, "--rerank", 2, "--features", trained.feats, "-m", chain.model)
+    assert code != 0 and "was made with model" in err
+
+
+def test_eval_rerank_equals_the_ranks_of_rank_rerank(trained, tmp_path) -> None:
+    import json
+
+    feats = read(trained.feats)
+    videos = feats["ids"]
+    texts = ["a red square moves left", "blue and green", "something bright", "a dark box", "colours change"]
+    captions = tmp_path / "captions.csv"
+    captions.write_text("video_id,caption\n" + "".join(f"{v},{t}\n" for v, t in zip(videos, texts)))
+    queries = tmp_path / "queries.txt"
+    queries.write_text("".join(t + "\n" for t in texts))
+    for k in (0, 3):
+        code, out, err = pig("rank", trained.mean, "--queries", queries, "--rerank", k, "--top", len(videos))
+        assert code == 0, err
+        got = ranking(out)
+        ranks = [1 + [v for v, _ in got[f"q{i + 1}"]].index(video) for i, video in enumerate(videos)]
+        code, out, err = pig("eval", trained.mean, "--captions", captions, "--rerank", k, "--json")
+        assert code == 0, err
+        report = json.loads(out)
+        assert report["rerank"] == k and ("v2t" in report) == (k == 0)
+        assert report["t2v"]["R@1"] == pytest.approx(100.0 * np.mean(np.array(ranks) == 1))
+        assert report["t2v"]["MnR"] == pytest.approx(np.mean(ranks))
+    code, _, err = pig("eval", trained.mean, "--captions", captions, "--rerank", 3, "--dsl")
+    assert code == 2 and "--dsl" in err
+
+
+def test_rerank_without_a_number_takes_k_50(trained) -> None:
+    n = len(read(trained.feats)["ids"])
+    _, with_50 = run_rank(trained.mean, trained.q, "--rerank", 50, "--top", n)
+    _, bare_last = run_rank(trained.mean, trained.q, "--top", n, "--rerank")
+    _, bare_first = run_rank("--rerank", trained.mean, trained.q, "--top", n)
+    _, coarse = run_rank(trained.mean, trained.q, "--top", n)
+    assert with_50 == bare_last == bare_first != coarse
+
+
+# --- 5. --cost -----------------------------------------------------------------------------------------
 
 def parse_costs(stderr: str) -> dict[str, int]:
     """{method: multiply-adds} from the --cost table."""

@@ -11,6 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..console import log, progress
+from ..errors import PigError
 from ..store import StageWriter
 
 BLOCK_ROWS = 1024  # rows per crash-safe block for the cheap per-row stages (select, generate, fuse, embed-text)
@@ -71,6 +72,20 @@ def take_rows(dataset, rows: np.ndarray) -> np.ndarray:
 def batched(count: int, size: int):
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
+
+
+def eercf_head_for_file(spec: str | None, handle, path, rerun_hint: str):
+    """The EERCF head (W_g, W_F) of -m, else of the model the file records; must be that file's model.
+    Read alone from the weights file: much faster than loading the model. Returns (head, ModelInfo)."""
+    from ..model.checkpoint import load_eercf_head, peek_model
+    from ..store import require_same_model
+
+    info = peek_model(spec or str(handle.attrs.get("model_path", "")) or None)
+    if info is None:
+        raise PigError(f"the EERCF head comes from {path}'s model, which was not found; "
+                       "pass -m MODEL (the pig model folder the file was made with)")
+    require_same_model(path, handle, info.identity.to_dict(), rerun_hint)
+    return load_eercf_head(info.path), info
 
 
 def model_for_file(spec: str | None, handle, path, device, rerun_hint: str):

@@ -54,7 +54,7 @@ def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k:
         with h5py.File(features, "r") as feats:
             frames, proxies, patches = feats["frames"].shape[1], feats["proxies"].shape[1], feats["patches"].shape[1]
         start = time.perf_counter()
-        rerank(text, rows, scores, features, video_ids, rerank_k)
+        rerank(text, rows, scores, features, video_ids, rerank_k, head=pig.eercf)
         fine = (time.perf_counter() - start) / queries
         costs.append(MethodCost(f"index scan + EERCF rerank {rerank_k}",
                                 two_tower_macs(n, dim) + rerank_macs(min(rerank_k, n), frames, patches, dim),

@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from ..captions import group_paragraphs, load_captions
-from ..errors import PigError
+from ..errors import PigError, UsageError
 from ..metrics import dsl as dual_softmax
-from ..metrics import format_table, retrieval_metrics
+from ..metrics import format_table, gt_ranks, retrieval_metrics, summarize
 from ..store import open_stage_file, read_ids
-from .rank import FEATURE_STAGES, INDEX_HINT, check_method, upstream_file, xpool_scores_blocks
+from .rank import FEATURE_STAGES, INDEX_HINT, check_method, check_rerank, upstream_file, xpool_scores_blocks
 
 
 @dataclass
@@ -29,26 +29,34 @@ class EvalReport:
     uncaptioned_videos: int = 0
     dsl: bool = False
     paragraph: bool = False
+    rerank_k: int = 0
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "dsl": self.dsl, "paragraph": self.paragraph, "captions": self.captions,
+        return {"method": self.method, "dsl": self.dsl, "rerank": self.rerank_k, "paragraph": self.paragraph,
+                "captions": self.captions,
                 "videos": self.videos, "missing_videos": len(self.missing_videos),
                 "uncaptioned_videos": self.uncaptioned_videos, "ties": "pessimistic", **self.results}
 
     def table(self) -> str:
-        title = f"{self.method}{' + DSL (needs all queries at once: not an online method)' if self.dsl else ''}: " \
+        title = f"{self.method}{f' + EERCF rerank {self.rerank_k}' if self.rerank_k else ''}" \
+                f"{' + DSL (needs all queries at once: not an online method)' if self.dsl else ''}: " \
                 f"{self.captions} {'paragraphs' if self.paragraph else 'captions'}, {self.videos} videos"
         return format_table(self.results, title)
 
 
 def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None = None, method: str = "index",
              features: str | Path | None = None, paragraph: bool = False, dsl: bool = False,
-             device: str = "auto") -> EvalReport:
+             device: str = "auto", rerank_k: int = 0, rerank_weights=None) -> EvalReport:
+    """Retrieval metrics of the index (or xpool) on these captions. rerank_k > 0: EERCF rerank of each
+    caption's top rerank_k first (METHOD.md s.7; text-to-video only, as rerank is per query)."""
     from .common import model_for_file
     from .embed_text import embed_texts
     from .runtime import resolve_device
 
     check_method(method)
+    check_rerank(rerank_k, method)
+    if rerank_k and dsl:
+        raise UsageError("--rerank and --dsl do not combine: DSL rescores with all queries at once")
     captions = load_captions(captions_path)
     if paragraph:
         captions = group_paragraphs(captions)
@@ -75,5 +83,15 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
     if dsl:
         sim = dual_softmax(sim)
     caption_video = np.array([column[c.video_id] for c in kept])
-    return EvalReport(retrieval_metrics(sim, caption_video), method, len(kept), len(video_ids), missing,
-                      len(video_ids) - len(set(caption_video.tolist())), dsl, paragraph)
+    if rerank_k:
+        from .rerank import reranked_similarity
+
+        features = features or upstream_file(index, ("extract",))
+        if features is None:
+            raise PigError("--rerank needs the token features of the index's videos: pass --features feats.h5")
+        sim = reranked_similarity(sim, text, features, video_ids, rerank_k, rerank_weights, loaded.model.eercf)
+        results = {"t2v": summarize(gt_ranks(sim, caption_video))}
+    else:
+        results = retrieval_metrics(sim, caption_video)
+    return EvalReport(results, method, len(kept), len(video_ids), missing,
+                      len(video_ids) - len(set(caption_video.tolist())), dsl, paragraph, rerank_k)

@@ -2,6 +2,8 @@
 
 --method pig:      e_v = fusioner(q_hat, [x_v ; x_p ; x_f])  (hybrid tower; needs a generate file)
 --method meanpool: e_v = norm(mean_f x_f)                    (two-tower baseline; any file with frames)
+--method eercf:    e_v = W_g norm(mean_f norm(x_f))          (EERCF's coarse vector, section 7; W_g from
+                   the model: the identity until `pig train --method eercf` learns it; not renormalised)
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ import numpy as np
 
 from ..errors import UsageError
 from ..store import Provenance, input_record, ok_rows, open_stage_file, read_ids, recorded_model
-from .common import StageSummary, batched, model_for_file, run_blocks, start_stage, take_rows
+from .common import StageSummary, batched, eercf_head_for_file, model_for_file, run_blocks, start_stage, take_rows
 from .runtime import autocast, resolve_device
 
-FUSE_METHODS = ("pig", "meanpool")
+FUSE_METHODS = ("pig", "meanpool", "eercf")
 GENERATE_HINT = "pig generate sel.h5 -m MODEL -o gen.h5"
 
 
@@ -38,6 +40,9 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
             torch_device, precision = resolve_device(device, precision)
             loaded = model_for_file(model, source, source_path, torch_device, "pig generate with this model")
             identity, model_path = loaded.identity.to_dict(), str(loaded.path.resolve())
+        elif method == "eercf":  # W_g only: read alone from the model's weights
+            head, info = eercf_head_for_file(model, source, source_path, "pig extract with this model")
+            precision, identity, model_path = "fp32", info.identity.to_dict(), str(info.path.resolve())
         else:  # no weights involved: the index keeps the features' model identity
             precision, identity = "fp32", recorded_model(source)
             model_path = str(source.attrs.get("model_path", ""))
@@ -52,6 +57,8 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
             frames = take_rows(source["frames"], source_rows)
             if method == "meanpool":
                 embedding = meanpool(frames)
+            elif method == "eercf":
+                embedding = _eercf_embedding(head, frames)
             else:
                 embedding = _run_fusioner(loaded.model, take_rows(source["pseudo_query"], source_rows),
                                           take_rows(source["video"], source_rows),
@@ -60,6 +67,13 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
             return {"ids": [ids[r] for r in source_rows], "embedding": embedding}
 
         return run_blocks(writer, summary, len(rows), compute, "fuse", "videos", extra_attrs={"method": method})
+
+
+def _eercf_embedding(head, frames: np.ndarray) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        return head.video_embed(torch.from_numpy(np.asarray(frames, np.float32))).numpy()
 
 
 def _run_fusioner(pig, query, video, proxies, frames, batch_size: int, device, precision: str) -> np.ndarray:

@@ -126,6 +126,13 @@ def check_method(method: str) -> None:
         raise UsageError(f"--method must be one of {', '.join(RANK_METHODS)}, not {method!r}")
 
 
+def check_rerank(rerank_k: int, method: str) -> None:
+    if rerank_k < 0:
+        raise UsageError(f"--rerank must be 0 (off) or a number of videos K >= 1, not {rerank_k}")
+    if method == "xpool" and rerank_k:
+        raise UsageError("--rerank works on top of the index's scores, not with --method xpool")
+
+
 def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "pig") -> None:
     """TSV: query, rank, video, score (rank from 1). JSONL: one object per line. TREC: qid Q0 doc rank score run."""
     if fmt not in FORMATS:
@@ -148,7 +155,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
     on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (METHOD.md s.7).
     cost: also print each method's online cost per query on these queries to stderr."""
-    from .common import model_for_file
+    from .common import eercf_head_for_file, model_for_file
     from .embed_text import embed_texts, report_truncated
     from .runtime import resolve_device
 
@@ -157,8 +164,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, or --queries FILE")
     if k < 1:
         raise UsageError(f"--top must be at least 1, not {k}")
-    if rerank_k < 0:
-        raise UsageError(f"--rerank must be 0 (off) or a number of videos K >= 1, not {rerank_k}")
+    check_rerank(rerank_k, method)
     index_path = default_index_path(index)
     torch_device, _ = resolve_device(device)
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
@@ -172,8 +178,10 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
             text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
             report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
             query_ids = [q.id for q in queries]
-    if method == "xpool" and rerank_k:
-        raise UsageError("--rerank works on top of the index's scores, not with --method xpool")
+        head = None
+        if rerank_k:  # the model's rerank head; read alone unless the whole model is loaded anyway
+            head = (loaded.model.eercf if loaded is not None
+                    else eercf_head_for_file(model, handle, index_path, "pig index with this model")[0])
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
                      torch_device, rerank_k or 50, k, len(video_ids))
@@ -190,7 +198,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if rerank_k:
         from .rerank import rerank
 
-        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, rerank_weights)
+        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, rerank_weights, head)
     return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k])
 
 

@@ -5,8 +5,9 @@ Rerank those K by  w_fw S_fw + w_fs S_fs + w_pw S_pw + w_coarse S_coarse ; the r
 Only the candidates' rows are read from the extract file (frames and kept patches), so the online
 cost is K fine scorings per query instead of N.
 
-Untrained, the EERCF head is the identity (W_g = I, W_F = I) and f~ = x_f (the ViP frame tokens
-already mix time). Where extract kept only the top-N patches, S_pw runs over the kept patches.
+The EERCF head (W_F mixes the frame weights of S_fw) comes from the index's model: identities until
+`pig train --method eercf` or `--eercf-weight` learns it. f~ = x_f (the ViP frame tokens already mix
+time). Where extract kept only the top-N patches, S_pw runs over the kept patches.
 """
 
 from __future__ import annotations
@@ -52,9 +53,10 @@ def read_candidate_tokens(features, feature_ids: dict[str, int] | None, video_id
 
 
 def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, video_ids: list[str], k: int,
-           weights=None) -> tuple[np.ndarray, np.ndarray, int]:
+           weights=None, head=None) -> tuple[np.ndarray, np.ndarray, int]:
     """Rerank the first k columns of a coarse ranking (rows/scores [Q, >=k]); returns new (rows, scores)
-    where the first k scores are the combined EERCF scores, plus the number of extract rows read."""
+    where the first k scores are the combined EERCF scores, plus the number of extract rows read.
+    head: the model's EercfHead (None: an untrained one, identities)."""
     import torch
 
     from ..model.eercf import EercfHead, RerankWeights, fine_scores_for_pairs, rerank_candidates
@@ -64,14 +66,37 @@ def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, vid
     tokens = read_candidate_tokens(features, None, video_ids, rows[:, :k])
     if tokens.patches is None:
         weights = weights.without_patches()
-    head = EercfHead(tokens.frames.shape[-1], tokens.frames.shape[1])
-    to_tensor = lambda a: None if a is None else torch.from_numpy(np.asarray(a, np.float32))  # noqa: E731
+    head = head if head is not None else EercfHead(tokens.frames.shape[-1], tokens.frames.shape[1])
+    device = head.w_f.device  # scored where the head lives (the model's device)
+
+    def to_tensor(array):
+        return None if array is None else torch.from_numpy(np.asarray(array, np.float32)).to(device)
+
     with torch.inference_mode():
-        fine = fine_scores_for_pairs(head, to_tensor(text), to_tensor(tokens.frames), torch.from_numpy(tokens.local),
-                                     to_tensor(tokens.patches), with_ps=weights.ps != 0)
-        order, combined = rerank_candidates(torch.from_numpy(scores[:, :k].astype(np.float32)), fine, weights)
-    order = order.numpy()
+        fine = fine_scores_for_pairs(head, to_tensor(text), to_tensor(tokens.frames),
+                                     torch.from_numpy(tokens.local).to(device), to_tensor(tokens.patches),
+                                     with_ps=weights.ps != 0)
+        order, combined = rerank_candidates(to_tensor(scores[:, :k]), fine, weights)
+    order, combined = order.cpu().numpy(), combined.cpu()
     new_rows, new_scores = rows.copy(), scores.astype(np.float32).copy()
     new_rows[:, :k] = np.take_along_axis(rows[:, :k], order, axis=1)
     new_scores[:, :k] = np.take_along_axis(combined.numpy(), order, axis=1)
     return new_rows, new_scores, tokens.rows_read
+
+
+def reranked_similarity(sim: np.ndarray, text: np.ndarray, features, video_ids: list[str], k: int,
+                        weights=None, head=None) -> np.ndarray:
+    """sim [Q, N] whose row order is the reranked ranking, for metrics: each row's coarse top k get their
+    combined rerank scores, lifted above the row's other scores (so rows are no longer comparable with
+    each other: use it for text-to-video ranks only)."""
+    k = min(k, sim.shape[1])
+    top = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    order = np.lexsort((top, -np.take_along_axis(sim, top, axis=1)), axis=1)  # by score, then video index
+    rows = np.take_along_axis(top, order, axis=1)
+    new_rows, new_scores, _ = rerank(text, rows, np.take_along_axis(sim, rows, axis=1), features, video_ids, k,
+                                     weights, head)
+    combined = new_scores[:, :k].astype(np.float64)
+    lift = sim.max(axis=1, keepdims=True) - combined.min(axis=1, keepdims=True) + 1.0
+    lifted = sim.astype(np.float64)
+    np.put_along_axis(lifted, new_rows[:, :k], combined + lift, axis=1)
+    return lifted
