@@ -5,7 +5,10 @@
 For each seed, in WORK/seed<S>, the demo's steps (pigcli.demo.prepare_demo / evaluate_demo) with that
 seed for the corpus, the random 'toy' model and both trainings: text-to-video R@1/R@5/R@10/MdR of
 meanpool (two tower), pig (hybrid tower) and xpool (single tower), plus pig + EERCF rerank of the top
---rerank-k (untrained EERCF head; 0 skips it). A rerun reuses what a seed's folder already holds.
+--rerank-k with the untrained EERCF head (identities). With --eercf (default), two more trainings learn
+the rerank head (METHOD.md s.7): pig with EERCF's loss added (`--eercf-weight 1`), ranked with and
+without the rerank, and EERCF alone (`--method eercf`: index t . W_g v), with and without the rerank.
+--rerank-k 0 skips every rerank. A rerun reuses what a seed's folder already holds.
 
 ITS precision, per seed, on the pig model's select file of the test videos: the share of the selected
 patches that lie on a described object in their frame, against chance = the share of all patches of
@@ -31,44 +34,50 @@ from pathlib import Path
 
 import numpy as np
 
-from pigcli.demo import DemoSettings, evaluate_demo, prepare_demo
+from pigcli.demo import DemoSettings, evaluate_demo, index_test_videos, prepare_demo, train_method
 
 METRICS = ("R@1", "R@5", "R@10", "MdR")
 RULES = ("intersect", "centre")
 OBJECT_SETS = {"named": None, "event": ("target", "landmark")}  # set name -> roles kept (None: all)
 RERANKED = "pig+eercf"
+# trainings with the EERCF loss (--eercf): row name -> (method, --eercf-weight)
+EERCF_TRAININGS = {"pig(L_eercf)": ("pig", 1.0), "eercf": ("eercf", 0.0)}
 TOWERS = {"meanpool": "two tower", "pig": "hybrid tower", "xpool": "single tower",
-          RERANKED: "hybrid tower + rerank"}
+          RERANKED: "hybrid tower + rerank (untrained head)",
+          "pig(L_eercf)": "hybrid tower", "pig(L_eercf)+eercf": "hybrid tower + rerank (trained head)",
+          "eercf": "two tower (W_g v)", "eercf+eercf": "two tower + rerank (trained head)"}
 
 
 # ---------------------------------------------------------------- retrieval
 
 
-def rerank_metrics(index: Path, captions: Path, rerank_k: int) -> dict:
-    """t2v metrics of the index's full ranking with EERCF reranking of the top rerank_k. Ranks come from
-    the ranking's order (ties in the coarse scores keep the search's order, not pessimistic)."""
-    import h5py
+def t2v(index: Path, captions: Path, rerank_k: int = 0) -> dict:
+    """`pig eval` text-to-video metrics, with EERCF reranking of each caption's top rerank_k (the rerank
+    head of the index's model)."""
+    from pigcli.stages.evaluate import evaluate
 
-    from pigcli.captions import Query, load_captions
-    from pigcli.metrics import summarize
-    from pigcli.stages.rank import rank
-    from pigcli.store import read_ids
-
-    with h5py.File(index, "r") as handle:
-        videos = set(read_ids(handle))
-    kept = [c for c in load_captions(captions) if c.video_id in videos]  # as evaluate(): captioned index videos
-    ranking = rank(index, queries=[Query(c.caption_id, c.text) for c in kept], k=len(videos), rerank_k=rerank_k)
-    column = {vid: i for i, vid in enumerate(ranking.video_ids)}
-    truth = np.array([column[c.video_id] for c in kept])
-    ranks = np.argmax(ranking.rows == truth[:, None], axis=1)
-    return summarize(ranks)
+    return evaluate(index, captions, rerank_k=rerank_k).results["t2v"]
 
 
-def retrieval_rows(run, rerank_k: int) -> dict[str, dict]:
+def eercf_indexes(work: Path, settings: DemoSettings, corpus: Path) -> dict[str, Path]:
+    """Train and index the methods of EERCF_TRAININGS on the demo's corpus, model and test videos."""
+    indexes = {}
+    for name, (method, weight) in EERCF_TRAININGS.items():
+        best = train_method(work / "runs" / name, work / "model", corpus, method, settings, eercf_weight=weight)
+        indexes[name] = index_test_videos(work / "index" / name / "index.h5", work / "test_videos.txt", best, method, settings)
+    return indexes
+
+
+def retrieval_rows(run, rerank_k: int, trained_heads: dict[str, Path]) -> dict[str, dict]:
     """method -> t2v metrics for one seed."""
+    captions = run.corpus / "test.csv"
     rows = {row.method: row.metrics for row in evaluate_demo(run)}
     if rerank_k:
-        rows[RERANKED] = rerank_metrics(run.indexes["pig"], run.corpus / "test.csv", rerank_k)
+        rows[RERANKED] = t2v(run.indexes["pig"], captions, rerank_k)
+    for name, index in trained_heads.items():
+        rows[name] = t2v(index, captions)
+        if rerank_k:
+            rows[f"{name}+eercf"] = t2v(index, captions, rerank_k)
     return rows
 
 
@@ -163,10 +172,11 @@ def its_precision(run) -> dict:
 # ---------------------------------------------------------------- one seed, all seeds
 
 
-def run_seed(work: Path, settings: DemoSettings, rerank_k: int) -> dict:
+def run_seed(work: Path, settings: DemoSettings, rerank_k: int, with_eercf: bool) -> dict:
     started = time.perf_counter()
     run = prepare_demo(work, settings)
-    rows = retrieval_rows(run, rerank_k)
+    trained_heads = eercf_indexes(work, settings, run.corpus) if with_eercf else {}
+    rows = retrieval_rows(run, rerank_k, trained_heads)
     its = its_precision(run)
     return {"seed": settings.seed, "rows": rows, "its": its, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -204,8 +214,10 @@ def format_report(settings: dict, command: str, per_seed: list[dict], summary: d
              "| method | tower | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|---|"]
     for method, metrics in summary["retrieval"].items():
         lines.append(f"| {method} | {TOWERS[method]} | " + " | ".join(_pm(metrics[k]) for k in METRICS) + " |")
-    lines += ["", "Std is the sample standard deviation over seeds (n - 1). Ties ranked pessimistically, except "
-              f"{RERANKED}, ranked in the order of its ranking.", "", "## Per seed", "",
+    lines += ["", "Std is the sample standard deviation over seeds (n - 1). Ties ranked pessimistically. "
+              "X+eercf: X's index with each caption's top K reranked by EERCF (`pig eval --rerank K`) with "
+              "the rerank head of X's model; pig(L_eercf): pig trained with EERCF's loss added.", "",
+              "## Per seed", "",
               "| method | seed | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|---|"]
     for method in summary["retrieval"]:
         for s in per_seed:
@@ -242,7 +254,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--workers", type=int, default=defaults.workers, help="decoding processes")
-    parser.add_argument("--rerank-k", type=int, default=50, help="EERCF rerank of pig's top K (0: skip)")
+    parser.add_argument("--rerank-k", type=int, default=50, help="EERCF rerank of each index's top K (0: skip)")
+    parser.add_argument("--eercf", action=argparse.BooleanOptionalAction, default=True,
+                        help="also train pig with EERCF's loss and EERCF alone (the trained rerank heads)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/pig-eff"), help="one sub-folder per seed; reused")
     return parser.parse_args(argv)
 
@@ -252,10 +266,10 @@ def main(argv=None) -> None:
     command = "python benchmarks/effectiveness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     base = dict(videos=args.videos, frames=args.frames, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                 workers=args.workers)
-    per_seed = [run_seed(args.work / f"seed{seed}", DemoSettings(seed=seed, **base), args.rerank_k)
+    per_seed = [run_seed(args.work / f"seed{seed}", DemoSettings(seed=seed, **base), args.rerank_k, args.eercf)
                 for seed in args.seeds]
     summary = summarize_seeds(per_seed)
-    settings = {**base, "rerank_k": args.rerank_k, "model": "toy (random init)"}
+    settings = {**base, "rerank_k": args.rerank_k, "eercf_trainings": args.eercf, "model": "toy (random init)"}
     report = format_report(settings, command, per_seed, summary)
     print(report)
     args.work.mkdir(parents=True, exist_ok=True)

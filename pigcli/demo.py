@@ -66,8 +66,8 @@ def prepare_demo(work: Path, settings: DemoSettings) -> DemoRun:
     test_list = _test_video_list(work, corpus)
     indexes = {}
     for method in ("meanpool", "pig"):
-        best = _train(work / "runs" / method, model, corpus, method, settings)
-        indexes[method] = _index(work / "index" / method / "index.h5", test_list, best, method, settings)
+        best = train_method(work / "runs" / method, model, corpus, method, settings)
+        indexes[method] = index_test_videos(work / "index" / method / "index.h5", test_list, best, method, settings)
     return DemoRun(corpus, indexes)
 
 
@@ -111,7 +111,8 @@ def _test_video_list(work: Path, corpus: Path) -> Path:
     return listing
 
 
-def _train(run: Path, model: Path, corpus: Path, method: str, settings: DemoSettings) -> Path:
+def train_method(run: Path, model: Path, corpus: Path, method: str, settings: DemoSettings,
+           eercf_weight: float = 0.0) -> Path:
     from .model.checkpoint import is_checkpoint
     from .train import TrainConfig, train
 
@@ -120,7 +121,8 @@ def _train(run: Path, model: Path, corpus: Path, method: str, settings: DemoSett
         return run / "best"
     log(f"train {method}: {settings.epochs} epochs from scratch on the training split")
     config = TrainConfig(output=run, captions=corpus / "train.csv", val_captions=corpus / "val.csv", model=str(model),
-                         videos=corpus / "videos", method=method, stages="2", epochs=settings.epochs,
+                         videos=corpus / "videos", method=method, eercf_weight=eercf_weight, stages="2",
+                         epochs=settings.epochs,
                          batch_size=settings.batch_size, lr=settings.lr, lr_clip=settings.lr, warmup=0.05,
                          seed=settings.seed, workers=settings.workers, resume=(run / "state.pt").is_file())
     result = train(config)
@@ -128,7 +130,7 @@ def _train(run: Path, model: Path, corpus: Path, method: str, settings: DemoSett
     return result.best
 
 
-def _index(output: Path, videos: Path, model: Path, method: str, settings: DemoSettings) -> Path:
+def index_test_videos(output: Path, videos: Path, model: Path, method: str, settings: DemoSettings) -> Path:
     from .stages.index import build_index
 
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -56,7 +56,22 @@ def _describe_model(path: Path) -> dict:
         "clip": {"projection_dim": clip.get("projection_dim"),
                  "vision": {k: clip["vision_config"].get(k) for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers")},
                  "text": {k: clip["text_config"].get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")}},
+        "rerank_head": _rerank_head_state(path),
     }
+
+
+def _rerank_head_state(path: Path) -> str:
+    """Whether the EERCF rerank head was trained (differs from its identity start)."""
+    import torch
+
+    from .model.checkpoint import load_eercf_head
+
+    head = load_eercf_head(path)
+    with torch.no_grad():
+        change = max(float((w - torch.eye(w.shape[0])).abs().max()) for w in (head.w_g, head.w_f))
+    if change == 0.0:
+        return "untrained (W_g, W_F identities)"
+    return f"trained (largest change from the identity: {change:.3g})"
 
 
 def render(info: dict) -> str:

@@ -331,3 +331,15 @@ def test_checkpoint_missing_model_weights_is_refused(tiny_model_dir, tmp_path):
     rewrite_weights(folder, "fusioner.")
     with pytest.raises(PigError, match="fusioner.*pig init or pig train"):
         load_checkpoint(folder)
+
+
+def test_inspect_tells_whether_the_head_was_trained(tiny_model_dir, tmp_path):
+    from pigcli.inspect import describe
+    from pigcli.model.checkpoint import load_checkpoint, save_checkpoint
+
+    assert describe(tiny_model_dir)["rerank_head"].startswith("untrained")
+    loaded = load_checkpoint(tiny_model_dir)
+    with torch.no_grad():
+        loaded.model.eercf.w_f[0, 1] = 0.25
+    trained = save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "trained")
+    assert describe(trained)["rerank_head"] == "trained (largest change from the identity: 0.25)"
