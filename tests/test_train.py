@@ -312,13 +312,14 @@ def test_two_torchrun_processes_train_like_one(corpus, tmp_path):
 
     xpool, because its fusioner and logit scale act on the gathered features: a gather that only keeps
     local gradients would scale their gradients differently from the rest (visible after clipping).
+    EERCF's loss is added so that its gathered frames and patches (and batch statistics) are checked too.
     """
     import subprocess
     import sys
 
     from conftest import pig_env
 
-    settings = dict(method="xpool", steps=3, val_captions=None)
+    settings = dict(method="xpool", eercf_weight=1.0, steps=3, val_captions=None)
     single = train(config(corpus, tmp_path / "one", **settings))
     script = tmp_path / "ddp_train.py"
     script.write_text(DDP_SCRIPT)
