@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PigError
-from .clip_compat import write_byte_tokenizer
+from .clip_compat import skip_weight_init, write_byte_tokenizer
 from .pig import PigConfig, PigModel
 
 CHECKPOINT_FORMAT = "pig-checkpoint/1"
@@ -185,8 +185,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Loa
         raise PigError(f"{path} is not a pig model folder (no checkpoint.json); make one with: pig init -o {path}")
     config = json.loads((path / "config.json").read_text())
     identity = json.loads((path / "checkpoint.json").read_text())
-    clip = CLIPModel(CLIPConfig.from_dict(config["clip"]))
-    model = PigModel(clip, PigConfig.from_dict(config["pig"]))
+    with skip_weight_init():  # every weight is overwritten by the file (the EERCF head's identity start is kept)
+        model = PigModel(CLIPModel(CLIPConfig.from_dict(config["clip"])), PigConfig.from_dict(config["pig"]))
     missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False, device="cpu")
     _check_loaded_keys(path, missing, unexpected)
     model.to(device).eval()

@@ -36,6 +36,20 @@ def run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None)
     return out[0] if isinstance(out, tuple) else out
 
 
+def skip_weight_init():
+    """A context in which transformers (and torch.nn.init) skip random initialisation, for models whose
+    weights are loaded right after (a B/32 builds in ~0.3 s instead of ~2 s). transformers moved the
+    helper between versions; without it, models are built normally (slower, same result)."""
+    import contextlib
+
+    for module in ("transformers.initialization", "transformers.modeling_utils"):
+        try:
+            return getattr(__import__(module, fromlist=["no_init_weights"]), "no_init_weights")()
+        except (ImportError, AttributeError):
+            continue
+    return contextlib.nullcontext()
+
+
 def compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     """The dtype the attention runs in: the autocast dtype when autocast is on (masks must match it)."""
     device_type = hidden.device.type
