@@ -55,6 +55,45 @@ def test_init_preset_prints_path_and_hash(tmp_path) -> None:
     assert loaded.identity.hash == digest and loaded.model.config.num_frames == 4
 
 
+def test_init_from_a_clip_folder_keeps_its_weights(tmp_path) -> None:
+    import torch
+
+    from pigcli.model.checkpoint import load_checkpoint, random_clip
+    from pigcli.model.clip_compat import write_byte_tokenizer
+
+    folder = tmp_path / "clip"
+    clip = random_clip("tiny", seed=3)
+    clip.save_pretrained(folder)
+    write_byte_tokenizer(folder)
+    result = CliRunner().invoke(app, ["init", "--from", str(folder), "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.stderr
+    loaded = load_checkpoint(result.stdout.strip().split("\t")[0])
+    theirs = clip.state_dict()
+    assert all(torch.equal(value, theirs[key]) for key, value in loaded.model.clip.state_dict().items())
+    assert loaded.model.config.source == str(folder)
+
+
+def test_init_from_an_unreachable_hub_fails_with_one_line(run_pig, tmp_path) -> None:
+    """A hub host that does not resolve: only the local hub cache is tried. The hub client's retries
+    (~30 s) would print 'Retrying in ...' lines; the error must be the only line."""
+    code, out, err = run_pig(["init", "--from", "openai/clip-vit-base-patch32", "-o", tmp_path / "m"],
+                             env={"HF_ENDPOINT": "https://hub.invalid", "HF_HOME": str(tmp_path / "hf")})
+    assert code == 1 and out == ""
+    assert err.startswith("error: cannot load CLIP 'openai/clip-vit-base-patch32'") and err.count("\n") == 1
+    assert "pig init --preset tiny" in err and not (tmp_path / "m").exists()
+
+
+def test_hub_resolvable_honours_offline_settings(monkeypatch) -> None:
+    from pigcli.model.checkpoint import hub_resolvable
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
+    assert not hub_resolvable()
+    monkeypatch.setenv("HF_ENDPOINT", "http://localhost:1")
+    assert hub_resolvable()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert not hub_resolvable()
+
+
 def test_init_needs_exactly_one_source(tmp_path) -> None:
     result = CliRunner().invoke(app, ["init", "-o", str(tmp_path / "m")])
     assert result.exit_code == 2

@@ -109,9 +109,11 @@ def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = Non
     """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder)."""
     from transformers import CLIPModel, CLIPTokenizer
 
+    # Without a resolvable hub, the hub client retries for ~30 s before failing: use its cache only.
+    local = {} if Path(source).is_dir() or hub_resolvable() else {"local_files_only": True}
     try:
-        clip = CLIPModel.from_pretrained(source).eval()
-        tokenizer = CLIPTokenizer.from_pretrained(source)
+        clip = CLIPModel.from_pretrained(source, **local).eval()
+        tokenizer = CLIPTokenizer.from_pretrained(source, **local)
     except OSError as err:
         raise PigError(
             f"cannot load CLIP {source!r} ({_first_line(err)}). Without network access, point -m at a local "
@@ -125,11 +127,28 @@ def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = Non
     return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
 
 
+def hub_resolvable() -> bool:
+    """Whether the model hub's host name resolves (offline machines fail this at once). Honours
+    HF_HUB_OFFLINE and HF_ENDPOINT."""
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return False
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return False
+    return True
+
+
 def _image_statistics(source: str) -> tuple[tuple, tuple]:
     try:
         from transformers import CLIPImageProcessor
 
-        processor = CLIPImageProcessor.from_pretrained(source)
+        local = {} if Path(source).is_dir() or hub_resolvable() else {"local_files_only": True}
+        processor = CLIPImageProcessor.from_pretrained(source, **local)
         return tuple(processor.image_mean), tuple(processor.image_std)
     except Exception:  # no preprocessor config in the folder: CLIP's own statistics
         config = PigConfig()
