@@ -362,6 +362,9 @@ def test_rerank_needs_the_index_model(trained, chain, tmp_path) -> None:
     assert code == 0, err
     code, _, err = pig("rank", index, trained.q, "--rerank", 2, "--features", trained.feats, "-m", chain.model)
     assert code != 0 and "was made with model" in err
+    # tokens from another model's extract file are refused, not scored
+    code, _, err = pig("rank", trained.mean, trained.q, "--rerank", 2, "--features", chain.feats)
+    assert code != 0 and str(chain.feats) in err and "was made with model" in err
 
 
 def test_eval_rerank_equals_the_ranks_of_rank_rerank(trained, tmp_path) -> None:

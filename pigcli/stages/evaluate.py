@@ -89,7 +89,8 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
         features = features or upstream_file(index, ("extract",))
         if features is None:
             raise PigError("--rerank needs the token features of the index's videos: pass --features feats.h5")
-        sim = reranked_similarity(sim, text, features, video_ids, rerank_k, rerank_weights, loaded.model.eercf)
+        sim = reranked_similarity(sim, text, features, video_ids, rerank_k, rerank_weights, loaded.model.eercf,
+                                  loaded.identity.to_dict())
         results = {"t2v": summarize(gt_ranks(sim, caption_video))}
     else:
         results = retrieval_metrics(sim, caption_video)

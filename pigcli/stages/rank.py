@@ -16,7 +16,7 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PigError, UsageError
-from ..store import open_stage_file, read_attrs, read_ids, require_same_model
+from ..store import open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
 from .common import take_rows
 
 RANK_METHODS = ("index", "xpool")
@@ -178,7 +178,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
             text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
             report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
             query_ids = [q.id for q in queries]
-        head = None
+        head, index_model = None, recorded_model(handle)
         if rerank_k:  # the model's rerank head; read alone unless the whole model is loaded anyway
             head = (loaded.model.eercf if loaded is not None
                     else eercf_head_for_file(model, handle, index_path, "pig index with this model")[0])
@@ -198,7 +198,8 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if rerank_k:
         from .rerank import rerank
 
-        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, rerank_weights, head)
+        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, rerank_weights, head,
+                                  index_model)
     return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k])
 
 

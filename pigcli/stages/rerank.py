@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PigError
-from ..store import open_stage_file, read_ids
+from ..store import open_stage_file, read_ids, require_same_model
 from .common import take_rows
 
 FEATURE_HINT = "pig extract VIDEOS -m MODEL -o feats.h5 (the file the index was built from)"
@@ -32,9 +32,12 @@ class CandidateTokens:
 
 
 def read_candidate_tokens(features, feature_ids: dict[str, int] | None, video_ids: list[str],
-                          candidates: np.ndarray) -> CandidateTokens:
-    """Frame and patch tokens of the candidate videos only (distinct rows, read in increasing order)."""
+                          candidates: np.ndarray, model: dict | None = None) -> CandidateTokens:
+    """Frame and patch tokens of the candidate videos only (distinct rows, read in increasing order).
+    model: the index's model identity, which the extract file must have been made with."""
     with open_stage_file(features, ("extract",), FEATURE_HINT) as handle:
+        if model is not None:
+            require_same_model(features, handle, model, FEATURE_HINT)
         position = feature_ids or {vid: i for i, vid in enumerate(read_ids(handle))}
         wanted = np.unique(candidates)
         try:
@@ -53,17 +56,18 @@ def read_candidate_tokens(features, feature_ids: dict[str, int] | None, video_id
 
 
 def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, video_ids: list[str], k: int,
-           weights=None, head=None) -> tuple[np.ndarray, np.ndarray, int]:
+           weights=None, head=None, model: dict | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Rerank the first k columns of a coarse ranking (rows/scores [Q, >=k]); returns new (rows, scores)
     where the first k scores are the combined EERCF scores, plus the number of extract rows read.
-    head: the model's EercfHead (None: an untrained one, identities)."""
+    head: the model's EercfHead (None: an untrained one, identities); model: the index's model identity
+    (the extract file must match it; None: not checked)."""
     import torch
 
     from ..model.eercf import EercfHead, RerankWeights, fine_scores_for_pairs, rerank_candidates
 
     weights = weights or RerankWeights()
     k = min(k, rows.shape[1])
-    tokens = read_candidate_tokens(features, None, video_ids, rows[:, :k])
+    tokens = read_candidate_tokens(features, None, video_ids, rows[:, :k], model)
     if tokens.patches is None:
         weights = weights.without_patches()
     head = head if head is not None else EercfHead(tokens.frames.shape[-1], tokens.frames.shape[1])
@@ -85,7 +89,7 @@ def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, vid
 
 
 def reranked_similarity(sim: np.ndarray, text: np.ndarray, features, video_ids: list[str], k: int,
-                        weights=None, head=None) -> np.ndarray:
+                        weights=None, head=None, model: dict | None = None) -> np.ndarray:
     """sim [Q, N] whose row order is the reranked ranking, for metrics: each row's coarse top k get their
     combined rerank scores, lifted above the row's other scores (so rows are no longer comparable with
     each other: use it for text-to-video ranks only)."""
@@ -94,7 +98,7 @@ def reranked_similarity(sim: np.ndarray, text: np.ndarray, features, video_ids: 
     order = np.lexsort((top, -np.take_along_axis(sim, top, axis=1)), axis=1)  # by score, then video index
     rows = np.take_along_axis(top, order, axis=1)
     new_rows, new_scores, _ = rerank(text, rows, np.take_along_axis(sim, rows, axis=1), features, video_ids, k,
-                                     weights, head)
+                                     weights, head, model)
     combined = new_scores[:, :k].astype(np.float64)
     lift = sim.max(axis=1, keepdims=True) - combined.min(axis=1, keepdims=True) + 1.0
     lifted = sim.astype(np.float64)
