@@ -42,6 +42,7 @@ def exact_topk(
     *,
     block_rows: int = 65536,
     precision: str = "auto",
+    row_norm_bound: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner-product search.
 
@@ -50,16 +51,19 @@ def exact_topk(
     k' = min(k, N), each row sorted by descending score, ties broken by lower row number first.
     precision: "fp32" scans in fp32; "bf16"/"fp16" scan in that precision as a candidate filter
     (results are still exact fp32); "auto" picks the fastest measured on this project's benchmark.
+    row_norm_bound: an upper bound on the L2 norm of every index row (`pig fuse` stores one); it
+    replaces the pass over each block that computes one, which costs about as much as a one-query
+    scan. A bound that is too small breaks exactness: give only a true one (or None).
     Runs on torch's CPU threads: torch.set_num_threads is left to the caller.
     """
     n_rows, dim = _check_index(index)
     q = _check_queries(queries, dim)
-    _check_options(k, block_rows, precision)
+    _check_options(k, block_rows, precision, row_norm_bound)
     k_out = min(int(k), n_rows)
     if q.shape[0] == 0:
         return np.empty((0, k_out), np.float32), np.empty((0, k_out), np.int64)
     top = RunningTopK(q.shape[0], k_out)
-    scanner = _Scanner(q, _pick_scan_dtype(precision, index.dtype, q.shape[0]))
+    scanner = _Scanner(q, _pick_scan_dtype(precision, index.dtype, q.shape[0]), row_norm_bound)
     for start, block in _iter_blocks(index, block_rows):
         local, scores = _block_candidates(scanner, _as_tensor(block), k_out, top.floor())
         top.merge(scores, local + start)
@@ -90,13 +94,15 @@ def _check_queries(queries: np.ndarray, dim: int) -> torch.Tensor:
     return torch.from_numpy(q)
 
 
-def _check_options(k: int, block_rows: int, precision: str) -> None:
+def _check_options(k: int, block_rows: int, precision: str, row_norm_bound: float | None) -> None:
     if int(k) != k or k < 1:
         raise ValueError(f"k must be a positive integer, got {k}")
     if int(block_rows) != block_rows or block_rows < 1:
         raise ValueError(f"block_rows must be a positive integer, got {block_rows}")
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if row_norm_bound is not None and not (0 <= row_norm_bound < math.inf):
+        raise ValueError(f"row_norm_bound must be a finite number >= 0, got {row_norm_bound}")
 
 
 def _pick_scan_dtype(precision: str, stored: np.dtype, n_queries: int) -> torch.dtype:
@@ -166,8 +172,8 @@ class _Scanner:
     """Scores blocks in the scan dtype. Holds the per-call query data and reuses its buffers:
     a fresh block-sized tensor per block costs page faults that showed in the benchmark."""
 
-    def __init__(self, q: torch.Tensor, scan: torch.dtype) -> None:
-        self.q, self.scan = q, scan
+    def __init__(self, q: torch.Tensor, scan: torch.dtype, row_norm_bound: float | None = None) -> None:
+        self.q, self.scan, self.row_norm_bound = q, scan, row_norm_bound
         self.q_norm = torch.linalg.vector_norm(q.double(), dim=1, keepdim=True)
         self.scale = _query_scale(q) if scan == torch.float16 else 1.0
         self._buffers: dict[str, torch.Tensor] = {}
@@ -190,8 +196,11 @@ class _Scanner:
             tile = x[t : t + rows]
             if tile.dtype == torch.float16 and dtype != torch.float16:
                 tile = self._cast(tile, torch.float32, "x32")  # exact; fp16->bf16 casts are slow
-            tile_norm = _max_row_norm(tile)
-            x_norm = math.inf if math.isnan(tile_norm) else max(x_norm, tile_norm)
+            if self.row_norm_bound is not None:
+                x_norm = self.row_norm_bound
+            else:
+                tile_norm = _max_row_norm(tile)
+                x_norm = math.inf if math.isnan(tile_norm) else max(x_norm, tile_norm)
             if dtype == torch.float16 and not _fp16_safe(q_bound, x_norm):
                 return None
             torch.matmul(q_scan, self._cast(tile, dtype, "x_scan").T, out=out[:, t : t + rows])

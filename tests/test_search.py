@@ -204,6 +204,29 @@ def test_lowered_fp32_matmul_precision_stays_exact() -> None:
         torch.set_float32_matmul_precision(before)
 
 
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_row_norm_bound_replaces_the_norm_pass(precision: str, dtype: type, monkeypatch) -> None:
+    """With a stored bound no block norm is computed, and the answer is still the exact one,
+    near ties included (the bound is what the error margin is built from)."""
+    index, queries = near_ties("fp16")
+    index = (index * 3).astype(dtype)  # rows of norm about 3, not 1
+    bound = float(np.linalg.norm(index.astype(np.float64), axis=1).max())
+
+    def no_norm_pass(_):
+        raise AssertionError("the block norm pass ran although a bound was given")
+
+    monkeypatch.setattr(search, "_max_row_norm", no_norm_pass)
+    for q in (queries[:1], queries):
+        assert_matches(index, q, 5, block_rows=1024, precision=precision, row_norm_bound=bound)
+    if precision == "fp16":  # the bound has teeth: far too small, the margin drops true rows (data made for fp16)
+        with pytest.raises(AssertionError):
+            assert_matches(index, queries, 5, block_rows=1024, precision=precision, row_norm_bound=bound * 1e-6)
+    big = np.full((4, 3), 30000, np.float16)  # fp16 overflow is still caught from the bound
+    assert_matches(big, np.ones((1, 3), np.float32), 2, precision="fp16",
+                   row_norm_bound=float(np.linalg.norm(big[0].astype(np.float64))))
+
+
 def test_no_queries() -> None:
     scores, rows = exact_topk(np.ones((4, 3), np.float32), np.zeros((0, 3), np.float32), 2)
     assert scores.shape == rows.shape == (0, 2)
@@ -225,3 +248,6 @@ def test_bad_inputs() -> None:
         exact_topk(index.astype(np.float64), np.ones((1, 3), np.float32), 1)
     with pytest.raises(ValueError, match="2-D"):
         exact_topk(index, np.ones(3, np.float32), 1)
+    for bad in (-1.0, float("inf"), float("nan")):
+        with pytest.raises(ValueError, match="row_norm_bound"):
+            exact_topk(index, np.ones((1, 3), np.float32), 1, row_norm_bound=bad)

@@ -259,6 +259,24 @@ def test_fuse_meanpool_is_norm_of_mean_frames(chain) -> None:
     assert sorted(mean["ids"]) == sorted(feats["ids"])
 
 
+def test_fuse_stores_row_norm_bounds_that_rank_uses(chain, monkeypatch) -> None:
+    """/norm: per row, float32 never below the float64 norm of the stored row and at most 2 ulps above."""
+    import pigcli.search as search
+    from pigcli.stages.rank import rank_index
+
+    for path in (chain.index, chain.mean):
+        got = read(path, "embedding", "norm")
+        exact = np.linalg.norm(got["embedding"].astype(np.float64), axis=1)
+        assert got["norm"].dtype == np.float32 and np.all(got["norm"] >= exact)
+        assert np.all(got["norm"] <= np.nextafter(np.nextafter(exact.astype(np.float32), np.inf), np.inf))
+    embedding = read(chain.index, "embedding")["embedding"]
+    queries = embedding[:3] + 0.01
+    want = np.argsort(-(queries.astype(np.float64) @ embedding.astype(np.float64).T), axis=1, kind="stable")[:, :4]
+    monkeypatch.setattr(search, "_max_row_norm", lambda _: pytest.fail("rank computed block norms"))
+    _, rows = rank_index(chain.index, queries, 4)
+    np.testing.assert_array_equal(rows, want)
+
+
 # --- embed-text -------------------------------------------------------------------------------------
 
 def _check_embeddings(path, tiny_model, want_ids: list[str], want_texts: list[str]) -> None:

@@ -64,9 +64,16 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
                                           take_rows(source["video"], source_rows),
                                           take_rows(source["proxies"], source_rows), frames,
                                           batch_size, torch_device, precision)
-            return {"ids": [ids[r] for r in source_rows], "embedding": embedding}
+            return {"ids": [ids[r] for r in source_rows], "embedding": embedding, "norm": row_norm_bounds(embedding)}
 
         return run_blocks(writer, summary, len(rows), compute, "fuse", "videos", extra_attrs={"method": method})
+
+
+def row_norm_bounds(embedding: np.ndarray) -> np.ndarray:
+    """Per-row L2 norms as float32 values never below the true norm (float64, rounded up): the bound
+    that lets `pig rank` skip computing one per block (pigcli.search.exact_topk's row_norm_bound)."""
+    exact = np.linalg.norm(np.asarray(embedding, np.float64), axis=1)
+    return np.nextafter(exact.astype(np.float32), np.float32(np.inf))
 
 
 def _eercf_embedding(head, frames: np.ndarray) -> np.ndarray:

@@ -81,7 +81,15 @@ def rank_index(index_path: str | Path, query_embedding: np.ndarray, k: int) -> t
     from ..search import exact_topk
 
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
-        return exact_topk(handle["embedding"], query_embedding, k)
+        return exact_topk(handle["embedding"], query_embedding, k, row_norm_bound=stored_norm_bound(handle))
+
+
+def stored_norm_bound(handle) -> float | None:
+    """The largest of the per-row norm bounds `pig fuse` stores (/norm), or None (older index files)."""
+    if "norm" not in handle or handle["norm"].shape[0] == 0:
+        return None
+    bound = float(np.max(handle["norm"][:]))
+    return bound if np.isfinite(bound) else None
 
 
 def xpool_scores_blocks(pig, features: str | Path, video_ids: list[str], text: np.ndarray, device,
