@@ -6,6 +6,8 @@ Random unit vectors (D=512), stored float32 and float16. For each size, storage 
 count it times (median of --repeats calls after one warm-up call):
   exact_topk     pigcli.search.exact_topk, precision="auto" (one row per --block-rows value)
   exact_topk fp32  the same with precision="fp32" (plain fp32 scan + rescoring)
+  exact_topk + norm bound  precision="auto" with row_norm_bound, the stored bound `pig fuse` writes
+                 (/norm) and `pig rank` passes: no per-block norm pass (bound computed untimed)
   numpy          queries @ index.T, np.argpartition, sort of the k (fp16 storage: numpy
                  upcasts the whole matrix to fp32 inside the matmul)
   faiss flat     faiss.IndexFlatIP.search (fp32 copy of the stored values; build not timed)
@@ -36,6 +38,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from pigcli.search import exact_topk  # noqa: E402
+from pigcli.stages.fuse import row_norm_bounds  # noqa: E402
+
+WITH_BOUND = "exact_topk + norm bound"
 
 # Set these in the environment to pin every library to one thread (torch, faiss, OpenBLAS).
 THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_WAIT_POLICY")
@@ -121,6 +126,8 @@ def methods(args: argparse.Namespace, index: np.ndarray, q: np.ndarray, faiss_in
         label = "exact_topk" if len(args.block_rows) == 1 else f"exact_topk B={b}"
         found[label] = lambda b=b: exact_topk(index, q, k, block_rows=b)[1]
     found["exact_topk fp32"] = lambda: exact_topk(index, q, k, block_rows=args.block_rows[0], precision="fp32")[1]
+    bound = max(float(row_norm_bounds(index[i : i + 65536]).max()) for i in range(0, len(index), 65536))
+    found[WITH_BOUND] = lambda: exact_topk(index, q, k, block_rows=args.block_rows[0], row_norm_bound=bound)[1]
     found["numpy"] = lambda: numpy_topk(index, q, k)
     if faiss_index is not None:
         found["faiss flat"] = lambda: faiss_index.search(q, k)[1]
@@ -249,15 +256,15 @@ def summary(rows: list[dict]) -> str:
     """The two ratios the targets are stated in."""
     out = []
     for r in rows:
-        if r["method"] != "exact_topk" and not r["method"].startswith("exact_topk B="):
+        if r["method"] not in ("exact_topk", WITH_BOUND) and not r["method"].startswith("exact_topk B="):
             continue
         case = [x for x in rows if same_case(x, r)]
         plain = next(x for x in case if x["method"] == "plain scan")
         faiss_row = next((x for x in case if x["method"] == "faiss flat"), None)
-        vs_faiss = f", faiss flat / exact_topk = {faiss_row['ms'] / r['ms']:.2f}" if faiss_row else ""
+        vs_faiss = f", faiss flat / {r['method']} = {faiss_row['ms'] / r['ms']:.2f}" if faiss_row else ""
         out.append(
             f"- N={r['n']:,} {r['storage']} Q={r['q']} {r['method']}: "
-            f"exact_topk / plain scan = {r['ms'] / plain['ms']:.2f}{vs_faiss}"
+            f"{r['method']} / plain scan = {r['ms'] / plain['ms']:.2f}{vs_faiss}"
         )
     return "\n".join(out)
 
