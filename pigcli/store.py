@@ -80,8 +80,10 @@ def read_attrs(path: str | Path) -> dict:
     return attrs
 
 
-def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str):
-    """Open a stage file for reading, checking that it exists, is a pig file, and has a usable stage."""
+def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str, random_access: bool = False):
+    """Open a stage file for reading, checking that it exists, is a pig file, and has a usable stage.
+    random_access: reads of scattered rows follow; HDF5's chunk cache then only costs (measured: 50
+    rows of frame tokens 22 ms with it, 3.6 ms without), so it is turned off."""
     import h5py
 
     path = Path(path)
@@ -90,7 +92,7 @@ def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str):
         hint = f" (an unfinished run left {partial}; rerun it to resume)" if partial.exists() else ""
         raise PigError(f"{path} not found{hint}; make it with: {rerun_hint}")
     try:
-        handle = h5py.File(path, "r")
+        handle = h5py.File(path, "r", **({"rdcc_nbytes": 0} if random_access else {}))
     except OSError as err:
         raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun: {rerun_hint}") from err
     # read before any close(): attributes of a closed file read as None

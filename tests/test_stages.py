@@ -259,6 +259,19 @@ def test_fuse_meanpool_is_norm_of_mean_frames(chain) -> None:
     assert sorted(mean["ids"]) == sorted(feats["ids"])
 
 
+def test_take_rows_reads_scattered_rows_of_an_hdf5_dataset(tmp_path) -> None:
+    from pigcli.stages.common import take_rows
+
+    data = np.arange(40 * 3 * 2, dtype=np.float32).reshape(40, 3, 2)
+    with h5py.File(tmp_path / "x.h5", "w") as handle:
+        handle.create_dataset("x", data=data, chunks=(8, 3, 2))
+    with h5py.File(tmp_path / "x.h5", "r", rdcc_nbytes=0) as handle:
+        for rows in ([0], [5, 6, 7], [0, 2, 3, 4, 9, 17, 18, 39], [39], list(range(0, 40, 3)), []):
+            got = take_rows(handle["x"], np.array(rows, dtype=np.int64))
+            np.testing.assert_array_equal(got, data[rows])
+            assert got.dtype == data.dtype and got.shape == (len(rows), 3, 2)
+
+
 def test_fuse_stores_row_norm_bounds_that_rank_uses(chain, monkeypatch) -> None:
     """/norm: per row, float32 never below the float64 norm of the stored row and at most 2 ulps above."""
     import pigcli.search as search

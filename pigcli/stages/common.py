@@ -63,10 +63,20 @@ def run_blocks(writer: StageWriter, summary: StageSummary, num_rows: int, comput
 
 
 def take_rows(dataset, rows: np.ndarray) -> np.ndarray:
-    """dataset[rows] for increasing row numbers, read as one slice when they are contiguous."""
+    """dataset[rows] for increasing row numbers: one slice when they are contiguous; from an HDF5
+    dataset, one slice read per run of consecutive rows (h5py's point selection took ~10x longer
+    for 50 scattered rows, benchmarks/RESULTS_cost.md)."""
+    rows = np.asarray(rows)
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         return dataset[int(rows[0]) : int(rows[-1]) + 1]
-    return dataset[np.asarray(rows)]
+    if not hasattr(dataset, "read_direct") or len(rows) == 0:
+        return dataset[rows]
+    out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dataset.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for first, end in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])):
+        lo, hi = int(rows[first]), int(rows[end - 1]) + 1
+        dataset.read_direct(out, np.s_[lo:hi], np.s_[int(first) : int(end)])
+    return out
 
 
 def batched(count: int, size: int):

@@ -35,7 +35,7 @@ def read_candidate_tokens(features, feature_ids: dict[str, int] | None, video_id
                           candidates: np.ndarray, model: dict | None = None) -> CandidateTokens:
     """Frame and patch tokens of the candidate videos only (distinct rows, read in increasing order).
     model: the index's model identity, which the extract file must have been made with."""
-    with open_stage_file(features, ("extract",), FEATURE_HINT) as handle:
+    with open_stage_file(features, ("extract",), FEATURE_HINT, random_access=True) as handle:
         if model is not None:
             require_same_model(features, handle, model, FEATURE_HINT)
         position = feature_ids or {vid: i for i, vid in enumerate(read_ids(handle))}
