@@ -124,7 +124,12 @@ def require_same_model(path: str | Path, handle, identity: dict, rerun_hint: str
 
 
 def read_ids(handle) -> list[str]:
-    return [_text(x) for x in handle["ids"][:]]
+    return decode_ids(handle["ids"][:])
+
+
+def decode_ids(values) -> list[str]:
+    """Stored ids (bytes or str) as str."""
+    return [_text(x) for x in values]
 
 
 def ok_rows(handle) -> np.ndarray:

@@ -225,7 +225,7 @@ def test_read_candidate_tokens_distinct_rows(chain) -> None:
     feats = read(chain.feats, "frames", "patches")
     video_ids = read(chain.index)["ids"][::-1]                       # index rows != extract rows
     candidates = np.array([[4, 1, 5], [1, 4, 0]])
-    tokens = read_candidate_tokens(chain.feats, None, video_ids, candidates)
+    tokens = read_candidate_tokens(chain.feats, video_ids, candidates)
     assert tokens.rows_read == len(np.unique(candidates)) == 4
     assert tokens.frames.shape == (4, TINY_T, TINY_DIM) and tokens.patches.shape == (4, TINY_T * TINY_L, TINY_DIM)
     assert tokens.local.shape == candidates.shape
@@ -234,6 +234,19 @@ def test_read_candidate_tokens_distinct_rows(chain) -> None:
             r = feats["ids"].index(video_ids[candidates[qi, ki]])
             np.testing.assert_array_equal(tokens.frames[tokens.local[qi, ki]], feats["frames"][r])
             np.testing.assert_array_equal(tokens.patches[tokens.local[qi, ki]], feats["patches"][r])
+
+
+def test_candidate_rows_found_without_reading_every_id_when_rows_align(chain, monkeypatch) -> None:
+    """Index rows = extract rows (no failed video): only the candidates' ids are read, to check."""
+    import pigcli.stages.rerank as rerank_module
+
+    feats = read(chain.feats, "frames")
+    candidates = np.array([[4, 1, 5]])
+    video_ids = {r: feats["ids"][r] for r in (1, 4, 5)}              # as rank passes them: found rows only
+    monkeypatch.setattr(rerank_module, "read_ids", lambda _: pytest.fail("read every id of the extract file"))
+    tokens = rerank_module.read_candidate_tokens(chain.feats, video_ids, candidates)
+    for ki, r in enumerate((4, 1, 5)):
+        np.testing.assert_array_equal(tokens.frames[tokens.local[0, ki]], feats["frames"][r])
 
 
 def _rows_of(key, length: int) -> list[int]:
@@ -263,7 +276,8 @@ def test_rerank_reads_only_candidate_rows(chain, tmp_path, monkeypatch) -> None:
     real_take_rows = rerank_module.take_rows
 
     def recording_take_rows(dataset, rows):
-        requested.append((dataset.name, [int(r) for r in rows]))
+        if dataset.name != "/ids":  # the ids of the candidates are read to find their rows
+            requested.append((dataset.name, [int(r) for r in rows]))
         return real_take_rows(dataset, rows)
 
     reads: dict[str, list[int]] = {}                 # every h5py read of the extract's token datasets

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -16,7 +17,7 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PigError, UsageError
-from ..store import open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
+from ..store import decode_ids, open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
 from .common import take_rows
 
 RANK_METHODS = ("index", "xpool")
@@ -28,8 +29,8 @@ FEATURE_STAGES = ("extract", "select", "generate")
 @dataclass
 class Ranking:
     query_ids: list[str]
-    video_ids: list[str]
-    rows: np.ndarray      # [Q, k] row numbers into video_ids
+    video_ids: Sequence[str] | Mapping[int, str]  # index row -> video id (at least for the rows below)
+    rows: np.ndarray      # [Q, k] row numbers of the index
     scores: np.ndarray    # [Q, k] float32, descending
 
 
@@ -74,6 +75,15 @@ def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[st
         require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
                            f"pig embed-text with the model of {index_path}")
         return read_ids(handle), handle["embedding"][:]
+
+
+def read_ids_at(index_path, rows: np.ndarray | None = None) -> list[str] | dict[int, str]:
+    """Every video id of the index (rows None), or {row: id} for the rows given (any shape)."""
+    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+        if rows is None:
+            return read_ids(handle)
+        wanted = np.unique(rows)
+        return dict(zip(wanted.tolist(), decode_ids(take_rows(handle["ids"], wanted))))
 
 
 def rank_index(index_path: str | Path, query_embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -176,7 +186,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     index_path = default_index_path(index)
     torch_device, _ = resolve_device(device)
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
-        video_ids = read_ids(handle)
+        n_videos = handle["ids"].shape[0]
         loaded = None
         if queries is not None or method == "xpool" or cost:
             loaded = model_for_file(model, handle, index_path, torch_device, "pig index with this model")
@@ -192,7 +202,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
                     else eercf_head_for_file(model, handle, index_path, "pig index with this model")[0])
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
-                     torch_device, rerank_k or 50, k, len(video_ids))
+                     torch_device, rerank_k or 50, k, n_videos)
     if method == "xpool" or rerank_k:
         needed = ("extract",) if rerank_k else FEATURE_STAGES
         features = features or upstream_file(index_path, needed)
@@ -200,9 +210,12 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
             raise PigError(f"--method xpool and --rerank need the token features of {index_path}'s videos: "
                            "pass --features feats.h5")
     if method == "xpool":
+        video_ids = read_ids_at(index_path)
         scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
         return Ranking(query_ids, video_ids, rows, scores)
     scores, rows = rank_index(index_path, text, max(k, rerank_k))
+    # only the ids of the rows found: decoding every id of a 1M-video index took longer than the scan
+    video_ids = read_ids_at(index_path, rows)
     if rerank_k:
         from .rerank import rerank
 

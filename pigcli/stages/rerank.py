@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PigError
-from ..store import open_stage_file, read_ids, require_same_model
+from ..store import decode_ids, open_stage_file, read_ids, require_same_model
 from .common import take_rows
 
 FEATURE_HINT = "pig extract VIDEOS -m MODEL -o feats.h5 (the file the index was built from)"
@@ -31,19 +31,15 @@ class CandidateTokens:
     rows_read: int            # rows read from the extract file (R)
 
 
-def read_candidate_tokens(features, feature_ids: dict[str, int] | None, video_ids: list[str],
-                          candidates: np.ndarray, model: dict | None = None) -> CandidateTokens:
+def read_candidate_tokens(features, video_ids, candidates: np.ndarray, model: dict | None = None) -> CandidateTokens:
     """Frame and patch tokens of the candidate videos only (distinct rows, read in increasing order).
+    video_ids: index row -> video id (a list, or a dict holding at least the candidates' rows);
     model: the index's model identity, which the extract file must have been made with."""
     with open_stage_file(features, ("extract",), FEATURE_HINT, random_access=True) as handle:
         if model is not None:
             require_same_model(features, handle, model, FEATURE_HINT)
-        position = feature_ids or {vid: i for i, vid in enumerate(read_ids(handle))}
         wanted = np.unique(candidates)
-        try:
-            source_rows = np.array([position[video_ids[r]] for r in wanted])
-        except KeyError as err:
-            raise PigError(f"{features} has no tokens for video {err.args[0]!r} of the index; {FEATURE_HINT}") from None
+        source_rows = feature_rows(handle, features, [video_ids[r] for r in wanted], wanted)
         order = np.argsort(source_rows)
         frames = np.empty((len(wanted),) + handle["frames"].shape[1:], np.float32)
         frames[order] = take_rows(handle["frames"], source_rows[order])
@@ -55,7 +51,21 @@ def read_candidate_tokens(features, feature_ids: dict[str, int] | None, video_id
     return CandidateTokens(frames, patches, local, len(wanted))
 
 
-def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, video_ids: list[str], k: int,
+def feature_rows(handle, features, names: list[str], index_rows: np.ndarray) -> np.ndarray:
+    """Rows of the extract file holding these videos. Fast path: the index rows themselves, when the
+    extract file has these ids there (an index built from it with no failed video; checked by reading
+    only those ids). Otherwise every id is read and the videos are found by id."""
+    if len(index_rows) and index_rows[-1] < handle["ids"].shape[0]:
+        if decode_ids(take_rows(handle["ids"], index_rows)) == names:
+            return index_rows
+    position = {vid: i for i, vid in enumerate(read_ids(handle))}
+    try:
+        return np.array([position[name] for name in names], dtype=np.int64)
+    except KeyError as err:
+        raise PigError(f"{features} has no tokens for video {err.args[0]!r} of the index; {FEATURE_HINT}") from None
+
+
+def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, video_ids, k: int,
            weights=None, head=None, model: dict | None = None) -> tuple[np.ndarray, np.ndarray, int]:
     """Rerank the first k columns of a coarse ranking (rows/scores [Q, >=k]); returns new (rows, scores)
     where the first k scores are the combined EERCF scores, plus the number of extract rows read.
@@ -67,7 +77,7 @@ def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, vid
 
     weights = weights or RerankWeights()
     k = min(k, rows.shape[1])
-    tokens = read_candidate_tokens(features, None, video_ids, rows[:, :k], model)
+    tokens = read_candidate_tokens(features, video_ids, rows[:, :k], model)
     if tokens.patches is None:
         weights = weights.without_patches()
     head = head if head is not None else EercfHead(tokens.frames.shape[-1], tokens.frames.shape[1])
@@ -88,7 +98,7 @@ def rerank(text: np.ndarray, rows: np.ndarray, scores: np.ndarray, features, vid
     return new_rows, new_scores, tokens.rows_read
 
 
-def reranked_similarity(sim: np.ndarray, text: np.ndarray, features, video_ids: list[str], k: int,
+def reranked_similarity(sim: np.ndarray, text: np.ndarray, features, video_ids, k: int,
                         weights=None, head=None, model: dict | None = None) -> np.ndarray:
     """sim [Q, N] whose row order is the reranked ranking, for metrics: each row's coarse top k get their
     combined rerank scores, lifted above the row's other scores (so rows are no longer comparable with
