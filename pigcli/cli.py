@@ -299,7 +299,7 @@ def rank_cmd(
     top: int = typer.Option(10, "--top", "-k", help="videos per query"),
     fmt: str = typer.Option("tsv", "--format", "-f", help="tsv (query, rank, video, score) | jsonl | trec"),
     method: str = typer.Option("index", help="index (the stored vectors) | xpool (single tower: real query attends to each video; slow)"),
-    features: Optional[Path] = typer.Option(None, help="token features for --method xpool (default: found from the index's inputs)"),
+    features: Optional[Path] = typer.Option(None, help="token features for --method xpool and --rerank (default: found from the index's inputs)"),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="model to embed text queries (default: the index's)"),
     device: str = typer.Option("auto", help=DEVICE_HELP),
     rerank: int = RERANK_OPTION,

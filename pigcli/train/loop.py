@@ -48,8 +48,8 @@ NEW_PREFIXES = ("generator.mapper.", "fusioner.", "backbone.", "eercf.")
 # towards zero rather than back to that start.
 NO_DECAY_PREFIXES = ("eercf.",)
 BACKBONE_PREFIXES = ("clip.vision_model.", "clip.visual_projection.", "backbone.")
-# Settings a resumed run may change: they do not alter the numbers.
 LOSS_KEYS = ("loss", "l_ret", "l_gen", "l_eercf")  # what TrainStep returns, logged per step and epoch
+# Settings a resumed run may change: they do not alter the numbers.
 RESUMABLE_CHANGES = ("resume", "stop_after", "workers", "device", "output")
 
 PerStage = float | int | str | Sequence[float] | None
@@ -86,6 +86,11 @@ class TrainConfig:
     seed: int = 0
     resume: bool = False
     stop_after: int | None = None               # stop after this many steps in this invocation (resume later)
+
+    @property
+    def trains_eercf_head(self) -> bool:
+        """Whether EERCF's loss is part of stage 2 (and so the rerank head W_g, W_F trains)."""
+        return self.method == "eercf" or self.eercf_weight > 0
 
     def identity(self) -> dict[str, Any]:
         """The settings that define the run's numbers, JSON-ready and normalised (absolute paths, per-stage
@@ -461,7 +466,7 @@ class Trainer:
         config, pig = self.config, self.pig
         epochs, total_steps = self.stage_plan(stage)
         trainable = set_trainable(pig, stage, config.method, config.freeze_backbone or self.source.frozen,
-                                  self.backbone, eercf=config.method == "eercf" or config.eercf_weight > 0)
+                                  self.backbone, eercf=config.trains_eercf_head)
         optimizer, scheduler = make_optimizer(pig, self.lr[stage], self.lr_clip[stage], config.weight_decay,
                                               config.warmup, total_steps)
         if self._resumed_state is not None:
