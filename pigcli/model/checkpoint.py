@@ -122,7 +122,7 @@ def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = Non
     config = pig_config or PigConfig()
     config.source = source
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    config.image_mean, config.image_std = _image_statistics(source)
+    config.image_mean, config.image_std = _image_statistics(source, local)
     torch.manual_seed(seed)
     return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
 
@@ -143,12 +143,11 @@ def hub_resolvable() -> bool:
     return True
 
 
-def _image_statistics(source: str) -> tuple[tuple, tuple]:
+def _image_statistics(source: str, hub_options: dict) -> tuple[tuple, tuple]:
     try:
         from transformers import CLIPImageProcessor
 
-        local = {} if Path(source).is_dir() or hub_resolvable() else {"local_files_only": True}
-        processor = CLIPImageProcessor.from_pretrained(source, **local)
+        processor = CLIPImageProcessor.from_pretrained(source, **hub_options)
         return tuple(processor.image_mean), tuple(processor.image_std)
     except Exception:  # no preprocessor config in the folder: CLIP's own statistics
         config = PigConfig()
