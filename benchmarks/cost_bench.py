@@ -56,7 +56,8 @@ def main() -> None:
 
     import torch
 
-    from pigcli.model.checkpoint import init_random, load_checkpoint
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.model.factory import init_random
     from pigcli.stages.cost import format_costs, measure_costs
 
     with tempfile.TemporaryDirectory() as tmp:

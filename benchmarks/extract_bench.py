@@ -47,7 +47,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224, help="height of the generated videos")
     args = parser.parse_args()
 
-    from pigcli.model.checkpoint import init_random, load_checkpoint
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.model.factory import init_random
     from pigcli.stages.extract import extract
     from pigcli.store import read_attrs
     from pigcli.video import normalize, read_clip

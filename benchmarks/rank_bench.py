@@ -1,10 +1,10 @@
-"""Benchmark pigcli.search.exact_topk against numpy, faiss flat and a plain matmul scan.
+"""Benchmark pigcli.core.search.exact_topk against numpy, faiss flat and a plain matmul scan.
 
     python benchmarks/rank_bench.py --sizes 100000 1000000 --queries 1 100
 
 Random unit vectors (D=512), stored float32 and float16. For each size, storage and query
 count it times (median of --repeats calls after one warm-up call):
-  exact_topk     pigcli.search.exact_topk, precision="auto" (one row per --block-rows value)
+  exact_topk     pigcli.core.search.exact_topk, precision="auto" (one row per --block-rows value)
   exact_topk fp32  the same with precision="fp32" (plain fp32 scan + rescoring)
   exact_topk + norm bound  precision="auto" with row_norm_bound, the stored bound `pig fuse` writes
                  (/norm) and `pig rank` passes: no per-block norm pass (bound computed untimed)
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from pigcli.search import exact_topk  # noqa: E402
+from pigcli.core.search import exact_topk  # noqa: E402
 from pigcli.stages.fuse import row_norm_bounds  # noqa: E402
 
 WITH_BOUND = "exact_topk + norm bound"

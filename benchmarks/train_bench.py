@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from pigcli.model.checkpoint import init_random
+    from pigcli.model.factory import init_random
     from pigcli.stages.extract import extract
     from pigcli.train.loop import TrainConfig, train
 

@@ -107,7 +107,7 @@ def init_cmd(
       pig init --preset tiny -o models/tiny        # offline, for tests and demos
       pig init --preset toy --vocab-from data/toy/train.csv -o models/toy
     """
-    from .model.checkpoint import init_from_clip, init_random
+    from .model.factory import init_from_clip, init_random
     from .model.pig import PigConfig
 
     if bool(source) == bool(preset):
@@ -118,9 +118,9 @@ def init_cmd(
         path = init_random(output, preset, seed=seed, pig_config=config, vocab_texts=texts)
     else:
         path = init_from_clip(source, output, pig_config=config, seed=seed)
-    from .model.checkpoint import load_checkpoint
+    from .model.checkpoint import ModelFolder
 
-    typer.echo(f"{path}\t{load_checkpoint(path).identity.hash}")
+    typer.echo(f"{path}\t{ModelFolder.read(path).identity.hash}")
 
 
 def _vocabulary_texts(path: Path) -> list:

@@ -13,7 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Iterator
 
-from .stages.sources import VideoEntry
+from .sources import VideoEntry
 from .video import SampledClip, VideoError, read_clip
 
 

@@ -91,7 +91,8 @@ def _corpus(folder: Path, settings: DemoSettings) -> Path:
 
 def _model(folder: Path, corpus: Path, settings: DemoSettings) -> Path:
     from .captions import load_captions
-    from .model.checkpoint import init_random, is_checkpoint
+    from .model.checkpoint import is_checkpoint
+    from .model.factory import init_random
     from .model.pig import PigConfig
 
     if not is_checkpoint(folder):
@@ -149,20 +150,20 @@ def _evaluate(method: str, index: Path, captions: Path, scoring: str) -> DemoRow
 def _add_costs(rows: list[DemoRow], pig_index: Path, captions: Path, queries: int = 32) -> None:
     """Online cost per query: index scan for meanpool and PIG (the same: one D-vector per video), xpool."""
     from .captions import load_captions
-    from .model.checkpoint import resolve_model
+    from .core.text import embed_texts
+    from .model.checkpoint import load_checkpoint
     from .stages.cost import measure_costs
-    from .stages.embed_text import embed_texts
-    from .stages.rank import upstream_file
+    from .stages.scoring import upstream_file
     from .store import read_attrs
 
-    loaded = resolve_model(read_attrs(pig_index)["model_path"])
+    loaded = load_checkpoint(read_attrs(pig_index)["model_path"])
     texts = [c.text for c in load_captions(captions)][:queries]
     embedding, _ = embed_texts(loaded, texts)
     costs = measure_costs(pig_index, embedding, upstream_file(pig_index, ("extract",)), loaded.model,
                           next(loaded.model.parameters()).device)
-    scan, xpool = costs[0], costs[-1]
+    by_key = {cost.key: cost for cost in costs}
     for row in rows:
-        cost = xpool if row.method == "xpool" else scan
+        cost = by_key["xpool" if row.method == "xpool" else "scan"]
         row.macs_per_query, row.ms_per_query = cost.macs_per_query, cost.seconds_per_query * 1e3
 
 

@@ -42,31 +42,26 @@ def _datasets(path: Path) -> dict:
 
 
 def _describe_model(path: Path) -> dict:
-    from .model.checkpoint import is_checkpoint
+    from .model.checkpoint import ModelFolder
 
-    if not is_checkpoint(path):
-        raise PigError(f"{path} is not a pig model folder (no checkpoint.json)")
-    config = json.loads((path / "config.json").read_text())
-    identity = json.loads((path / "checkpoint.json").read_text())
-    clip = config["clip"]
+    folder = ModelFolder.read(path)
+    clip = folder.clip_config
     return {
         "model": str(path),
-        **identity,
-        "pig": config["pig"],
+        **folder.identity.to_dict(),
+        "pig": folder.config.to_dict(),
         "clip": {"projection_dim": clip.get("projection_dim"),
                  "vision": {k: clip["vision_config"].get(k) for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers")},
                  "text": {k: clip["text_config"].get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")}},
-        "rerank_head": _rerank_head_state(path),
+        "rerank_head": _rerank_head_state(folder),
     }
 
 
-def _rerank_head_state(path: Path) -> str:
+def _rerank_head_state(folder) -> str:
     """Whether the EERCF rerank head was trained (differs from its identity start)."""
     import torch
 
-    from .model.checkpoint import load_eercf_head
-
-    head = load_eercf_head(path)
+    head = folder.load_eercf_head()
     with torch.no_grad():
         change = max(float((w - torch.eye(w.shape[0])).abs().max()) for w in (head.w_g, head.w_f))
     if change == 0.0:

@@ -28,6 +28,7 @@ from . import __version__
 from .errors import PigError, StaleInputError
 
 SCHEMA = "pig/1"
+EXTRACT_HINT = "pig extract VIDEOS -m MODEL -o feats.h5"  # how the file most stages start from is made
 STR = "str"  # marker dtype for variable-length UTF-8 datasets
 
 
@@ -113,6 +114,11 @@ def recorded_model(handle) -> dict | None:
     return json.loads(handle.attrs["model"])
 
 
+def recorded_model_path(handle) -> str:
+    """Where the stage file's model was loaded from ('' if not recorded): the default model of the next stage."""
+    return str(handle.attrs.get("model_path", ""))
+
+
 def require_same_model(path: str | Path, handle, identity: dict, rerun_hint: str) -> None:
     """Refuse a stage file computed with another model."""
     recorded = recorded_model(handle)
@@ -137,6 +143,23 @@ def ok_rows(handle) -> np.ndarray:
     if "status" not in handle:
         return np.arange(handle["ids"].shape[0])
     return np.flatnonzero(np.array([_text(s) == "ok" for s in handle["status"][:]], dtype=bool))
+
+
+def take_rows(dataset, rows: np.ndarray) -> np.ndarray:
+    """dataset[rows] for increasing row numbers: one slice when they are contiguous; from an HDF5
+    dataset, one slice read per run of consecutive rows (h5py's point selection took ~10x longer
+    for 50 scattered rows, benchmarks/RESULTS_cost.md)."""
+    rows = np.asarray(rows)
+    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
+        return dataset[int(rows[0]) : int(rows[-1]) + 1]
+    if not hasattr(dataset, "read_direct") or len(rows) == 0:
+        return dataset[rows]
+    out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dataset.dtype)
+    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+    for first, end in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])):
+        lo, hi = int(rows[first]), int(rows[end - 1]) + 1
+        dataset.read_direct(out, np.s_[lo:hi], np.s_[int(first) : int(end)])
+    return out
 
 
 def failure_counts(path: str | Path) -> "Counter[str]":

@@ -53,7 +53,7 @@ TINY_P = 3             # PigConfig default proxies
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A pig checkpoint folder with random 'tiny' weights (seed 0). Treat as read-only."""
-    from pigcli.model.checkpoint import init_random
+    from pigcli.model.factory import init_random
 
     return init_random(tmp_path_factory.mktemp("models") / "tiny", "tiny")
 

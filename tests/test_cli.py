@@ -58,7 +58,8 @@ def test_init_preset_prints_path_and_hash(tmp_path) -> None:
 def test_init_from_a_clip_folder_keeps_its_weights(tmp_path) -> None:
     import torch
 
-    from pigcli.model.checkpoint import load_checkpoint, random_clip
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.model.factory import random_clip
     from pigcli.model.clip_compat import write_byte_tokenizer
 
     folder = tmp_path / "clip"
@@ -84,7 +85,7 @@ def test_init_from_an_unreachable_hub_fails_with_one_line(run_pig, tmp_path) -> 
 
 
 def test_hub_resolvable_honours_offline_settings(monkeypatch) -> None:
-    from pigcli.model.checkpoint import hub_resolvable
+    from pigcli.model.factory import hub_resolvable
 
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.invalid")  # .invalid never resolves (RFC 2606)
     assert not hub_resolvable()

@@ -4,18 +4,16 @@ import numpy as np
 import pytest
 import torch
 
+from pigcli.core.cost import rerank_macs, two_tower_macs
 from pigcli.model.eercf import (
     EercfHead,
     RerankWeights,
-    apply_rerank,
     combine_scores,
     eercf_loss,
     fine_scores_for_pairs,
+    l2n,
     pearson_constraint,
     rerank_candidates,
-    rerank_macs,
-    rerank_topk,
-    two_tower_macs,
 )
 
 D, T, NP = 8, 4, 12
@@ -102,7 +100,7 @@ def test_fine_and_coarse_scores_match_numpy(random_weights):
     frames, patches, mixed = (x.view(q, k, *x.shape[1:]) for x in bank(q * k))
     text = torch.randn(q, D, generator=torch.Generator().manual_seed(2))
     fine = head.fine_scores(text, frames, patches, mixed)
-    coarse = head.coarse_score(text, mixed.reshape(q * k, T, D))  # [Q, Q*K]
+    coarse = l2n(text) @ head.video_embed(mixed.reshape(q * k, T, D)).T  # S_v [Q, Q*K]
     assert set(fine) == {"fw", "fs", "pw", "ps"}
     for i in range(q):
         for j in range(k):
@@ -117,7 +115,7 @@ def test_random_weights_change_scores():
     text = torch.randn(1, D)
     plain, trained = make_head(False), make_head(True)
     assert not torch.allclose(plain.fine_scores(text, frames, None)["fw"], trained.fine_scores(text, frames, None)["fw"])
-    assert not torch.allclose(plain.coarse_score(text, mixed[0]), trained.coarse_score(text, mixed[0]))
+    assert not torch.allclose(plain.video_embed(mixed[0]), trained.video_embed(mixed[0]))
 
 
 def test_frames_mixed_defaults_to_frames_and_patch_keys_optional():
@@ -189,33 +187,6 @@ def test_ties_keep_coarse_order():
     order, combined = rerank_candidates(coarse, zeros, w)
     assert torch.equal(combined, torch.zeros(2, 4))
     assert order.tolist() == [[0, 1, 2, 3], [3, 1, 2, 0]]
-
-
-def test_apply_rerank_only_touches_the_first_k():
-    ranked = torch.tensor([[10, 11, 12, 13, 14, 15], [20, 21, 22, 23, 24, 25]])
-    order = torch.tensor([[2, 0, 1], [0, 2, 1]])
-    out = apply_rerank(ranked, order)
-    assert out.tolist() == [[12, 10, 11, 13, 14, 15], [20, 22, 21, 23, 24, 25]]
-    assert ranked[0, 0] == 10  # input untouched
-    with pytest.raises(ValueError):
-        apply_rerank(ranked[:, :2], order)
-
-
-def test_rerank_topk_end_to_end():
-    head = make_head(False)
-    frames, patches, _ = bank(9)
-    text = torch.randn(2, D, generator=torch.Generator().manual_seed(5))
-    ranked = torch.stack([torch.randperm(9, generator=torch.Generator().manual_seed(s)) for s in (6, 7)])
-    coarse = torch.linspace(1, 0, 9).expand(2, 9)
-    new, combined = rerank_topk(head, text, ranked, coarse, frames, patches, k=4, chunk_size=1)
-    assert torch.equal(new[:, 4:], ranked[:, 4:])
-    assert torch.equal(new[:, :4].sort(1).values, ranked[:, :4].sort(1).values)
-    assert torch.all(combined[:, :-1] >= combined[:, 1:])
-    fine = head.fine_scores(text, frames[ranked[:, :4]], patches[ranked[:, :4]])
-    expected = combine_scores(coarse[:, :4], fine, RerankWeights())
-    assert torch.allclose(combined, expected.sort(1, descending=True).values, atol=ATOL)
-    big, _ = rerank_topk(head, text, ranked, coarse, frames, patches, k=50)  # k > N: rerank all
-    assert torch.equal(big.sort(1).values, ranked.sort(1).values)
 
 
 # ---------------------------------------------------------------- cost
@@ -299,7 +270,7 @@ def rewrite_weights(folder, drop_prefix: str) -> None:
 
 
 def test_saved_head_is_read_back_alone_and_with_the_model(tiny_model_dir, tmp_path):
-    from pigcli.model.checkpoint import load_checkpoint, load_eercf_head, save_checkpoint
+    from pigcli.model.checkpoint import load_checkpoint, ModelFolder, save_checkpoint
 
     loaded = load_checkpoint(tiny_model_dir)
     assert torch.equal(loaded.model.eercf.w_f, torch.eye(loaded.model.config.num_frames))  # untrained: identities
@@ -308,18 +279,18 @@ def test_saved_head_is_read_back_alone_and_with_the_model(tiny_model_dir, tmp_pa
         loaded.model.eercf.w_f.copy_(torch.rand(loaded.model.eercf.w_f.shape, generator=g))
         loaded.model.eercf.w_g.add_(0.1 * torch.randn(loaded.model.eercf.w_g.shape, generator=g))
     folder = save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "trained")
-    alone, whole = load_eercf_head(folder), load_checkpoint(folder).model.eercf
+    alone, whole = ModelFolder.read(folder).load_eercf_head(), load_checkpoint(folder).model.eercf
     for name in ("w_g", "w_f"):
         assert torch.equal(getattr(alone, name), getattr(loaded.model.eercf, name))
         assert torch.equal(getattr(whole, name), getattr(loaded.model.eercf, name))
 
 
 def test_checkpoint_without_a_head_loads_an_untrained_one(tiny_model_dir, tmp_path):
-    from pigcli.model.checkpoint import load_checkpoint, load_eercf_head
+    from pigcli.model.checkpoint import load_checkpoint, ModelFolder
 
     folder = copy_model(tiny_model_dir, tmp_path / "old")
     rewrite_weights(folder, "eercf.")
-    for head in (load_checkpoint(folder).model.eercf, load_eercf_head(folder)):
+    for head in (load_checkpoint(folder).model.eercf, ModelFolder.read(folder).load_eercf_head()):
         assert torch.equal(head.w_f, torch.eye(head.w_f.shape[0])) and torch.equal(head.w_g, torch.eye(head.w_g.shape[0]))
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pigcli import metrics
+from pigcli.core import metrics
 from pigcli.errors import PigError
-from pigcli.metrics import dsl, format_table, gt_ranks, retrieval_metrics, summarize, v2t_ranks
+from pigcli.core.metrics import dsl, format_table, gt_ranks, retrieval_metrics, summarize, v2t_ranks
 
 # 4 captions x 4 videos; video 3 has no caption (a distractor).
 SIM = np.array([

@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from conftest import VIDEO_FOLDER_SPECS
 from pigcli.cli import app
-from pigcli.metrics import retrieval_metrics
+from pigcli.core.metrics import retrieval_metrics
 
 STAGES = ("extract", "select", "generate", "fuse")
 

@@ -437,7 +437,7 @@ def parse_costs(stderr: str) -> dict[str, int]:
 
 
 def test_cost_report(chain) -> None:
-    from pigcli.stages.cost import xpool_macs
+    from pigcli.core.cost import xpool_macs
 
     k, n, d = 3, N_VIDEOS, TINY_DIM
     _, plain = run_rank(chain.index, chain.q, "--rerank", k, "--top", 4)

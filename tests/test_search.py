@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import pigcli.search as search
-from pigcli.search import exact_topk
+import pigcli.core.search as search
+from pigcli.core.search import exact_topk
 
 PRECISIONS = ["auto", "fp32", "bf16", "fp16"]
 

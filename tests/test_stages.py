@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from conftest import TINY_DIM, TINY_L, TINY_P, TINY_T
 from pigcli.cli import app
 from pigcli.errors import PigError
-from pigcli.metrics import dsl, retrieval_metrics
+from pigcli.core.metrics import dsl, retrieval_metrics
 
 CLEAN_ENV = {"PIG_INDEX": None, "PIG_MODEL": None, "PIG_QUIET": None, "PIG_DEBUG": None}
 
@@ -260,7 +260,7 @@ def test_fuse_meanpool_is_norm_of_mean_frames(chain) -> None:
 
 
 def test_take_rows_reads_scattered_rows_of_an_hdf5_dataset(tmp_path) -> None:
-    from pigcli.stages.common import take_rows
+    from pigcli.store import take_rows
 
     data = np.arange(40 * 3 * 2, dtype=np.float32).reshape(40, 3, 2)
     with h5py.File(tmp_path / "x.h5", "w") as handle:
@@ -274,8 +274,8 @@ def test_take_rows_reads_scattered_rows_of_an_hdf5_dataset(tmp_path) -> None:
 
 def test_fuse_stores_row_norm_bounds_that_rank_uses(chain, monkeypatch) -> None:
     """/norm: per row, float32 never below the float64 norm of the stored row and at most 2 ulps above."""
-    import pigcli.search as search
-    from pigcli.stages.rank import rank_index
+    import pigcli.core.search as search
+    from pigcli.stages.scoring import rank_index
 
     for path in (chain.index, chain.mean):
         got = read(path, "embedding", "norm")

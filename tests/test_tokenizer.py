@@ -4,7 +4,8 @@ from pathlib import Path
 
 import torch
 
-from pigcli.model.checkpoint import init_random, load_checkpoint
+from pigcli.model.checkpoint import load_checkpoint
+from pigcli.model.factory import init_random
 from pigcli.model.clip_compat import write_byte_tokenizer
 
 CAPTIONS = [

@@ -22,8 +22,7 @@ import torch.nn.functional as F
 from pigcli.errors import UsageError
 from pigcli.train.distributed import gather_with_grad
 from pigcli.train.loop import TrainConfig, per_stage, train
-from pigcli.train.losses import (LOGIT_SCALE_MAX, clamp_logit_scale_, generation_loss, retrieval_loss,
-                                 retrieval_loss_from_scores)
+from pigcli.core.losses import LOGIT_SCALE_MAX, clamp_logit_scale_, generation_loss, retrieval_loss
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 230), "yellow": (235, 220, 30)}
 
@@ -62,7 +61,7 @@ def write_corpus(root: Path, frames: int = 16, size: int = 32) -> tuple[Path, Pa
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     """(videos folder, train captions, val captions, model without dropout, its extract file)."""
-    from pigcli.model.checkpoint import init_random
+    from pigcli.model.factory import init_random
     from pigcli.model.pig import PigConfig
     from pigcli.stages.extract import extract
 
@@ -106,18 +105,18 @@ def test_retrieval_loss_is_both_cross_entropies_with_clamped_scale():
     for theta, scale in ((math.log(100), 100.0), (7.0, 200.0), (-1.0, 1.0)):
         logits = scale * (text @ video.T).double()
         direct = sum(-torch.log_softmax(m, dim=1).diagonal().mean() for m in (logits, logits.T))
-        loss = retrieval_loss(text, video, torch.tensor(theta))
+        loss = retrieval_loss(text @ video.T, torch.tensor(theta))
         assert loss.item() == pytest.approx(direct.item(), rel=1e-5)
     scores = torch.randn(4, 4)  # not symmetric: the two directions differ
     direct = -(torch.log_softmax(100 * scores, 1).diagonal().mean() + torch.log_softmax(100 * scores, 0).diagonal().mean())
-    assert retrieval_loss_from_scores(scores, torch.tensor(math.log(100))).item() == pytest.approx(direct.item(), rel=1e-5)
+    assert retrieval_loss(scores, torch.tensor(math.log(100))).item() == pytest.approx(direct.item(), rel=1e-5)
     with pytest.raises(ValueError):
-        retrieval_loss_from_scores(torch.randn(3, 4), torch.tensor(1.0))
+        retrieval_loss(torch.randn(3, 4), torch.tensor(1.0))
 
 
 def test_logit_scale_clamped_in_forward_and_on_the_parameter():
     theta = torch.nn.Parameter(torch.tensor(6.0))  # above log 200
-    retrieval_loss(F.normalize(torch.randn(3, 4), dim=-1), F.normalize(torch.randn(3, 4), dim=-1), theta).backward()
+    retrieval_loss(F.normalize(torch.randn(3, 4), dim=-1) @ F.normalize(torch.randn(3, 4), dim=-1).T, theta).backward()
     assert theta.grad.item() == 0.0  # clamped: the loss does not depend on theta out there
     clamp_logit_scale_(theta)
     assert theta.item() == pytest.approx(LOGIT_SCALE_MAX)
@@ -163,7 +162,7 @@ def test_stage1_changes_only_generator_weights(corpus, tmp_path):
 
 def test_features_of_another_backbone_are_refused(corpus, tmp_path):
     from pigcli.errors import StaleInputError
-    from pigcli.model.checkpoint import init_random
+    from pigcli.model.factory import init_random
 
     other = init_random(tmp_path / "other", "tiny", seed=5)
     with pytest.raises(StaleInputError, match="backbone"):
@@ -186,7 +185,8 @@ def first_batch_loss_by_hand(corpus) -> float:
     against numpy."""
     from pigcli.model.checkpoint import load_checkpoint
     from pigcli.model.eercf import eercf_loss
-    from pigcli.train.data import FeatureSource, epoch_plan, load_pairs, tokenize
+    from pigcli.core.text import tokenize
+    from pigcli.train.data import FeatureSource, epoch_plan, load_pairs
 
     _, train_captions, _, model, features = corpus
     loaded = load_checkpoint(model)

@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..core.losses import symmetric_ce
+
 TAU_FW = 0.01  # frame-wise weighted-sum softmax
 TAU_PW = 0.01  # patch-wise weighted-sum softmax
 TAU_FS = 0.1  # TIB frame gate
@@ -103,10 +105,6 @@ class EercfHead(nn.Module):
     def video_embed(self, frames_mixed: Tensor) -> Tensor:
         """W_g v, v = norm(mean_f norm(f~_f)): [.., T, D] -> [.., D]; not renormalised after W_g."""
         return l2n(l2n(frames_mixed).mean(-2)) @ self.w_g.T
-
-    def coarse_score(self, text: Tensor, frames_mixed: Tensor) -> Tensor:
-        """S_v for every text and video: text [Q, D], frames_mixed [N, T, D] -> [Q, N]."""
-        return l2n(text) @ self.video_embed(frames_mixed).T
 
     def fine_scores(self, text: Tensor, frames: Tensor, patches: Tensor | None,
                     frames_mixed: Tensor | None = None, with_ps: bool = True) -> dict[str, Tensor]:
@@ -212,64 +210,7 @@ def rerank_candidates(coarse: Tensor, fine: dict[str, Tensor], weights: RerankWe
     return by_coarse.gather(1, by_combined), combined
 
 
-def apply_rerank(ranked: Tensor, order: Tensor) -> Tensor:
-    """Reorder the first K columns of ranked [Q, N] by order [Q, K]; columns K.. unchanged."""
-    k = order.shape[1]
-    if k > ranked.shape[1]:
-        raise ValueError(f"rerank order has {k} candidates but the ranking only {ranked.shape[1]}")
-    out = ranked.clone()
-    out[:, :k] = ranked[:, :k].gather(1, order)
-    return out
-
-
-def rerank_topk(head: EercfHead, text: Tensor, ranked: Tensor, coarse: Tensor, frames: Tensor,
-                patches: Tensor | None = None, frames_mixed: Tensor | None = None,
-                weights: RerankWeights = RerankWeights(), k: int = 50,
-                chunk_size: int | None = None) -> tuple[Tensor, Tensor]:
-    """Rerank the top k of a coarse ranking.
-
-    text [Q, D]; ranked [Q, N] video indices, best first; coarse [Q, >= min(k, N)] their coarse
-    scores in the same order; frames/patches/frames_mixed banks [Nv, .., D] indexed by `ranked`.
-    Returns (new ranking [Q, N], combined [Q, k'] scores of the new top k', k' = min(k, N)).
-    """
-    k = min(k, ranked.shape[1])
-    candidates = ranked[:, :k]
-    fine = fine_scores_for_pairs(head, text, frames, candidates, patches, frames_mixed,
-                                 with_ps=weights.ps != 0.0, chunk_size=chunk_size)
-    order, combined = rerank_candidates(coarse[:, :k], fine, weights)
-    return apply_rerank(ranked, order), combined.gather(1, order)
-
-
-# ---------------------------------------------------------------- cost
-
-
-def rerank_macs(k: int, T: int, num_patches: int, D: int, with_ps: bool = False) -> int:
-    """Multiply-adds per query to fine-score k candidates (features stored normalised).
-
-    Per candidate: T*D (t.F_f) + T*T (W_F mixing) + T (S_fw sum) + T*D (TIB pooling of f~)
-    + 2*D (pooled squared norm, t.pooled); with patches NP*D (t.P_p) + NP (S_pw sum); with_ps
-    adds NP*D + 2*D. Softmax exps, divisions and square roots are not counted.
-    """
-    per = T * D + T * T + T + T * D + 2 * D
-    if num_patches:
-        per += num_patches * D + num_patches
-        if with_ps:
-            per += num_patches * D + 2 * D
-    return k * per
-
-
-def two_tower_macs(n_videos: int, D: int) -> int:
-    """Multiply-adds per query for the dot products with every video embedding."""
-    return n_videos * D
-
-
 # ---------------------------------------------------------------- training loss
-
-
-def sym_ce(logits: Tensor) -> Tensor:
-    """CE over rows + CE over columns, targets the diagonal, each averaged: logits [B, B] -> scalar."""
-    target = torch.arange(logits.shape[0], device=logits.device)
-    return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
 
 
 def pearson_constraint(a: Tensor, b: Tensor) -> Tensor:
@@ -303,8 +244,8 @@ def eercf_loss(text: Tensor, frames: Tensor, patches: Tensor | None, head: Eercf
         main = main + MIX_PW * fine["pw"]
     v_fs = _tib_pool(_PAIRS, torch.einsum(_PAIRS.sim, t, fr[:, None]), mixed[:, None], TAU_FS)[:, 0]  # [B, D]
     parts = {
-        "ce_main": sym_ce(logit_scale * main),
-        "ce_tib": sym_ce(logit_scale * fine["fs"]),
+        "ce_main": symmetric_ce(logit_scale * main),
+        "ce_tib": symmetric_ce(logit_scale * fine["fs"]),
         "pc_video": pearson_constraint(t, v),
         "pc_tib": pearson_constraint(t, v_fs),
     }

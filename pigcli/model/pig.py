@@ -101,8 +101,3 @@ class PigModel(nn.Module):
         """e_v = fusioner(query, [x_v ; x_p ; x_f]) (section 4); query [B, D] or [B, Q, D]."""
         keys = torch.cat([video[:, None], proxies, frames], dim=1)
         return self.fusioner(query, keys)
-
-
-def generator_tokens(video: torch.Tensor, proxies: torch.Tensor, frames: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
-    """u = [x_v ; x_p ; x_f ; selected patches] -> [B, 1 + P + T + k, D]."""
-    return torch.cat([video[:, None], proxies, frames, selected], dim=1)

@@ -1,4 +1,4 @@
-"""What the stages share: the run summary, block-wise processing with resume, reading rows by id."""
+"""What the stages share: the run summary and block-wise processing with resume."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from typing import Callable
 import numpy as np
 
 from ..console import log, progress
-from ..errors import PigError
 from ..store import StageWriter
 
 BLOCK_ROWS = 1024  # rows per crash-safe block for the cheap per-row stages (select, generate, fuse, embed-text)
@@ -62,48 +61,6 @@ def run_blocks(writer: StageWriter, summary: StageSummary, num_rows: int, comput
     return summary
 
 
-def take_rows(dataset, rows: np.ndarray) -> np.ndarray:
-    """dataset[rows] for increasing row numbers: one slice when they are contiguous; from an HDF5
-    dataset, one slice read per run of consecutive rows (h5py's point selection took ~10x longer
-    for 50 scattered rows, benchmarks/RESULTS_cost.md)."""
-    rows = np.asarray(rows)
-    if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-        return dataset[int(rows[0]) : int(rows[-1]) + 1]
-    if not hasattr(dataset, "read_direct") or len(rows) == 0:
-        return dataset[rows]
-    out = np.empty((len(rows),) + tuple(dataset.shape[1:]), dataset.dtype)
-    breaks = np.flatnonzero(np.diff(rows) != 1) + 1
-    for first, end in zip(np.concatenate([[0], breaks]), np.concatenate([breaks, [len(rows)]])):
-        lo, hi = int(rows[first]), int(rows[end - 1]) + 1
-        dataset.read_direct(out, np.s_[lo:hi], np.s_[int(first) : int(end)])
-    return out
-
-
 def batched(count: int, size: int):
     for start in range(0, count, size):
         yield slice(start, min(start + size, count))
-
-
-def eercf_head_for_file(spec: str | None, handle, path, rerun_hint: str):
-    """The EERCF head (W_g, W_F) of -m, else of the model the file records; must be that file's model.
-    Read alone from the weights file: much faster than loading the model. Returns (head, ModelInfo)."""
-    from ..model.checkpoint import load_eercf_head, peek_model
-    from ..store import require_same_model
-
-    info = peek_model(spec or str(handle.attrs.get("model_path", "")) or None)
-    if info is None:
-        raise PigError(f"the EERCF head comes from {path}'s model, which was not found; "
-                       "pass -m MODEL (the pig model folder the file was made with)")
-    require_same_model(path, handle, info.identity.to_dict(), rerun_hint)
-    return load_eercf_head(info.path), info
-
-
-def model_for_file(spec: str | None, handle, path, device, rerun_hint: str):
-    """The model to continue a stage file with: -m, else the one the file was made with; must match it."""
-    from ..model.checkpoint import resolve_model
-    from ..store import require_same_model
-
-    recorded_path = str(handle.attrs.get("model_path", "")) or None
-    loaded = resolve_model(spec or recorded_path, device)
-    require_same_model(path, handle, loaded.identity.to_dict(), rerun_hint)
-    return loaded

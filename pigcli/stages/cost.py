@@ -1,11 +1,5 @@
-"""Online cost per query of each retrieval method on one index: multiply-adds and measured time.
-
-    index scan (two-tower meanpool = PIG)  N*D
-    + EERCF rerank of K                    N*D + K fine scorings (pigcli.model.eercf.rerank_macs)
-    xpool (single tower)                   N * (3 D^2 + 2 (M+T) D + D), with every video's key/value
-                                           projections cached; as X-Pool computes it (no cache) it is
-                                           N * (2 (M+T) D^2 + 3 D^2 + 2 (M+T) D + D)
-"""
+"""Online cost per query of each retrieval method on one index: multiply-adds (pigcli.core.cost) and
+measured time, as `pig rank --cost` and the demo report them."""
 
 from __future__ import annotations
 
@@ -14,29 +8,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..core.cost import rerank_macs, two_tower_macs, xpool_macs
 from ..store import open_stage_file, read_ids
-from .rank import INDEX_HINT, rank_index, rank_xpool
+from .scoring import INDEX_HINT, rank_index, rank_xpool
 
 
 @dataclass
 class MethodCost:
-    method: str
+    key: str              # 'scan', 'rerank' or 'xpool'
+    method: str           # what the report calls it
     macs_per_query: int
     seconds_per_query: float
     note: str = ""
 
 
-def xpool_macs(n_videos: int, keys: int, dim: int, cached_keys: bool = True) -> int:
-    per_pair = 3 * dim * dim + 2 * keys * dim + dim
-    if not cached_keys:
-        per_pair += 2 * keys * dim * dim
-    return n_videos * per_pair
-
-
 def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k: int = 50, top: int = 10,
                   xpool_videos: int = 2000) -> list[MethodCost]:
     """Time each method on these queries; xpool on at most `xpool_videos` videos, scaled to N (linear in N)."""
-    from ..model.eercf import rerank_macs, two_tower_macs
     from .rerank import rerank
 
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
@@ -48,7 +36,7 @@ def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k:
     start = time.perf_counter()
     scores, rows = rank_index(index_path, text, max(top, rerank_k))
     scan = (time.perf_counter() - start) / queries
-    costs.append(MethodCost("index scan (meanpool = PIG)", two_tower_macs(n, dim), scan))
+    costs.append(MethodCost("scan", "index scan (meanpool = PIG)", two_tower_macs(n, dim), scan))
     if features is not None:
         import h5py
 
@@ -57,7 +45,7 @@ def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k:
         start = time.perf_counter()
         rerank(text, rows, scores, features, video_ids, rerank_k, head=pig.eercf)
         fine = (time.perf_counter() - start) / queries
-        costs.append(MethodCost(f"index scan + EERCF rerank {rerank_k}",
+        costs.append(MethodCost("rerank", f"index scan + EERCF rerank {rerank_k}",
                                 two_tower_macs(n, dim) + rerank_macs(min(rerank_k, n), frames, patches, dim),
                                 scan + fine))
         sample = video_ids[: min(n, xpool_videos)]
@@ -65,7 +53,7 @@ def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k:
         rank_xpool(pig, features, sample, text, top, device)
         single = (time.perf_counter() - start) / queries * n / len(sample)
         note = "" if len(sample) == n else f"time scaled from {len(sample)} videos"
-        costs.append(MethodCost("xpool (single tower)", xpool_macs(n, 1 + proxies + frames, dim), single, note))
+        costs.append(MethodCost("xpool", "xpool (single tower)", xpool_macs(n, 1 + proxies + frames, dim), single, note))
     return costs
 
 

@@ -1,4 +1,4 @@
-"""`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (METHOD.md section 5).
+"""`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (docs/method.md s.5).
 
 Text longer than the model's max_text_tokens (50 by default, the PIG supplement's setting) is
 truncated with its end token kept; the run says which queries were cut.
@@ -12,28 +12,10 @@ import numpy as np
 
 from ..captions import Query, load_queries
 from ..console import warn
+from ..core.device import resolve_device
+from ..core.text import embed_texts
 from ..store import Provenance, json_hash
-from .common import StageSummary, batched, run_blocks, start_stage
-from .runtime import autocast, resolve_device
-
-
-def embed_texts(loaded, texts: list[str], *, max_tokens: int | None = None, batch_size: int = 256,
-                device=None, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
-    """Texts -> (e_t [Q, D] float32, truncated [Q] bool) with a loaded model."""
-    import torch
-
-    pig, tokenizer = loaded.model, loaded.tokenizer
-    device = device or next(pig.parameters()).device
-    max_tokens = max_tokens or pig.config.max_text_tokens
-    lengths = np.array([len(ids) for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]])
-    out = np.empty((len(texts), pig.embed_dim), np.float32)
-    for part in batched(len(texts), batch_size):
-        batch = tokenizer(texts[part], padding="max_length", truncation=True, max_length=max_tokens,
-                          return_tensors="pt")
-        with torch.inference_mode(), autocast(device, precision):
-            emb = pig.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device))
-        out[part] = emb.float().cpu().numpy()
-    return out, lengths > max_tokens
+from .common import StageSummary, run_blocks, start_stage
 
 
 def report_truncated(queries: list[Query], truncated: np.ndarray, max_tokens: int) -> None:
@@ -47,7 +29,7 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
                device: str = "auto", precision: str = "auto", batch_size: int = 256,
                force: bool = False) -> StageSummary:
     """Embed queries from a text file (one per line), a CSV/JSONL with ids, or '-' (stdin)."""
-    from ..model.checkpoint import resolve_model
+    from ..model.resolve import resolve_model
 
     queries, warnings = load_queries(source)
     for message in warnings:

@@ -1,4 +1,4 @@
-"""`pig eval`: R@1/5/10, MdR, MnR, text-to-video and video-to-text (METHOD.md section 9).
+"""`pig eval`: R@1/5/10, MdR, MnR, text-to-video and video-to-text (docs/method.md s.9).
 
 Captions whose video is not in the index are counted and reported, never silently dropped; index
 videos without a caption stay in the gallery as distractors (also reported).
@@ -13,10 +13,11 @@ import numpy as np
 
 from ..captions import group_paragraphs, load_captions
 from ..errors import PigError, UsageError
-from ..metrics import dsl as dual_softmax
-from ..metrics import format_table, gt_ranks, retrieval_metrics, summarize
+from ..core.metrics import dsl as dual_softmax
+from ..core.metrics import format_table, gt_ranks, retrieval_metrics, summarize
 from ..store import open_stage_file, read_ids
-from .rank import FEATURE_STAGES, INDEX_HINT, check_method, check_rerank, upstream_file, xpool_scores_blocks
+from .rank import check_method, check_rerank
+from .scoring import FEATURE_STAGES, INDEX_HINT, upstream_file, xpool_scores_blocks
 
 
 @dataclass
@@ -48,10 +49,10 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
              features: str | Path | None = None, paragraph: bool = False, dsl: bool = False,
              device: str = "auto", rerank_k: int = 0, rerank_weights=None) -> EvalReport:
     """Retrieval metrics of the index (or xpool) on these captions. rerank_k > 0: EERCF rerank of each
-    caption's top rerank_k first (METHOD.md s.7; text-to-video only, as rerank is per query)."""
-    from .common import model_for_file
-    from .embed_text import embed_texts
-    from .runtime import resolve_device
+    caption's top rerank_k first (docs/method.md s.7; text-to-video only, as rerank is per query)."""
+    from ..core.device import resolve_device
+    from ..core.text import embed_texts
+    from ..model.resolve import folder_for_file
 
     check_method(method)
     check_rerank(rerank_k, method)
@@ -64,7 +65,7 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
     with open_stage_file(index, ("fuse",), INDEX_HINT) as handle:
         video_ids = read_ids(handle)
         embedding = handle["embedding"][:] if method == "index" else None  # xpool scores from the tokens
-        loaded = model_for_file(model, handle, index, torch_device, "pig index with this model")
+        loaded = folder_for_file(model, handle, index, "pig index with this model").load(torch_device)
     column = {vid: i for i, vid in enumerate(video_ids)}
     kept = [c for c in captions if c.video_id in column]
     missing = sorted({c.video_id for c in captions if c.video_id not in column})

@@ -1,4 +1,4 @@
-"""`pig extract`: decode videos and run the video backbone (METHOD.md sections 1-2).
+"""`pig extract`: decode videos and run the video backbone (docs/method.md sections 1-2).
 
 Per video the output holds the video token, proxy tokens, frame tokens, the kept patch tokens with
 their flat indices, ITS scores of all patches, the sampled frame numbers and timestamps, and a status
@@ -18,13 +18,15 @@ import numpy as np
 from ..console import log, progress
 from ..decode_pool import Decoded, decode_videos
 from ..errors import UsageError
-from ..model.checkpoint import ModelInfo, load_checkpoint, peek_model, resolve_model
+from ..core.device import autocast, resolve_device
+from ..core.selection import kept_patch_index
+from ..model.checkpoint import ModelFolder
 from ..model.pig import BACKBONES
+from ..model.resolve import resolve_folder
+from ..sources import discover_videos, videos_fingerprint
 from ..store import Provenance, failure_counts
 from ..video import normalize, resolve_decoder
 from .common import StageSummary, start_stage
-from .runtime import autocast, resolve_device
-from .sources import discover_videos, videos_fingerprint
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
 
@@ -52,14 +54,10 @@ class ExtractSettings:
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
 
-    def identity(self, model: ModelInfo, decoder: str, device_precision: str) -> dict:
+    def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
         return {**asdict(self), "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
                 "precision": device_precision, "image_size": model.image_size}
-
-
-def _model_info(loaded) -> ModelInfo:
-    return ModelInfo(loaded.identity, loaded.model.config, loaded.model.image_size, loaded.path)
 
 
 def parse_patch_setting(value: str) -> int | None:
@@ -88,10 +86,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     entries = discover_videos(inputs, relative_ids)
     torch_device, precision = resolve_device(device, settings.precision)
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
-    info, loaded = peek_model(model), None
-    if info is None:  # a CLIP not yet converted: converting it loads it
-        loaded = resolve_model(model, torch_device)
-        info = _model_info(loaded)
+    info = resolve_folder(model)
     num_frames = settings.num_frames or info.config.num_frames
     block_size = block_videos()
     identity = settings.identity(info, decoder, precision)
@@ -109,7 +104,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
         summary.errors = failure_counts(output)
         summary.failed = sum(summary.errors.values())
         return summary
-    pig = (loaded or load_checkpoint(info.path, torch_device)).model
+    pig = info.load(torch_device).model
 
     blocks = [entries[i : i + block_size] for i in range(0, len(entries), block_size)]
     done = writer.done_blocks()
@@ -178,19 +173,10 @@ def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, k
             tokens = pig.encode_video(normalize(pixels, mean, std), backbone)
         tokens = {k: getattr(tokens, k).float().cpu().numpy() for k in ("video", "proxies", "frames", "patches", "its_score")}
         timings["model"] += time.perf_counter() - model_start
-        patch_index = _kept_patch_index(tokens["its_score"], kept)
+        patch_index = kept_patch_index(tokens["its_score"], kept)
         for j, row in enumerate(batch_rows):
             for name in ("video", "proxies", "frames", "its_score"):
                 columns[name][row] = tokens[name][j]
             columns["patch_index"][row] = patch_index[j]
             columns["patches"][row] = tokens["patches"][j][patch_index[j]]
     return columns
-
-
-def _kept_patch_index(its_score: np.ndarray, kept: int) -> np.ndarray:
-    """Flat patch indices to store: all in order, or the `kept` best by ITS score, in patch order."""
-    total = its_score.shape[1]
-    if kept >= total:
-        return np.broadcast_to(np.arange(total, dtype=np.int32), its_score.shape).copy()
-    best = np.argsort(-its_score, axis=1, kind="stable")[:, :kept]
-    return np.sort(best, axis=1).astype(np.int32)

@@ -1,8 +1,8 @@
-"""`pig rank`: exact top-K videos per query (METHOD.md sections 5 and 8).
+"""`pig rank`: exact top-K videos per query (docs/method.md sections 5, 7 and 8).
 
-index (two-tower / PIG):  s(t, v) = e_t . e_v over the stored index, blocked scan with a running top-k.
-xpool (single tower):     s(t, v) = e_t . fusioner(e_t, [x_v ; x_p ; x_f]) for every (query, video)
-                          pair at query time: the upper bound a pseudo-query approximates; slow by design.
+--method index scans the stored vectors (two tower or PIG); --method xpool scores every (query, video)
+pair with the real query (single tower, slow by design); --rerank K reorders each query's top K with
+EERCF's fine scores (stages/rerank.py). The scoring itself is in stages/scoring.py.
 """
 
 from __future__ import annotations
@@ -17,13 +17,11 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PigError, UsageError
-from ..store import decode_ids, open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
-from .common import take_rows
+from ..store import open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
+from .scoring import FEATURE_STAGES, INDEX_HINT, rank_index, rank_xpool, read_ids_at, upstream_file
 
 RANK_METHODS = ("index", "xpool")
 FORMATS = ("tsv", "jsonl", "trec")
-INDEX_HINT = "pig fuse gen.h5 -m MODEL -o index.h5 (or pig index VIDEOS -o index.h5)"
-FEATURE_STAGES = ("extract", "select", "generate")
 
 
 @dataclass
@@ -56,87 +54,11 @@ def resolve_rank_inputs(first: Path | None, second: Path | None) -> tuple[Path |
     return first, second
 
 
-def upstream_file(path: str | Path, stages: tuple[str, ...]) -> Path | None:
-    """Follow a stage file's recorded inputs back to the nearest file of one of `stages`."""
-    current = Path(path)
-    for _ in range(8):
-        attrs = read_attrs(current)
-        if attrs.get("stage") in stages:
-            return current
-        parents = [i for i in attrs.get("inputs", []) if "stage" in i and Path(i["path"]).is_file()]
-        if not parents:
-            return None
-        current = Path(parents[0]["path"])
-    return None
-
-
 def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray]:
     with open_stage_file(path, ("embed-text",), "pig embed-text QUERIES -m MODEL -o q.h5") as handle:
         require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
                            f"pig embed-text with the model of {index_path}")
         return read_ids(handle), handle["embedding"][:]
-
-
-def read_ids_at(index_path, rows: np.ndarray | None = None) -> list[str] | dict[int, str]:
-    """Every video id of the index (rows None), or {row: id} for the rows given (any shape)."""
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
-        if rows is None:
-            return read_ids(handle)
-        wanted = np.unique(rows)
-        return dict(zip(wanted.tolist(), decode_ids(take_rows(handle["ids"], wanted))))
-
-
-def rank_index(index_path: str | Path, query_embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k rows and scores of e_t . e_v over the index file, read block by block."""
-    from ..search import exact_topk
-
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
-        return exact_topk(handle["embedding"], query_embedding, k, row_norm_bound=stored_norm_bound(handle))
-
-
-def stored_norm_bound(handle) -> float | None:
-    """The largest of the per-row norm bounds `pig fuse` stores (/norm), or None (older index files)."""
-    if "norm" not in handle or handle["norm"].shape[0] == 0:
-        return None
-    bound = float(np.max(handle["norm"][:]))
-    return bound if np.isfinite(bound) else None
-
-
-def xpool_scores_blocks(pig, features: str | Path, video_ids: list[str], text: np.ndarray, device,
-                        block_videos: int = 256):
-    """Yield (first row, scores [Q, block]) of the single-tower score, video block by video block."""
-    import torch
-
-    with open_stage_file(features, FEATURE_STAGES, "pig extract VIDEOS -m MODEL -o feats.h5") as handle:
-        position = {vid: i for i, vid in enumerate(read_ids(handle))}
-        missing = [v for v in video_ids if v not in position]
-        if missing:
-            raise PigError(f"{features} lacks {len(missing)} videos of the index (e.g. {missing[0]}); "
-                           "pass the extract file the index was built from with --features")
-        queries = torch.from_numpy(np.asarray(text, np.float32)).to(device)
-        for start in range(0, len(video_ids), block_videos):
-            rows = np.array([position[v] for v in video_ids[start : start + block_videos]])
-            order = np.argsort(rows)  # h5py reads increasing rows
-            keys = [torch.from_numpy(np.asarray(take_rows(handle[n], rows[order]), np.float32)).to(device)
-                    for n in ("video", "proxies", "frames")]
-            inverse = torch.from_numpy(np.argsort(order)).to(device)
-            keys = [k[inverse] for k in keys]
-            with torch.inference_mode():
-                fused = pig.fuse(queries.expand(len(rows), -1, -1), *keys)           # [B, Q, D]
-                scores = torch.einsum("qd,bqd->qb", queries, fused)
-            yield start, scores.float().cpu()
-
-
-def rank_xpool(pig, features, video_ids: list[str], text: np.ndarray, k: int, device) -> tuple[np.ndarray, np.ndarray]:
-    import torch
-
-    from ..search import RunningTopK
-
-    top = RunningTopK(len(text), min(k, len(video_ids)))
-    for start, scores in xpool_scores_blocks(pig, features, video_ids, text, device):
-        rows = torch.arange(start, start + scores.shape[1]).expand(scores.shape[0], -1)
-        top.merge(scores, rows)
-    return top.result()
 
 
 def check_method(method: str) -> None:
@@ -173,9 +95,10 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
     on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (METHOD.md s.7).
     cost: also print each method's online cost per query on these queries to stderr."""
-    from .common import eercf_head_for_file, model_for_file
-    from .embed_text import embed_texts, report_truncated
-    from .runtime import resolve_device
+    from ..core.device import resolve_device
+    from ..core.text import embed_texts
+    from ..model.resolve import folder_for_file
+    from .embed_text import report_truncated
 
     check_method(method)
     if (query_file is None) == (queries is None):
@@ -187,19 +110,20 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     torch_device, _ = resolve_device(device)
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
         n_videos = handle["ids"].shape[0]
-        loaded = None
-        if queries is not None or method == "xpool" or cost:
-            loaded = model_for_file(model, handle, index_path, torch_device, "pig index with this model")
+        loaded = head = None
+        needs_model = queries is not None or method == "xpool" or cost
+        if needs_model or rerank_k:
+            folder = folder_for_file(model, handle, index_path, "pig index with this model")
+            loaded = folder.load(torch_device) if needs_model else None
+            # the rerank head alone is read much faster than the whole model
+            head = (loaded.model.eercf if loaded else folder.load_eercf_head()) if rerank_k else None
         if query_file is not None:
             query_ids, text = load_query_file(query_file, handle, index_path)
         else:
             text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
             report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
             query_ids = [q.id for q in queries]
-        head, index_model = None, recorded_model(handle)
-        if rerank_k:  # the model's rerank head; read alone unless the whole model is loaded anyway
-            head = (loaded.model.eercf if loaded is not None
-                    else eercf_head_for_file(model, handle, index_path, "pig index with this model")[0])
+        index_model = recorded_model(handle)
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
                      torch_device, rerank_k or 50, k, n_videos)

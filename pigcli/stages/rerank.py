@@ -1,4 +1,4 @@
-"""EERCF coarse-to-fine reranking on top of any index (METHOD.md section 7).
+"""EERCF coarse-to-fine reranking on top of any index (docs/method.md s.7).
 
 Recall: the index's top K videos per query (the PIG or meanpool score is the coarse score).
 Rerank those K by  w_fw S_fw + w_fs S_fs + w_pw S_pw + w_coarse S_coarse ; the rest keep coarse order.
@@ -17,8 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import PigError
-from ..store import decode_ids, open_stage_file, read_ids, require_same_model
-from .common import take_rows
+from ..store import decode_ids, open_stage_file, read_ids, require_same_model, take_rows
 
 FEATURE_HINT = "pig extract VIDEOS -m MODEL -o feats.h5 (the file the index was built from)"
 

@@ -25,10 +25,9 @@ import torch
 from ..captions import load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
-from ..stages.common import take_rows
-from ..stages.select import EXTRACT_HINT, gather_patches, top_k_patches
-from ..stages.sources import discover_videos
-from ..store import ok_rows, open_stage_file, read_ids, recorded_model
+from ..core.selection import gather_patches, require_kept_patches, top_k_patches
+from ..sources import discover_videos
+from ..store import EXTRACT_HINT, ok_rows, open_stage_file, read_ids, recorded_model, recorded_model_path, take_rows
 from ..video import VideoError, read_clip
 
 FEATURE_BLOCK_ROWS = 256  # rows read from the extract file at a time
@@ -103,12 +102,6 @@ def rank_slice(batch: PlannedBatch, rank: int, world_size: int) -> PlannedBatch:
     return PlannedBatch(batch.videos[part], batch.captions[part])
 
 
-def tokenize(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
-    """Token ids and mask, truncated to the model's max_text_tokens (end token kept, as embed-text does)."""
-    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-
-
 # --- what the heads take --------------------------------------------------------------------------
 
 @dataclass
@@ -166,7 +159,7 @@ class FeatureSource:
             ids = read_ids(handle)
             self.ids = [ids[r] for r in rows]
             self._file_rows = rows
-            _check_kept_patches(self.path, handle, k)
+            require_kept_patches(self.path, handle["patch_index"].shape[1], k)
         self.k = k
         self._row_of = {vid: i for i, vid in enumerate(self.ids)}
         self.tokens: HeadInputs | None = None
@@ -211,13 +204,6 @@ def _settings(handle) -> dict:
     return json.loads(handle.attrs.get("settings", "{}"))
 
 
-def _check_kept_patches(path: Path, handle, k: int) -> None:
-    kept = handle["patch_index"].shape[1]
-    if kept < k:
-        raise UsageError(f"{path} kept {kept} patch tokens per video, fewer than the model's select_k {k}; "
-                         f"rerun extract with --patches all (or top-N with N >= {k})")
-
-
 def check_features_model(path: Path, handle, loaded) -> None:
     """The features must be what this model's backbone computes.
 
@@ -229,8 +215,8 @@ def check_features_model(path: Path, handle, loaded) -> None:
         return
     from ..model.checkpoint import is_checkpoint, load_checkpoint
 
-    recorded_path = str(handle.attrs.get("model_path", ""))
-    if recorded_path and is_checkpoint(recorded_path):
+    recorded_path = recorded_model_path(handle)
+    if is_checkpoint(recorded_path):
         if backbone_fingerprint(load_checkpoint(recorded_path).model) == backbone_fingerprint(loaded.model):
             log(f"{path} was made with {recorded.get('name')}; its backbone weights equal this model's")
             return

@@ -42,11 +42,6 @@ def teardown(context: DistContext) -> None:
         dist.destroy_process_group()
 
 
-def barrier(context: DistContext) -> None:
-    if context.active:
-        dist.barrier()
-
-
 def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate `tensor` [b, ...] from every rank along dim 0 -> [world * b, ...], in rank order.
 

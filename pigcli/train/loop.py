@@ -27,17 +27,19 @@ import torch
 
 from ..console import log, progress, warn
 from ..errors import UsageError
-from ..metrics import retrieval_metrics
-from ..model.checkpoint import resolve_model, save_checkpoint
+from ..core.metrics import retrieval_metrics
+from ..model.checkpoint import save_checkpoint
+from ..model.resolve import resolve_model
 from ..model.pig import BACKBONES
-from ..stages.embed_text import embed_texts
-from ..stages.runtime import autocast, resolve_device
+from ..core.text import embed_texts
+from ..core.device import autocast, resolve_device
 from ..video import resolve_decoder
 from . import distributed as dist_utils
-from .data import (FeatureSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice,
-                   tokenize)
-from .forward import METHODS, TrainStep, encode_pixels, video_embedding, xpool_scores
-from .losses import clamp_logit_scale_
+from ..core.text import tokenize
+from .data import FeatureSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice
+from ..core.methods import METHODS, xpool_scores
+from .forward import TrainStep, encode_pixels, head_embedding
+from ..core.losses import clamp_logit_scale_
 
 STATE_FORMAT = "pig-train-state/1"
 ADAM_BETAS = (0.9, 0.98)
@@ -591,7 +593,7 @@ class Trainer:
                 if self.config.method == "xpool":
                     parts.append([t.float() for t in (inputs.video, inputs.proxies, inputs.frames)])
                 else:
-                    parts.append(video_embedding(pig, inputs, self.config.method).float())
+                    parts.append(head_embedding(pig, inputs, self.config.method).float())
             valid.append(batch.valid.cpu().numpy())
         keep = np.concatenate(valid)
         texts = [text for caps, ok in zip(val.captions, keep) if ok for text in caps]

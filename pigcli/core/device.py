@@ -1,4 +1,8 @@
-"""Device and precision choices shared by the stages that run the model."""
+"""Device and precision: what the stages, training and search run on.
+
+PRECISIONS is the one list of precision names: model stages autocast to it, and the exact search
+uses it for the precision of its candidate filter.
+"""
 
 from __future__ import annotations
 

@@ -24,7 +24,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from .device import PRECISIONS
+
 _SCAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Unit roundoff (half an ulp at 1) and half the smallest subnormal, per scan dtype.
 _UNIT = {torch.float32: 2.0**-24, torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11}

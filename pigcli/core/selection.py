@@ -1,0 +1,52 @@
+"""The Informativeness Token Selector's choices (docs/method.md s.2).
+
+Every patch j of a video has a score s_j = max_h A[h, j] (the last vision layer's attention from v_cls,
+computed by the backbone). The selector takes the k best patches jointly over all frames (not k per
+frame), best first, ties to the lower flat patch index. `pig select`, `pig extract --patches top-N`
+and training all choose through these functions, so they agree on the patches and their order.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PigError
+
+
+def top_k_patches(its_score: np.ndarray, k: int) -> np.ndarray:
+    """[N, T*L] scores -> [N, k] flat patch indices, best first, ties to the lower index."""
+    return np.argsort(-its_score, axis=1, kind="stable")[:, :k]
+
+
+def kept_patch_index(its_score: np.ndarray, kept: int) -> np.ndarray:
+    """Flat indices of the patches extract stores: all of them, or the `kept` best, in patch order."""
+    total = its_score.shape[1]
+    if kept >= total:
+        return np.broadcast_to(np.arange(total, dtype=np.int32), its_score.shape).copy()
+    return np.sort(top_k_patches(its_score, kept), axis=1).astype(np.int32)
+
+
+def gather_patches(stored: np.ndarray, stored_index: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    """Features [N, k, D] of the chosen flat patch indices, looked up among the kept patches
+    (stored [N, K, D] with their flat indices stored_index [N, K])."""
+    out = np.empty(chosen.shape + (stored.shape[-1],), np.float32)
+    for i in range(len(chosen)):
+        position = {int(p): j for j, p in enumerate(stored_index[i])}
+        out[i] = stored[i][[position[int(p)] for p in chosen[i]]]
+    return out
+
+
+def select_patch_tokens(patches, its_score, k: int):
+    """Torch twin for a batch the backbone just computed: patches [B, T*L, D], its_score [B, T*L]
+    -> the k selected patch tokens [B, k, D] (the same choice as top_k_patches)."""
+    import torch
+
+    chosen = torch.from_numpy(top_k_patches(its_score.detach().float().cpu().numpy(), k)).to(patches.device)
+    return patches.gather(1, chosen[..., None].expand(-1, -1, patches.shape[-1]))
+
+
+def require_kept_patches(path, kept: int, k: int) -> None:
+    """An extract file must keep at least the k patches the selector takes."""
+    if kept < k:
+        raise PigError(f"{path} kept {kept} patch tokens per video, fewer than the {k} the selector takes "
+                       f"(-k, default the model's); rerun extract with --patches all (or top-N with N >= {k})")

@@ -1,0 +1,43 @@
+"""Query text: tokens and the text embedding e_t (docs/method.md s.5).
+
+Text longer than the model's max_text_tokens (50 by default) is truncated with its end token kept;
+callers get a flag per text so that they can say which were cut. Training tokenises with the same
+function, so a caption is cut the same way in training, validation, `pig embed-text` and `pig rank`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .device import autocast
+
+
+def tokenize(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:
+    """Token ids and attention mask [B, <= max_tokens], padded to the longest text of the batch.
+
+    Padding never changes a text's embedding: CLIP's text encoder is causal and pools at the first
+    end token."""
+    batch = tokenizer(texts, padding="longest", truncation=True, max_length=max_tokens, return_tensors="pt")
+    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+
+
+def truncated(tokenizer, texts: list[str], max_tokens: int) -> np.ndarray:
+    """[Q] bool: which texts have more than max_tokens tokens (start and end tokens included)."""
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]]
+    return np.array(lengths, dtype=np.int64) > max_tokens
+
+
+def embed_texts(loaded, texts: list[str], *, max_tokens: int | None = None, batch_size: int = 256,
+                device=None, precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+    """Texts -> (e_t [Q, D] float32, truncated [Q] bool) with a loaded model (.model, .tokenizer)."""
+    pig, tokenizer = loaded.model, loaded.tokenizer
+    device = device or next(pig.parameters()).device
+    max_tokens = max_tokens or pig.config.max_text_tokens
+    out = np.empty((len(texts), pig.embed_dim), np.float32)
+    for start in range(0, len(texts), batch_size):
+        batch = tokenize(tokenizer, texts[start : start + batch_size], max_tokens)
+        with torch.inference_mode(), autocast(device, precision):
+            emb = pig.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        out[start : start + len(emb)] = emb.float().cpu().numpy()
+    return out, truncated(tokenizer, texts, max_tokens)
