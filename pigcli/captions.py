@@ -16,15 +16,13 @@ from __future__ import annotations
 import codecs
 import csv
 import json
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from pigcli.errors import PigError
+from .errors import PigError
 
-log = logging.getLogger(__name__)
 
 VIDEO_KEY = "video_id"
 # First match wins, so 'caption' beats 'text' when a file has both.
@@ -72,10 +70,12 @@ def read_captions(path: str | Path) -> tuple[list[Caption], list[str]]:
 
 
 def load_captions(path: str | Path) -> list[Caption]:
-    """Captions of a file in any accepted format; warnings go to the 'pigcli.captions' logger."""
+    """Captions of a file in any accepted format; warnings go to stderr like every other warning."""
+    from .console import warn
+
     captions, warnings = read_captions(path)
     for warning in warnings:
-        log.warning(warning)
+        warn(warning)
     return captions
 
 

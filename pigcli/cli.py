@@ -213,7 +213,7 @@ def select_cmd(
     k: Optional[int] = typer.Option(None, "-k", help="tokens per video, chosen jointly over all frames (default: the model's, 16)"),
     force: bool = typer.Option(False, help=FORCE_HELP),
 ):
-    """Informativeness Token Selector: the k most attended patch tokens of each video (METHOD.md s.2).
+    """Informativeness Token Selector: the k most attended patch tokens of each video (docs/method.md s.2).
 
     Example:
       pig select feats.h5 -k 16 -o sel.h5
@@ -231,7 +231,7 @@ def generate_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     force: bool = typer.Option(False, help=FORCE_HELP),
 ):
-    """Pseudo-queries: one generated query vector per video from its selected tokens (METHOD.md s.3).
+    """Pseudo-queries: one generated query vector per video from its selected tokens (docs/method.md s.3).
 
     Example:
       pig generate sel.h5 -m models/pig-b32 -o gen.h5
@@ -250,7 +250,7 @@ def fuse_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     force: bool = typer.Option(False, help=FORCE_HELP),
 ):
-    """Fuse each video into one vector: the index that rank searches (METHOD.md s.4).
+    """Fuse each video into one vector: the index that rank searches (docs/method.md s.4).
 
     Examples:
       pig fuse gen.h5 -m models/pig-b32 -o index.h5
@@ -271,7 +271,7 @@ def embed_text_cmd(
     device: str = typer.Option("auto", help=DEVICE_HELP),
     force: bool = typer.Option(False, help=FORCE_HELP),
 ):
-    """Embed queries with CLIP's text encoder (METHOD.md s.5).
+    """Embed queries with CLIP's text encoder (docs/method.md s.5).
 
     Examples:
       pig embed-text queries.txt -m models/pig-b32 -o q.h5
@@ -282,7 +282,7 @@ def embed_text_cmd(
     _report(embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force), "queries")
 
 
-# EERCF rerank options, shared by rank and eval (defaults: METHOD.md section 7, RerankWeights)
+# EERCF rerank options, shared by rank and eval (defaults: docs/method.md section 7, RerankWeights)
 RERANK_OPTION = typer.Option(0, "--rerank", help=f"EERCF: rerank each query's top K by frame/patch scores with the model's rerank head; --rerank alone: K = {RERANK_DEFAULT_K} (the paper's); 0: off. The K scores become the combined rerank scores")
 W_FW_OPTION = typer.Option(0.8, "--w-fw", help="rerank weight of S_fw (frame-weighted score)")
 W_FS_OPTION = typer.Option(0.2, "--w-fs", help="rerank weight of S_fs (text-gated frame pooling)")

@@ -5,7 +5,7 @@
 2. a small CLIP from scratch (preset 'toy', word tokens learned from the training captions);
 3. two trainings with the same code and data: meanpool (two tower) and PIG (hybrid tower);
 4. every stage on the test videos (extract, select, generate, fuse) and `eval` on the test captions
-   for meanpool, PIG, and xpool (single tower: PIG's fusioner with the real query, METHOD.md s.8);
+   for meanpool, PIG, and xpool (single tower: PIG's fusioner with the real query, docs/method.md s.8);
 5. a table of R@1/R@5/R@10/MdR and the online cost per query of each method.
 
 Every step reuses what a previous run in the same folder finished (corpus, model, trainings, stage
@@ -27,7 +27,7 @@ class DemoSettings:
     frames: int = 8              # T: frames sampled per video
     epochs: int = 25
     batch_size: int = 64
-    lr: float = 5e-4             # from scratch: one rate for every weight (shared/TOY_TRAINING.md)
+    lr: float = 5e-4             # from scratch: one rate for every weight (docs/toy-corpus.md)
     seed: int = 0
     workers: int = 1             # decoding processes
 

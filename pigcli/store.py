@@ -83,8 +83,8 @@ def read_attrs(path: str | Path) -> dict:
 
 def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str, random_access: bool = False):
     """Open a stage file for reading, checking that it exists, is a pig file, and has a usable stage.
-    random_access: reads of scattered rows follow; HDF5's chunk cache then only costs (measured: 50
-    rows of frame tokens 22 ms with it, 3.6 ms without), so it is turned off."""
+    random_access: reads of scattered rows follow; HDF5's chunk cache then only costs, so it is turned
+    off (the rerank's reads: benchmarks/RESULTS_cost.md)."""
     import h5py
 
     path = Path(path)
@@ -147,8 +147,8 @@ def ok_rows(handle) -> np.ndarray:
 
 def take_rows(dataset, rows: np.ndarray) -> np.ndarray:
     """dataset[rows] for increasing row numbers: one slice when they are contiguous; from an HDF5
-    dataset, one slice read per run of consecutive rows (h5py's point selection took ~10x longer
-    for 50 scattered rows, benchmarks/RESULTS_cost.md)."""
+    dataset, one slice read per run of consecutive rows (h5py's point selection is much slower
+    for scattered rows: benchmarks/RESULTS_cost.md)."""
     rows = np.asarray(rows)
     if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
         return dataset[int(rows[0]) : int(rows[-1]) + 1]

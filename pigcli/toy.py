@@ -467,7 +467,7 @@ def _clashes(index: ClaimIndex, unit: list[tuple[frozenset[Atom], list[ToyCaptio
 
 def tie_aware_r1(ties: Sequence[int]) -> tuple[float, float]:
     """(pessimistic, expected) R@1 in percent of a perfect model, where caption i fits ties[i] videos
-    (its own included) equally well. Pessimistic ties (METHOD.md s.9) rank it at ties-1: a hit only
+    (its own included) equally well. Pessimistic ties (docs/method.md s.9) rank it at ties-1: a hit only
     when ties == 1; a random tie break gives 1/ties."""
     ties = np.asarray(ties, dtype=np.float64)
     if ties.size == 0 or (ties < 1).any():
@@ -522,7 +522,7 @@ class CorpusStats:
     captions_per_video: float
     stories: dict[str, int]
     reversed_pairs: int
-    r1_ceiling: float | None           # test split, pessimistic ties (METHOD.md s.9)
+    r1_ceiling: float | None           # test split, pessimistic ties (docs/method.md s.9)
     r1_ceiling_expected: float | None  # test split, random tie break
     r1_order_blind: float | None       # the same for a model blind to frame order (e.g. mean pooling)
     r1_order_blind_expected: float | None

@@ -1,4 +1,4 @@
-"""The video backbones against independent computations (METHOD.md sections 1-2).
+"""The video backbones against independent computations (docs/method.md sections 1-2).
 
 The reference below re-implements one CLIP encoder layer in plain torch (float64) from the layer's
 weights, and realises the ViP attention pattern WITHOUT a mask: each group of query tokens attends to
@@ -202,7 +202,7 @@ def clip_per_frame(pig, pixels: torch.Tensor) -> torch.Tensor:
 def test_vip_tokens_with_frame_only_mask_equal_clip_per_frame(tiny_model) -> None:
     """The untrained ViP *tokens* are exactly CLIP's per frame; only the mask makes ViP differ.
 
-    METHOD.md says an untrained model "equals frame-wise CLIP on every frame", but by its own mask
+    docs/method.md says an untrained model "equals frame-wise CLIP on every frame", but by its own mask
     the frame tokens also attend to the global tokens (copies of CLS + pos 0 at the first layer), so
     equality cannot hold for ViP's outputs. What holds exactly: the ViP token sequence
     (`backbone.embed`, zero temporal embedding, frame CLS = class embedding) run through CLIP's layers

@@ -2,6 +2,10 @@
 
 import json
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a subprocess running the whole demo
+
 
 def test_demo_runs_every_method_and_reuses_finished_steps(tmp_path, run_pig) -> None:
     work = tmp_path / "demo"

@@ -194,6 +194,7 @@ def test_frames_backbone_file(mixed_folder, tiny_model_dir, tmp_path) -> None:
 
 # --- the command line, reruns and settings changes -------------------------------------------------
 
+@pytest.mark.slow
 def test_cli_extract_reports_failures(run_pig, mixed_folder, mixed_extract, tiny_model_dir, tmp_path) -> None:
     output = tmp_path / "cli.h5"
     code, out, err = run_pig(["extract", mixed_folder, "-m", tiny_model_dir, "-o", output, "--workers", "0"])
@@ -269,6 +270,7 @@ def test_duplicate_ids_and_relative_ids(tmp_path, tiny_model_dir) -> None:
 
 # --- resume after SIGKILL ---------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_resume_after_kill(tmp_path, tiny_model_dir, pig_cache, run_pig, monkeypatch) -> None:
     folder = tmp_path / "videos"
     for i in range(12):
@@ -316,6 +318,7 @@ def test_bad_block_size_env(tmp_path, tiny_model_dir, video_folder, monkeypatch)
 
 # --- worker processes and the per-video timeout ------------------------------------------------------
 
+@pytest.mark.slow
 def test_worker_pool_matches_in_process_and_times_out(mixed_folder, mixed_extract, tiny_model_dir, tmp_path) -> None:
     """--workers 2 gives the same file as --workers 0; a decode that hangs (reading a named pipe with
     no writer blocks in open()) is killed after --timeout and recorded as failed."""

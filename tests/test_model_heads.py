@@ -1,4 +1,4 @@
-"""The pseudo-query generator and the fusioner against independent computations (METHOD.md sections 3-4).
+"""The pseudo-query generator and the fusioner against independent computations (docs/method.md sections 3-4).
 
 Generator: a hand-built forward pass in plain float64 torch from the generator's own weights
 (mapper, [BOS; mapped; EOS] + positions, CLIP text layers written out, final LN, EOS, projection).
@@ -175,7 +175,7 @@ def _np_softmax(x: np.ndarray) -> np.ndarray:
 
 
 def numpy_fusioner(t: np.ndarray, keys: np.ndarray, w: dict, heads: int, dropout_zero: bool = False) -> np.ndarray:
-    """METHOD.md section 4 for one query t [D] and keys [K, D]; w: name -> (weight, bias) / (gain, bias)."""
+    """docs/method.md section 4 for one query t [D] and keys [K, D]; w: name -> (weight, bias) / (gain, bias)."""
     dim = t.shape[0]
     dh = dim // heads
     t1 = _np_ln(t, *w["ln1"])

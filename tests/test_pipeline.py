@@ -57,6 +57,7 @@ def stage_lines(stderr: str) -> dict[str, str]:
     return lines
 
 
+@pytest.mark.slow
 def test_index_rank_eval_and_staged_cache(tmp_path, video_folder, tiny_model_dir, tiny_model, run_pig) -> None:
     index = tmp_path / "idx.h5"
     files = {"extract": tmp_path / "idx.feats.h5", "select": tmp_path / "idx.sel.h5",

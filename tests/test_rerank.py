@@ -1,4 +1,4 @@
-"""EERCF rerank on top of an index (`pig rank --rerank K`, METHOD.md s.7) and the `--cost` report.
+"""EERCF rerank on top of an index (`pig rank --rerank K`, docs/method.md s.7) and the `--cost` report.
 
 Expected scores are computed here in numpy (float64) from the extract file's frame and patch tokens
 and the index embeddings, never with pigcli.model.eercf (whose units are in test_eercf.py):

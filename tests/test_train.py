@@ -1,4 +1,4 @@
-"""`pig train` (METHOD.md section 6): losses, which weights each stage trains, frozen-feature vs raw-video
+"""`pig train` (docs/method.md section 6): losses, which weights each stage trains, frozen-feature vs raw-video
 training, resume, a short training that learns, the CLI, and feature gathering for multi-GPU runs.
 
 Corpus: 12 generated videos, 4 colours x 3, a coloured square moving over grey; captions name the
@@ -177,7 +177,7 @@ def test_meanpool_trains_text_side_only_with_frozen_features(corpus, tmp_path):
                    for k in changed)
 
 
-# --- EERCF's loss (METHOD.md section 7) -------------------------------------------------------------
+# --- EERCF's loss (docs/method.md section 7) -------------------------------------------------------------
 
 def first_batch_loss_by_hand(corpus) -> float:
     """EERCF's loss of a run's first batch, recomputed from the model, the extract file's tokens and the

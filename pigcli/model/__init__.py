@@ -1,1 +1,1 @@
-"""The PIG model: ViP video backbone, ITS, pseudo-query generator, fusioner (METHOD.md sections 1-4)."""
+"""The PIG model: ViP video backbone, ITS, pseudo-query generator, fusioner (docs/method.md sections 1-4)."""

@@ -1,4 +1,4 @@
-"""Video encoders over CLIP's vision tower (METHOD.md sections 1 and 2).
+"""Video encoders over CLIP's vision tower (docs/method.md sections 1 and 2).
 
 `ViPBackbone`: CLIP-ViP style video proxy tokens. One sequence per video:
     [v_cls, proxy_1..P, (frame_cls_f, patches_f) for f in 1..T]
@@ -62,7 +62,7 @@ def last_layer_query_attention(layer: nn.Module, hidden_in: torch.Tensor, query_
 
 
 class ViPBackbone(nn.Module):
-    """CLIP vision tower + video proxy tokens + temporal embedding (METHOD.md section 1)."""
+    """CLIP vision tower + video proxy tokens + temporal embedding (docs/method.md section 1)."""
 
     def __init__(self, vision_model: nn.Module, visual_projection: nn.Module, num_frames: int, num_proxies: int):
         super().__init__()
@@ -73,7 +73,7 @@ class ViPBackbone(nn.Module):
         # Proxies and frame CLS start as CLIP's class embedding; temporal embedding as zeros, so an
         # untrained model's tokens of every frame are exactly CLIP's. Its frame outputs are close to
         # frame-wise CLIP but not equal: frame tokens also attend to the global tokens (the mask of
-        # METHOD.md section 1); tests/test_backbone.py measures the gap.
+        # docs/method.md section 1); tests/test_backbone.py measures the gap.
         self.proxy_tokens = nn.Parameter(cls.repeat(num_proxies, 1))
         self.frame_cls = nn.Parameter(cls.clone())
         self.temporal_embedding = nn.Parameter(torch.zeros(num_frames, width))

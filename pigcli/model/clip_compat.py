@@ -2,7 +2,7 @@
 
 transformers 4.x encoder layers take `(hidden, attention_mask, causal_attention_mask)` and return a
 tuple; 5.x layers take `(hidden, attention_mask)` and return a tensor. We never fork the layer code
-(METHOD.md section 1): we only call it.
+(docs/method.md section 1): we only call it.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run_layer(layer: nn.Module, hidden: torch.Tensor, mask: torch.Tensor | None)
 
 def skip_weight_init():
     """A context in which transformers (and torch.nn.init) skip random initialisation, for models whose
-    weights are loaded right after (a B/32 builds in ~0.3 s instead of ~2 s). transformers moved the
+    weights are loaded right after (building a model is then several times faster). transformers moved the
     helper between versions; without it, models are built normally (slower, same result)."""
     import contextlib
 

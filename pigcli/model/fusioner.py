@@ -1,4 +1,4 @@
-"""Pseudo-interaction fusioner: X-Pool cross attention with the pseudo-query as query (METHOD.md section 4).
+"""Pseudo-interaction fusioner: X-Pool cross attention with the pseudo-query as query (docs/method.md section 4).
 
     t' = LN1(t)    V' = LN1(V)                                  (LN1 shared)
     a  = softmax_j( (Wk v'_j) . (Wq t') / sqrt(d_head) )         per head; one head by default (d_head = D)

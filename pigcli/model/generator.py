@@ -1,4 +1,4 @@
-"""Pseudo-query generator (METHOD.md section 3).
+"""Pseudo-query generator (docs/method.md section 3).
 
 u = [x_v ; x_p ; x_f ; selected patches]                                  [B, n, D]
 seq = [e_BOS ; mapper(u) ; e_EOS] + text position embeddings 0..n+1       [B, n+2, H]

@@ -59,7 +59,7 @@ class PigModel(nn.Module):
             clip.text_model, clip.text_projection, embed_dim, config.bos_token_id, config.eos_token_id
         )
         self.fusioner = Fusioner(embed_dim, config.fusion_heads, config.fusion_dropout)
-        # EERCF rerank weights W_g, W_F (METHOD.md section 7): identities until `pig train` learns them
+        # EERCF rerank weights W_g, W_F (docs/method.md section 7): identities until `pig train` learns them
         # (--method eercf or --eercf-weight); `pig rank --rerank` and `pig fuse --method eercf` use them.
         self.eercf = EercfHead(embed_dim, config.num_frames)
 
@@ -77,7 +77,7 @@ class PigModel(nn.Module):
         return (vision.image_size // vision.patch_size) ** 2
 
     def encode_video(self, pixels: torch.Tensor, backbone: str = "vip") -> VideoTokens:
-        """pixels [B, T, 3, S, S], normalised -> VideoTokens (METHOD.md sections 1-2)."""
+        """pixels [B, T, 3, S, S], normalised -> VideoTokens (docs/method.md sections 1-2)."""
         if backbone == "vip":
             return self.backbone(pixels)
         if backbone == "frames":
@@ -90,7 +90,7 @@ class PigModel(nn.Module):
         return self.clip.text_projection(out.pooler_output)
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """e_t [B, D], normalised (METHOD.md section 5)."""
+        """e_t [B, D], normalised (docs/method.md section 5)."""
         return F.normalize(self.text_features(input_ids, attention_mask), dim=-1)
 
     def generate(self, generator_tokens: torch.Tensor) -> torch.Tensor:

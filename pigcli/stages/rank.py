@@ -93,7 +93,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
          method: str = "index", features: str | Path | None = None, model: str | None = None,
          device: str = "auto", rerank_k: int = 0, rerank_weights=None, cost: bool = False) -> Ranking:
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
-    on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (METHOD.md s.7).
+    on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7).
     cost: also print each method's online cost per query on these queries to stderr."""
     from ..core.device import resolve_device
     from ..core.text import embed_texts

@@ -1,4 +1,4 @@
-"""`pig train`: stage 1 (generator pretraining) and stage 2 (joint fine-tuning), METHOD.md section 6.
+"""`pig train`: stage 1 (generator pretraining) and stage 2 (joint fine-tuning), docs/method.md section 6.
 
 Library API:
     from pigcli.train import TrainConfig, train

@@ -106,7 +106,7 @@ def rank_slice(batch: PlannedBatch, rank: int, world_size: int) -> PlannedBatch:
 
 @dataclass
 class HeadInputs:
-    """Backbone outputs the heads need (METHOD.md sections 1-3)."""
+    """Backbone outputs the heads need (docs/method.md sections 1-3)."""
 
     video: torch.Tensor      # [B, D]    x_v
     proxies: torch.Tensor    # [B, P, D] x_p

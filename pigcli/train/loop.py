@@ -1,4 +1,4 @@
-"""`pig train`: the training loop (METHOD.md section 6).
+"""`pig train`: the training loop (docs/method.md section 6).
 
 Stage 1 (generator pretraining): only the generator trains; L = L_gen.
 Stage 2 (joint): everything the method uses trains (the backbone unless --freeze-backbone);
