@@ -221,6 +221,24 @@ def test_select_refuses_k_above_kept_patches(topn_extract, tmp_path) -> None:
         select(topn_extract, tmp_path / "sel2.h5", k=21)
 
 
+def test_a_missing_recorded_model_is_an_error_that_says_to_pass_m(tiny_extract, tiny_model_dir, tmp_path) -> None:
+    """Stages after extract default to the model the file records; when that folder is gone they say so
+    (before, select silently fell back to pig's default k)."""
+    import shutil
+
+    moved = tmp_path / "feats.h5"
+    shutil.copy(tiny_extract, moved)
+    with h5py.File(moved, "a") as handle:
+        handle.attrs["model_path"] = str(tmp_path / "deleted-model")
+    code, out, err = pig("select", moved, "-o", tmp_path / "sel.h5")
+    assert code == 1 and out == ""
+    assert "deleted-model is gone; pass -m MODEL" in err and err.count("\n") == 1
+    assert not (tmp_path / "sel.h5").exists()
+    assert pig("select", moved, "-m", tiny_model_dir, "-o", tmp_path / "sel.h5")[0] == 0
+    assert read(tmp_path / "sel.h5", "selected_index")["selected_index"].shape[1] == 16  # the model's k
+    assert pig("select", moved, "-k", 4, "-o", tmp_path / "sel4.h5")[0] == 0  # -k needs no model
+
+
 # --- generate and fuse ------------------------------------------------------------------------------
 
 def test_generate_file_equals_model_generate(chain, tiny_model) -> None:
