@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from pigcli.errors import UsageError
 from pigcli.train.distributed import gather_with_grad
-from pigcli.train.loop import TrainConfig, per_stage, train
+from pigcli.train import TrainConfig, train
+from pigcli.train.config import per_stage
 from pigcli.train.losses import (LOGIT_SCALE_MAX, clamp_logit_scale_, generation_loss, retrieval_loss,
                                  retrieval_loss_from_scores)
 
@@ -255,7 +256,7 @@ def test_eercf_loss_on_raw_videos_uses_every_patch(tiny_model):
 
 def test_eercf_head_has_no_weight_decay(tiny_model_dir):
     from pigcli.model.checkpoint import load_checkpoint
-    from pigcli.train.loop import param_groups, set_trainable
+    from pigcli.train.optim import param_groups, set_trainable
 
     pig = load_checkpoint(tiny_model_dir).model
     set_trainable(pig, 2, "eercf", True, "vip", eercf=True)
