@@ -1,4 +1,4 @@
-"""`pig train`: stage 1 (generator pretraining) and stage 2 (joint fine-tuning), METHOD.md section 6.
+"""`pig train`: phase 1 (generator pretraining) and phase 2 (joint fine-tuning), METHOD.md section 6.
 
 Library API:
     from pigcli.train import TrainConfig, train
@@ -6,16 +6,16 @@ Library API:
                                features="feats.h5", model="models/pig-b32"))
 
 Modules:
-    config       TrainConfig, TrainResult, per-stage values, --stages, checks on the settings
+    config       TrainConfig, TrainResult, per-phase values, --phases, checks on the settings
     losses       L_ret, L_gen
     forward      what each method computes from a batch (TrainStep) and for validation
     data         captions, frozen features, raw-video loader, per-epoch batch plans
     distributed  torchrun helpers, feature gathering
-    optim        what trains in each stage, parameter groups, AdamW, warm-up + cosine schedule
+    optim        what trains in each phase, parameter groups, AdamW, warm-up + cosine schedule
     validate     validation metrics, choice of the best checkpoint
     runlog       OUT/log.jsonl
     state        OUT/state.pt for --resume: save/load, RNG states, atomic writes
-    loop         the Trainer (stages, epochs, steps, checkpoints) and train()
+    loop         the Trainer (phases, epochs, steps, checkpoints) and train()
 """
 
 from __future__ import annotations

@@ -81,9 +81,9 @@ class TrainStep(nn.Module):
     2-process run equals a 1-process run on the same global batch.
     """
 
-    def __init__(self, pig, method: str, stage: int, alpha: float, backbone: str, eercf_weight: float = 0.0):
+    def __init__(self, pig, method: str, phase: int, alpha: float, backbone: str, eercf_weight: float = 0.0):
         super().__init__()
-        self.pig, self.method, self.stage, self.alpha, self.backbone = pig, method, stage, alpha, backbone
+        self.pig, self.method, self.phase, self.alpha, self.backbone = pig, method, phase, alpha, backbone
         # --method eercf trains with EERCF's loss alone; other methods add it with --eercf-weight
         self.eercf_weight = 1.0 if method == "eercf" else eercf_weight
 
@@ -98,7 +98,7 @@ class TrainStep(nn.Module):
         q_hat = pseudo_query(pig, tokens) if self.method == "pig" else None
         zero = text.new_zeros((), dtype=torch.float32)
         l_gen = generation_loss(q_hat[valid], text[valid]) if q_hat is not None else zero
-        if self.stage == 1:
+        if self.phase == 1:
             return {"loss": l_gen, "l_ret": zero, "l_gen": l_gen, "l_eercf": zero}
         keep = gather_with_grad(valid.to(torch.uint8)).bool()  # gathered as bytes: NCCL has no bool
         l_ret = zero if self.method == "eercf" else self._retrieval(F.normalize(text, dim=-1), tokens, q_hat, keep)

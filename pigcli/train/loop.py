@@ -1,11 +1,11 @@
-"""`pig train`: the training loop (METHOD.md section 6), stage by stage, epoch by epoch, step by step.
+"""`pig train`: the training loop (METHOD.md section 6), phase by phase, epoch by epoch, step by step.
 
-Stage 1 (generator pretraining): only the generator trains; L = L_gen.
-Stage 2 (joint): everything the method uses trains (the backbone unless --freeze-backbone);
+Phase 1 (generator pretraining): only the generator trains; L = L_gen.
+Phase 2 (joint): everything the method uses trains (the backbone unless --freeze-backbone);
 L = L_ret + alpha L_gen (L_ret alone for meanpool and xpool) + beta L_eercf (--eercf-weight beta,
 default 0; --method eercf: L_eercf alone). L_eercf trains the EERCF rerank head W_g, W_F.
 
-Each stage has its own optimiser and schedule (optim), gradient clipping and bf16 autocast on GPU.
+Each phase has its own optimiser and schedule (optim), gradient clipping and bf16 autocast on GPU.
 Validation after every epoch on a separate split (validate); the best checkpoint (by text-to-video
 R@1) goes to OUT/best, the final one to OUT/last, both normal pig model folders. OUT/state.pt makes a
 run resumable (state, --resume), OUT/log.jsonl records every step and epoch (runlog).
@@ -28,7 +28,7 @@ from ..model.checkpoint import resolve_model, save_checkpoint
 from ..stages.runtime import autocast, resolve_device
 from ..video import resolve_decoder
 from . import distributed as dist_utils
-from .config import TrainConfig, TrainResult, check_config, parse_stages, per_stage
+from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
 from .data import (FeatureSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice,
                    tokenize)
 from .forward import TrainStep
@@ -45,11 +45,11 @@ LOSS_KEYS = ("loss", "l_ret", "l_gen", "l_eercf")  # what TrainStep returns, log
 
 @dataclass
 class _Position:
-    stage_index: int = 0
+    phase_index: int = 0
     epoch: int = 0
     batch: int = 0        # batches done in the current epoch
     step: int = 0         # optimiser steps over the whole run
-    stage_step: int = 0   # optimiser steps in the current stage
+    phase_step: int = 0   # optimiser steps in the current phase
 
 
 def training_device(config: TrainConfig, context: dist_utils.DistContext) -> tuple[torch.device, str]:
@@ -64,15 +64,15 @@ def training_device(config: TrainConfig, context: dist_utils.DistContext) -> tup
 
 
 class Trainer:
-    """One training run: set-up, then stage by stage, epoch by epoch, step by step from its position."""
+    """One training run: set-up, then phase by phase, epoch by epoch, step by step from its position."""
 
     def __init__(self, config: TrainConfig, context: dist_utils.DistContext):
         self.config, self.context = config, context
-        self.stages = parse_stages(config.stages, config.method)
-        check_config(config, self.stages)
-        self.epochs = per_stage(config.epochs, "epochs", int)
-        self.steps = per_stage(config.steps, "steps", int)
-        self.lr, self.lr_clip = per_stage(config.lr, "lr"), per_stage(config.lr_clip, "lr_clip")
+        self.phases = parse_phases(config.phases, config.method)
+        check_config(config, self.phases)
+        self.epochs = per_phase(config.epochs, "epochs", int)
+        self.steps = per_phase(config.steps, "steps", int)
+        self.lr, self.lr_clip = per_phase(config.lr, "lr"), per_phase(config.lr_clip, "lr_clip")
         if config.batch_size % context.world_size:
             raise UsageError(f"--batch-size {config.batch_size} must be divisible by the "
                              f"{context.world_size} torchrun processes")
@@ -158,14 +158,14 @@ class Trainer:
         self.final_loss, self.epoch_losses = state["final_loss"], state["epoch_losses"]
         self.log.truncate_after(self.position.step)
         self._resumed_state = state
-        log(f"resuming {self.out} at stage {self.stages[min(self.position.stage_index, len(self.stages) - 1)]}, "
+        log(f"resuming {self.out} at phase {self.phases[min(self.position.phase_index, len(self.phases) - 1)]}, "
             f"epoch {self.position.epoch + 1}, step {self.position.step}")
 
-    def save_model(self, name: str, stage: int, epoch: int, metrics: dict | None) -> Path | None:
-        """A normal pig model folder (every stage accepts it), with the run's settings in its config."""
+    def save_model(self, name: str, phase: int, epoch: int, metrics: dict | None) -> Path | None:
+        """A normal pig model folder (every pipeline stage accepts it), with the run's settings in its config."""
         if not self.context.is_main:
             return None
-        self.pig.config.extra["train"] = {"settings": self.config.identity(), "stage": stage, "epoch": epoch + 1,
+        self.pig.config.extra["train"] = {"settings": self.config.identity(), "phase": phase, "epoch": epoch + 1,
                                           "step": self.position.step, "val": metrics}
         return save_checkpoint(self.pig, self.loaded.tokenizer, self.out / name, name=f"{self.out.name}/{name}")
 
@@ -181,36 +181,36 @@ class Trainer:
                             "precision": self.precision})
             metrics = self.validate()
             if metrics:
-                self.log.write({"event": "val", "stage": 0, "epoch": 0, "step": 0, "val": metrics})
+                self.log.write({"event": "val", "phase": 0, "epoch": 0, "step": 0, "val": metrics})
                 log(f"before training: {summary(metrics)}")
         stopped = False
-        while self.position.stage_index < len(self.stages) and not stopped:
-            stopped = self.run_stage(self.stages[self.position.stage_index])
+        while self.position.phase_index < len(self.phases) and not stopped:
+            stopped = self.run_phase(self.phases[self.position.phase_index])
         last = None
         if not stopped:
-            stage = self.stages[-1]
-            last = self.save_model("last", stage, self.stage_plan(stage)[0] - 1, self.last_metrics)
+            phase = self.phases[-1]
+            last = self.save_model("last", phase, self.phase_plan(phase)[0] - 1, self.last_metrics)
             self.log.write({"event": "end", "step": self.position.step})
         return self.result(stopped, last)
 
-    def stage_plan(self, stage: int) -> tuple[int, int]:
-        """(epochs, optimiser steps) of a stage: --steps when given, else --epochs full passes."""
+    def phase_plan(self, phase: int) -> tuple[int, int]:
+        """(epochs, optimiser steps) of a phase: --steps when given, else --epochs full passes."""
         per_epoch = batches_per_epoch(len(self.train_set), self.config.batch_size)
-        steps = self.steps[stage]
+        steps = self.steps[phase]
         if steps:
             return math.ceil(steps / per_epoch), steps
-        epochs = self.epochs[stage]
+        epochs = self.epochs[phase]
         if not epochs or epochs < 1:
-            raise UsageError(f"stage {stage} needs --epochs >= 1 or --steps >= 1")
+            raise UsageError(f"phase {phase} needs --epochs >= 1 or --steps >= 1")
         return epochs, epochs * per_epoch
 
-    def run_stage(self, stage: int) -> bool:
-        """Train one stage from the current position; True when stopped by stop_after."""
+    def run_phase(self, phase: int) -> bool:
+        """Train one phase from the current position; True when stopped by stop_after."""
         config, pig = self.config, self.pig
-        epochs, total_steps = self.stage_plan(stage)
-        trainable = set_trainable(pig, stage, config.method, config.freeze_backbone or self.source.frozen,
+        epochs, total_steps = self.phase_plan(phase)
+        trainable = set_trainable(pig, phase, config.method, config.freeze_backbone or self.source.frozen,
                                   self.backbone, eercf=config.trains_eercf_head)
-        optimizer, scheduler = make_optimizer(pig, self.lr[stage], self.lr_clip[stage], config.weight_decay,
+        optimizer, scheduler = make_optimizer(pig, self.lr[phase], self.lr_clip[phase], config.weight_decay,
                                               config.warmup, total_steps)
         if self._resumed_state is not None:
             if self._resumed_state["optimizer"] is not None:
@@ -218,14 +218,14 @@ class Trainer:
                 scheduler.load_state_dict(self._resumed_state["scheduler"])
             restore_rng(self._resumed_state["rng"], self.device)
             self._resumed_state = None
-        log(f"stage {stage}: {config.method}, {trainable:,} trainable weights, {epochs} epochs, {total_steps} steps, "
+        log(f"phase {phase}: {config.method}, {trainable:,} trainable weights, {epochs} epochs, {total_steps} steps, "
             f"batch {config.batch_size}, {len(self.train_set)} videos")
-        step_module = self._wrap(TrainStep(pig, config.method, stage, config.alpha, self.backbone,
+        step_module = self._wrap(TrainStep(pig, config.method, phase, config.alpha, self.backbone,
                                                 config.eercf_weight))
         while self.position.epoch < epochs:
-            if self.run_epoch(stage, step_module, optimizer, scheduler, total_steps):
+            if self.run_epoch(phase, step_module, optimizer, scheduler, total_steps):
                 return True
-        self.position = _Position(self.position.stage_index + 1, 0, 0, self.position.step, 0)
+        self.position = _Position(self.position.phase_index + 1, 0, 0, self.position.step, 0)
         self.save_state(None, None)
         return False
 
@@ -237,15 +237,15 @@ class Trainer:
         ids = [self.device.index] if self.device.type == "cuda" else None
         return DistributedDataParallel(step_module, device_ids=ids)
 
-    def run_epoch(self, stage: int, step_module, optimizer, scheduler, total_steps: int) -> bool:
+    def run_epoch(self, phase: int, step_module, optimizer, scheduler, total_steps: int) -> bool:
         """Train from the current batch to the end of the epoch, then validate; True when stopped."""
         config, position = self.config, self.position
-        plan = epoch_plan(self.train_set, config.batch_size, config.seed, stage, position.epoch)
-        plan = plan[: max(0, total_steps - position.stage_step + position.batch)]  # --steps may end mid-epoch
+        plan = epoch_plan(self.train_set, config.batch_size, config.seed, phase, position.epoch)
+        plan = plan[: max(0, total_steps - position.phase_step + position.batch)]  # --steps may end mid-epoch
         local = [rank_slice(b, self.context.rank, self.context.world_size) for b in plan]
         todo = local[position.batch :]
         start, pairs_before = time.perf_counter(), self.pairs_this_run
-        with progress(len(todo) * config.batch_size, f"stage {stage} epoch {position.epoch + 1}", "pairs") as bar:
+        with progress(len(todo) * config.batch_size, f"phase {phase} epoch {position.epoch + 1}", "pairs") as bar:
             batches = self.source.iterate([self.train_rows[b.videos] for b in todo])
             for batch, planned in zip(batches, todo):  # source first: it is run to its end
                 if config.stop_after is not None and self.steps_this_run >= config.stop_after:
@@ -253,15 +253,15 @@ class Trainer:
                     self.save_state(optimizer, scheduler)
                     log(f"stopped after {self.steps_this_run} steps (--stop-after); continue with --resume")
                     return True
-                self.epoch_losses.append(self.train_step(step_module, optimizer, scheduler, planned, batch, stage))
+                self.epoch_losses.append(self.train_step(step_module, optimizer, scheduler, planned, batch, phase))
                 bar.advance(config.batch_size)
         seconds = time.perf_counter() - start  # steps and the waits for decoded batches, not validation
         self.train_seconds += seconds
-        self.end_epoch(stage, optimizer, scheduler, {"seconds": round(seconds, 3),
+        self.end_epoch(phase, optimizer, scheduler, {"seconds": round(seconds, 3),
                                                      "pairs_per_s": (self.pairs_this_run - pairs_before) / seconds})
         return False
 
-    def train_step(self, step_module, optimizer, scheduler, planned, batch, stage: int) -> dict:
+    def train_step(self, step_module, optimizer, scheduler, planned, batch, phase: int) -> dict:
         config, pig, device = self.config, self.pig, self.device
         texts = [self.train_set.captions[v][c] for v, c in zip(planned.videos, planned.captions)]
         tokens = tokenize(self.loaded.tokenizer, texts, pig.config.max_text_tokens)
@@ -269,7 +269,7 @@ class Trainer:
         valid = batch.valid.to(device)
         inputs = ({"pixels": batch.pixels.to(device, non_blocking=True)} if batch.pixels is not None
                   else {"tokens": batch.tokens.to(device)})
-        enough = dist_utils.all_sum(float(valid.sum()), device) >= (1 if stage == 1 else 2)
+        enough = dist_utils.all_sum(float(valid.sum()), device) >= (1 if phase == 1 else 2)
         lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
         values = {key: float("nan") for key in LOSS_KEYS}
         if enough:  # the same decision on every rank: a batch of undecodable videos is skipped everywhere
@@ -286,15 +286,15 @@ class Trainer:
         scheduler.step()  # even for a skipped batch: the schedule follows the plan
         self.position.batch += 1
         self.position.step += 1
-        self.position.stage_step += 1
+        self.position.phase_step += 1
         self.pairs_this_run += len(planned.videos) * self.context.world_size
-        record = {"event": "step", "stage": stage, "epoch": self.position.epoch + 1, "step": self.position.step,
+        record = {"event": "step", "phase": phase, "epoch": self.position.epoch + 1, "step": self.position.step,
                   **values, "scale": float(pig.clip.logit_scale.detach().exp()), "lr": lrs,
                   "videos": int(valid.sum()) if enough else 0}
         self.log.write(record)
         return values
 
-    def end_epoch(self, stage: int, optimizer, scheduler, timing: dict) -> None:
+    def end_epoch(self, phase: int, optimizer, scheduler, timing: dict) -> None:
         position, losses = self.position, self.epoch_losses
         self.epoch_losses = []
         self.final_loss = float(np.nanmean([v["loss"] for v in losses])) if losses else self.final_loss
@@ -302,16 +302,16 @@ class Trainer:
         improved = is_better(metrics, self.best_metrics)
         if improved:
             self.best_metrics = metrics
-            self.save_model("best", stage, position.epoch, metrics)
+            self.save_model("best", phase, position.epoch, metrics)
         self.last_metrics = metrics
-        self.log.write({"event": "epoch", "stage": stage, "epoch": position.epoch + 1, "step": position.step,
+        self.log.write({"event": "epoch", "phase": phase, "epoch": position.epoch + 1, "step": position.step,
                         "train_loss": self.final_loss,
                         **{key: float(np.nanmean([v[key] for v in losses])) if losses else None
                            for key in LOSS_KEYS if key != "loss"},
                         "val": metrics, "best": improved, **timing})
-        log(f"stage {stage} epoch {position.epoch + 1}: loss {self.final_loss:.4f}, {summary(metrics)}"
+        log(f"phase {phase} epoch {position.epoch + 1}: loss {self.final_loss:.4f}, {summary(metrics)}"
             f"{' (best)' if improved else ''}")
-        self.position = _Position(position.stage_index, position.epoch + 1, 0, position.step, position.stage_step)
+        self.position = _Position(position.phase_index, position.epoch + 1, 0, position.step, position.phase_step)
         self.save_state(optimizer, scheduler)
 
     def validate(self) -> dict | None:

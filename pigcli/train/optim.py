@@ -1,7 +1,7 @@
-"""What trains in each stage, and the optimiser and learning-rate schedule of a stage.
+"""What trains in each phase, and the optimiser and learning-rate schedule of a phase.
 
-Stage 1 trains the generator only; stage 2 everything the method uses (the backbone unless
---freeze-backbone; the EERCF rerank head W_g, W_F when EERCF's loss is part of it). Per stage: AdamW
+Phase 1 trains the generator only; phase 2 everything the method uses (the backbone unless
+--freeze-backbone; the EERCF rerank head W_g, W_F when EERCF's loss is part of it). Per phase: AdamW
 (betas 0.9/0.98, weight decay on matrices only), two learning rates (CLIP weights: lr_clip; new
 modules: lr), and a linear warm-up followed by cosine decay.
 """
@@ -22,13 +22,13 @@ NO_DECAY_PREFIXES = ("eercf.",)
 BACKBONE_PREFIXES = ("clip.vision_model.", "clip.visual_projection.", "backbone.")
 
 
-def is_trainable(name: str, stage: int, method: str, freeze_backbone: bool, backbone: str,
+def is_trainable(name: str, phase: int, method: str, freeze_backbone: bool, backbone: str,
                  eercf: bool = False) -> bool:
-    """Which parameters a stage trains: stage 1 the generator only; stage 2 everything the method uses
+    """Which parameters a phase trains: phase 1 the generator only; phase 2 everything the method uses
     (eercf: whether EERCF's loss is part of it)."""
     if name.startswith("generator."):
         return method == "pig"
-    if stage == 1:
+    if phase == 1:
         return False
     if name.startswith("eercf."):
         return eercf
@@ -40,11 +40,11 @@ def is_trainable(name: str, stage: int, method: str, freeze_backbone: bool, back
     return True  # CLIP's text encoder, text projection, logit scale
 
 
-def set_trainable(pig, stage: int, method: str, freeze_backbone: bool, backbone: str, eercf: bool = False) -> int:
+def set_trainable(pig, phase: int, method: str, freeze_backbone: bool, backbone: str, eercf: bool = False) -> int:
     """Set requires_grad on every parameter; returns how many values train."""
     count = 0
     for name, param in pig.named_parameters():  # shared vision-tower weights appear once, as clip.*
-        param.requires_grad_(is_trainable(name, stage, method, freeze_backbone, backbone, eercf))
+        param.requires_grad_(is_trainable(name, phase, method, freeze_backbone, backbone, eercf))
         count += param.numel() if param.requires_grad else 0
     return count
 
@@ -74,7 +74,7 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
 
 
 def make_optimizer(pig, lr: float, lr_clip: float, weight_decay: float, warmup: float, total_steps: int):
-    """AdamW over the trainable parameters and its warm-up + cosine schedule, for one stage's total_steps."""
+    """AdamW over the trainable parameters and its warm-up + cosine schedule, for one phase's total_steps."""
     optimizer = torch.optim.AdamW(param_groups(pig, lr, lr_clip, weight_decay), betas=ADAM_BETAS, eps=ADAM_EPS)
     warmup_steps = round(warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps))

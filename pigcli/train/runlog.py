@@ -2,7 +2,7 @@
 
 Events: 'start' (settings, data, devices), 'step' (losses, logit scale, learning rates), 'val' (before
 training), 'epoch' (mean losses, validation metrics, timing) and 'end'. Step, val and epoch records
-carry the training stage (key 'stage'; 0 before training) and the run's optimiser step count.
+carry the training phase (key 'phase'; 0 before training) and the run's optimiser step count.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """OUT/state.pt: what --resume needs to continue a run exactly as if it had not stopped.
 
 The state holds the run's settings (`TrainConfig.identity`, which a resumed run must match), its
-position (stage, epoch, batch, steps), the model, optimiser and schedule, the RNG states (dropout
+position (phase, epoch, batch, steps), the model, optimiser and schedule, the RNG states (dropout
 continues with the same random numbers) and the metrics and losses recorded so far. It is written
 atomically: a run killed while saving leaves the previous state.
 """
@@ -15,12 +15,12 @@ import torch
 
 from ..errors import UsageError
 
-STATE_FORMAT = "pig-train-state/1"
+STATE_FORMAT = "pig-train-state/2"  # /2: training phases (position phase_index, phase_step; settings 'phases')
 
 
 def save_state(path: Path, settings: dict, position: dict, model, optimizer, scheduler, device: torch.device,
                progress: dict) -> None:
-    """Write the state; optimizer and scheduler are None between stages (a stage starts fresh ones)."""
+    """Write the state; optimizer and scheduler are None between phases (a phase starts fresh ones)."""
     state = {"format": STATE_FORMAT, "config": settings, "position": position, "model": model.state_dict(),
              "optimizer": optimizer.state_dict() if optimizer else None,
              "scheduler": scheduler.state_dict() if scheduler else None, "rng": rng_state(device), **progress}
