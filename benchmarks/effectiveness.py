@@ -6,7 +6,7 @@ For each seed, in WORK/seed<S>, the demo's steps (pigcli.demo.prepare_demo / eva
 seed for the corpus, the random 'toy' model and both trainings: text-to-video R@1/R@5/R@10/MdR of
 meanpool (two tower), pig (hybrid tower) and xpool (single tower), plus pig + EERCF rerank of the top
 --rerank-k with the untrained EERCF head (identities). With --eercf (default), two more trainings learn
-the rerank head (METHOD.md s.7): pig with EERCF's loss added (`--eercf-weight 1`), ranked with and
+the rerank head (docs/method.md s.7): pig with EERCF's loss added (`--eercf-weight 1`), ranked with and
 without the rerank, and EERCF alone (`--method eercf`: index t . W_g v), with and without the rerank.
 --rerank-k 0 skips every rerank. A rerun reuses what a seed's folder already holds.
 

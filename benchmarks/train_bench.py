@@ -3,7 +3,7 @@
     python benchmarks/train_bench.py [--presets tiny,toy] [--videos 32] [--batch-size 16] [--epochs 3]
                                      [--workers 1] [--threads 1]
 
-For each preset, on the same generated videos and model (method pig, stage 2):
+For each preset, on the same generated videos and model (method pig, phase 2):
   frozen features       --features feats.h5 --freeze-backbone (heads + text encoder; no decoding)
   raw, frozen backbone  --videos --freeze-backbone (decoding + backbone forward without gradients)
   raw, full fine-tune   --videos (decoding + backbone forward and backward)
@@ -67,7 +67,7 @@ def main() -> None:
 
     from pigcli.model.factory import init_random
     from pigcli.stages.extract import extract
-    from pigcli.train.loop import TrainConfig, train
+    from pigcli.train import TrainConfig, train
 
     print("| preset | mode | videos | batch | frames | epochs | workers | torch threads | pairs/s (last epoch) "
           "| s/step | wall s |")
@@ -83,7 +83,7 @@ def main() -> None:
             for name, mode in MODES.items():
                 output = tmp / f"run-{preset}-{name.replace(' ', '').replace(',', '-')}"
                 config = TrainConfig(
-                    output=output, captions=captions, model=str(model), method="pig", stages="2",
+                    output=output, captions=captions, model=str(model), method="pig", phases="2",
                     features=features if mode["features"] else None,
                     videos=None if mode["features"] else tmp / "corpus" / "videos",
                     freeze_backbone=mode["freeze_backbone"], epochs=args.epochs, batch_size=args.batch_size,

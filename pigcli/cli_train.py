@@ -23,7 +23,7 @@ def train_cmd(
     videos: Optional[Path] = typer.Option(None, "--videos", help="raw-video mode: a folder (or list file) of videos, decoded every epoch"),
     val_captions: Optional[Path] = typer.Option(None, "--val-captions", help="validation split (never the test split): picks OUT/best by t2v R@1"),
     method: str = typer.Option("pig", help="pig (hybrid tower) | meanpool (two tower) | xpool (single tower) | eercf (two tower + EERCF loss)"),
-    stages: Optional[str] = typer.Option(None, help="1 (generator pretraining), 2 (joint) or 1,2; default 1,2 for pig, 2 otherwise"),
+    phases: Optional[str] = typer.Option(None, help="training phases: 1 (generator pretraining), 2 (joint) or 1,2; default 1,2 for pig, 2 otherwise"),
     epochs: str = typer.Option("5", help=f"epochs per stage; {PER_STAGE}"),
     steps: Optional[str] = typer.Option(None, help=f"optimiser steps per stage instead of epochs; {PER_STAGE}"),
     batch_size: int = typer.Option(128, help="global batch (split over torchrun processes)"),
@@ -50,15 +50,15 @@ def train_cmd(
     Multi-GPU: torchrun --nproc-per-node 4 -m pigcli train ... (DistributedDataParallel).
 
     Examples:
-      pig train --captions train.csv --val-captions val.csv --features feats.h5 --stages 1 -m models/pig-b32 -o runs/s1
-      pig train --captions train.csv --val-captions val.csv --videos videos/ -m runs/s1/best --stages 2 -o runs/s2
-      pig train ... --stages 2 --eercf-weight 1 -o runs/s2   # also learn the rerank head for pig rank --rerank
+      pig train --captions train.csv --val-captions val.csv --features feats.h5 --phases 1 -m models/pig-b32 -o runs/s1
+      pig train --captions train.csv --val-captions val.csv --videos videos/ -m runs/s1/best --phases 2 -o runs/s2
+      pig train ... --phases 2 --eercf-weight 1 -o runs/s2   # also learn the rerank head for pig rank --rerank
     """
     from .train.loop import TrainConfig, train
 
     config = TrainConfig(
         output=output, captions=captions, model=model, features=features, videos=videos, val_captions=val_captions,
-        method=method, stages=stages, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
+        method=method, phases=phases, epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip, freeze_backbone=freeze_backbone,
         backbone=backbone, decoder=decoder, workers=workers, device=device, precision=precision, seed=seed,
         resume=resume, stop_after=stop_after)

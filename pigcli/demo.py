@@ -122,7 +122,7 @@ def train_method(run: Path, model: Path, corpus: Path, method: str, settings: De
         return run / "best"
     log(f"train {method}: {settings.epochs} epochs from scratch on the training split")
     config = TrainConfig(output=run, captions=corpus / "train.csv", val_captions=corpus / "val.csv", model=str(model),
-                         videos=corpus / "videos", method=method, eercf_weight=eercf_weight, stages="2",
+                         videos=corpus / "videos", method=method, eercf_weight=eercf_weight, phases="2",
                          epochs=settings.epochs,
                          batch_size=settings.batch_size, lr=settings.lr, lr_clip=settings.lr, warmup=0.05,
                          seed=settings.seed, workers=settings.workers, resume=(run / "state.pt").is_file())

@@ -1,4 +1,4 @@
-"""`pig train` (docs/method.md section 6): losses, which weights each stage trains, frozen-feature vs raw-video
+"""`pig train` (docs/method.md section 6): losses, which weights each phase trains, frozen-feature vs raw-video
 training, resume, a short training that learns, the CLI, and feature gathering for multi-GPU runs.
 
 Corpus: 12 generated videos, 4 colours x 3, a coloured square moving over grey; captions name the
@@ -21,8 +21,9 @@ import torch.nn.functional as F
 
 from pigcli.errors import UsageError
 from pigcli.train.distributed import gather_with_grad
-from pigcli.train.loop import TrainConfig, per_stage, train
 from pigcli.core.losses import LOGIT_SCALE_MAX, clamp_logit_scale_, generation_loss, retrieval_loss
+from pigcli.train import TrainConfig, train
+from pigcli.train.config import per_phase
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 230), "yellow": (235, 220, 30)}
 
@@ -76,7 +77,7 @@ def corpus(tmp_path_factory):
 def config(corpus, output: Path, **overrides) -> TrainConfig:
     videos, train_captions, val_captions, model, features = corpus
     base = dict(output=output, captions=train_captions, val_captions=val_captions, model=str(model),
-                features=features, stages="2", freeze_backbone=True, batch_size=8, epochs=1, lr=1e-3,
+                features=features, phases="2", freeze_backbone=True, batch_size=8, epochs=1, lr=1e-3,
                 lr_clip=1e-3, warmup=0.1, device="cpu", workers=0)
     return TrainConfig(**{**base, **overrides})
 
@@ -143,20 +144,22 @@ def test_gather_without_process_group_is_identity_with_gradients():
     assert torch.equal(x.grad, torch.ones(3, 4))
 
 
-# --- what each stage trains -----------------------------------------------------------------------
+# --- what each phase trains -----------------------------------------------------------------------
 
 def changed_keys(before: dict, after: dict) -> set[str]:
     return {k for k in before if not torch.equal(before[k], after[k])}
 
 
-def test_stage1_changes_only_generator_weights(corpus, tmp_path):
-    result = train(config(corpus, tmp_path / "run", stages="1", freeze_backbone=False, steps=2, val_captions=None))
+def test_phase1_changes_only_generator_weights(corpus, tmp_path):
+    result = train(config(corpus, tmp_path / "run", phases="1", freeze_backbone=False, steps=2, val_captions=None))
     changed = changed_keys(weights(corpus[3]), weights(result.last))
     assert changed and all(k.startswith("generator.") for k in changed)
     assert "generator.mapper.weight" in changed and "generator.layers.0.self_attn.q_proj.weight" in changed
     assert result.best is None and result.steps == 2
-    # stage 2 from the stage-1 result on the same features: its backbone is the one they were made with
-    follow_up = train(config(corpus, tmp_path / "stage2", model=str(result.last), steps=1, val_captions=None))
+    assert [r["phase"] for r in log_records(tmp_path / "run", "step")] == [1, 1]
+    assert json.loads((result.last / "config.json").read_text())["pig"]["extra"]["train"]["phase"] == 1
+    # phase 2 from the phase-1 result on the same features: its backbone is the one they were made with
+    follow_up = train(config(corpus, tmp_path / "phase2", model=str(result.last), steps=1, val_captions=None))
     assert follow_up.steps == 1
 
 
@@ -255,7 +258,7 @@ def test_eercf_loss_on_raw_videos_uses_every_patch(tiny_model):
 
 def test_eercf_head_has_no_weight_decay(tiny_model_dir):
     from pigcli.model.checkpoint import load_checkpoint
-    from pigcli.train.loop import param_groups, set_trainable
+    from pigcli.train.optim import param_groups, set_trainable
 
     pig = load_checkpoint(tiny_model_dir).model
     set_trainable(pig, 2, "eercf", True, "vip", eercf=True)
@@ -301,7 +304,7 @@ DDP_SCRIPT = """
 import json, sys
 import torch
 torch.set_num_threads(1)
-from pigcli.train.loop import TrainConfig, train
+from pigcli.train import TrainConfig, train
 if __name__ == "__main__":
     train(TrainConfig(**json.loads(sys.argv[1])))
 """
@@ -339,7 +342,7 @@ def test_two_torchrun_processes_train_like_one(corpus, tmp_path):
 # --- resume ---------------------------------------------------------------------------------------
 
 def test_resume_continues_the_same_run(tiny_model_dir, tiny_extract, tmp_path):
-    """Stages 1 and 2 straight vs stopped mid-way through stage 2 and resumed: identical weights and logs.
+    """Phases 1 and 2 straight vs stopped mid-way through phase 2 and resumed: identical weights and logs.
 
     Uses the conftest model, whose fusioner dropout (0.1) draws random numbers: the RNG state is resumed too.
     """
@@ -349,7 +352,7 @@ def test_resume_continues_the_same_run(tiny_model_dir, tiny_extract, tmp_path):
     captions.write_text("video_id,caption\n" + "".join(f"{Path(n).stem},video {Path(n).stem} number {i}\n"
                                                        for i, n in enumerate(VIDEO_FOLDER_SPECS)))
     common = dict(captions=captions, val_captions=captions, model=str(tiny_model_dir), features=tiny_extract,
-                  stages="1,2", epochs="1,2", batch_size=3, lr=1e-3, lr_clip=1e-3, freeze_backbone=True,
+                  phases="1,2", epochs="1,2", batch_size=3, lr=1e-3, lr_clip=1e-3, freeze_backbone=True,
                   device="cpu", workers=0)
     straight = train(TrainConfig(output=tmp_path / "straight", **common))
     stopped = train(TrainConfig(output=tmp_path / "resumed", stop_after=3, **common))
@@ -358,6 +361,7 @@ def test_resume_continues_the_same_run(tiny_model_dir, tiny_extract, tmp_path):
         train(TrainConfig(output=tmp_path / "resumed", **common))
     resumed = train(TrainConfig(output=tmp_path / "resumed", resume=True, **common))
     assert resumed.steps == straight.steps == 6
+    assert [r["phase"] for r in log_records(tmp_path / "straight", "epoch")] == [1, 2, 2]
     a, b = weights(straight.last), weights(resumed.last)
     assert all(torch.equal(a[k], b[k]) for k in a)
     for event in ("step", "epoch"):
@@ -369,6 +373,9 @@ def test_resume_refuses_other_settings(corpus, tmp_path):
     train(config(corpus, tmp_path / "run", stop_after=1, val_captions=None))
     with pytest.raises(UsageError, match="batch_size"):
         train(config(corpus, tmp_path / "run", resume=True, batch_size=4, val_captions=None))
+    torch.save({"format": "pig-train-state/1"}, tmp_path / "run" / "state.pt")  # before training phases
+    with pytest.raises(UsageError, match="pig-train-state/2"):
+        train(config(corpus, tmp_path / "run", resume=True, val_captions=None))
 
 
 # --- learning -------------------------------------------------------------------------------------
@@ -405,25 +412,25 @@ def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline
 
 @pytest.mark.parametrize("overrides, message", [
     (dict(freeze_backbone=False), "--freeze-backbone"),
-    (dict(method="meanpool", stages="1"), "stage 1"),
+    (dict(method="meanpool", phases="1"), "phase 1"),
     (dict(videos="x"), "exactly one"),
     (dict(method="nope"), "--method"),
-    (dict(stages="3"), "--stages"),
+    (dict(phases="3"), "--phases"),
     (dict(lr="1,2,3"), "--lr"),
     (dict(precision="fp16"), "bf16"),
     (dict(method="eercf", eercf_weight=1.0), "--eercf-weight"),
     (dict(eercf_weight=-1.0), "--eercf-weight"),
-    (dict(method="eercf", stages="1,2"), "stage 1"),
+    (dict(method="eercf", phases="1,2"), "phase 1"),
 ])
 def test_usage_errors(corpus, tmp_path, overrides, message):
     with pytest.raises(UsageError, match=message):
         train(config(corpus, tmp_path / "run", **overrides))
 
 
-def test_per_stage_values():
-    assert per_stage("9e-5,1e-6", "lr") == {1: 9e-5, 2: 1e-6}
-    assert per_stage(3, "epochs", int) == {1: 3, 2: 3}
-    assert per_stage(None, "steps", int) == {1: None, 2: None}
+def test_per_phase_values():
+    assert per_phase("9e-5,1e-6", "lr") == {1: 9e-5, 2: 1e-6}
+    assert per_phase(3, "epochs", int) == {1: 3, 2: 3}
+    assert per_phase(None, "steps", int) == {1: None, 2: None}
 
 
 def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
@@ -437,7 +444,7 @@ def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
         expected = TrainConfig.__dataclass_fields__[field].default
         if field in ("epochs", "steps", "lr", "lr_clip"):
             cast = int if field in ("epochs", "steps") else float
-            assert per_stage(value, field, cast) == per_stage(expected, field, cast), field
+            assert per_phase(value, field, cast) == per_phase(expected, field, cast), field
         elif value is not ...:
             assert value == expected, field
 
@@ -445,7 +452,7 @@ def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
     app.command("train")(train_cmd)
     videos, train_captions, val_captions, model, features = corpus
     args = ["--captions", train_captions, "--val-captions", val_captions, "-m", model, "--features", features,
-            "--stages", "2", "--freeze-backbone", "--batch-size", "8", "--steps", "2", "--lr", "1e-3",
+            "--phases", "2", "--freeze-backbone", "--batch-size", "8", "--steps", "2", "--lr", "1e-3",
             "--device", "cpu", "-o", tmp_path / "run"]
     outcome = CliRunner().invoke(app, [str(a) for a in args])
     assert outcome.exit_code == 0, outcome.output

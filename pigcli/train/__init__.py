@@ -1,13 +1,21 @@
-"""`pig train`: stage 1 (generator pretraining) and stage 2 (joint fine-tuning), docs/method.md section 6.
+"""`pig train`: phase 1 (generator pretraining) and phase 2 (joint fine-tuning), docs/method.md section 6.
 
 Library API:
     from pigcli.train import TrainConfig, train
     result = train(TrainConfig(output="runs/a", captions="train.csv", val_captions="val.csv",
                                features="feats.h5", model="models/pig-b32"))
 
-Modules: losses (L_ret, L_gen), distributed (torchrun helpers, feature gathering), data (captions,
-frozen features, raw-video loader, per-epoch batch plans), forward (the heads a method trains),
-loop (optimiser, schedule, validation, checkpoints, resume).
+Modules:
+    config       TrainConfig, TrainResult, per-phase values, --phases, checks on the settings
+    losses       L_ret, L_gen
+    forward      what each method computes from a batch (TrainStep) and for validation
+    data         captions, frozen features, raw-video loader, per-epoch batch plans
+    distributed  torchrun helpers, feature gathering
+    optim        what trains in each phase, parameter groups, AdamW, warm-up + cosine schedule
+    validate     validation metrics, choice of the best checkpoint
+    runlog       OUT/log.jsonl
+    state        OUT/state.pt for --resume: save/load, RNG states, atomic writes
+    loop         the Trainer (phases, epochs, steps, checkpoints) and train()
 """
 
 from __future__ import annotations
@@ -17,13 +25,16 @@ from typing import TYPE_CHECKING
 __all__ = ["TrainConfig", "TrainResult", "train"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .loop import TrainConfig, TrainResult, train
+    from .config import TrainConfig, TrainResult
+    from .loop import train
+
+_MODULES = {"TrainConfig": "config", "TrainResult": "config", "train": "loop"}
 
 
 def __getattr__(name: str):
     # Lazy, so that importing pigcli.train (e.g. from the CLI) does not import torch.
-    if name in __all__:
-        from . import loop
+    if name in _MODULES:
+        from importlib import import_module
 
-        return getattr(loop, name)
+        return getattr(import_module(f".{_MODULES[name]}", __name__), name)
     raise AttributeError(name)

@@ -6,7 +6,7 @@ the backbone is frozen: the stored tokens are what the backbone computes.
 Raw-video mode (`VideoSource`): frames decoded with `read_clip` in a torch DataLoader (spawned
 workers); the training step runs the backbone.
 
-Batches are planned in the main process from (seed, stage, epoch) alone, so a resumed run sees the
+Batches are planned in the main process from (seed, phase, epoch) alone, so a resumed run sees the
 same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
 batch (each takes its own contiguous slice).
 """
@@ -76,13 +76,13 @@ class PlannedBatch:
     captions: np.ndarray   # [B] which caption of each video
 
 
-def epoch_plan(pairs: PairSet, batch_size: int, seed: int, stage: int, epoch: int) -> list[PlannedBatch]:
+def epoch_plan(pairs: PairSet, batch_size: int, seed: int, phase: int, epoch: int) -> list[PlannedBatch]:
     """A seeded shuffle of the videos in batches, one random caption per video.
 
     The last partial batch is dropped when there is at least one full batch (a tiny last batch makes
     a noisy contrastive loss; open_clip drops it too).
     """
-    rng = np.random.default_rng([seed, stage, epoch])
+    rng = np.random.default_rng([seed, phase, epoch])
     order = rng.permutation(len(pairs))
     counts = np.array([len(c) for c in pairs.captions])[order]
     choice = (rng.random(len(order)) * counts).astype(np.int64)  # uniform over each video's captions
@@ -207,7 +207,7 @@ def _settings(handle) -> dict:
 def check_features_model(path: Path, handle, loaded) -> None:
     """The features must be what this model's backbone computes.
 
-    Same checkpoint: fine. Another checkpoint (e.g. a stage-1 result) with an identical backbone: fine
+    Same checkpoint: fine. Another checkpoint (e.g. a phase-1 result) with an identical backbone: fine
     too, checked by hashing the backbone weights of the model the file records.
     """
     recorded = recorded_model(handle) or {}
