@@ -310,6 +310,7 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.slow
 def test_two_torchrun_processes_train_like_one(corpus, tmp_path):
     """DDP on 2 CPU processes (gloo) with gathered features = 1 process on the same global batch.
 
