@@ -1,4 +1,6 @@
-"""The command line: help, exit codes, one-line errors, `pig init` and `pig inspect`."""
+"""The command line: help, --version, choices, exit codes, one-line errors, the output contract (stage
+commands print their output path, or one JSON object with --json), `--rerank` without a number,
+`pig init` and `pig inspect`."""
 
 from __future__ import annotations
 
@@ -11,9 +13,12 @@ import pytest
 from typer.testing import CliRunner
 
 from conftest import TINY_DIM, TINY_L, TINY_T, write_broken, write_test_video
+from pigcli import __version__
 from pigcli.cli import app
 
 FOUNDATION_COMMANDS = ("init", "extract", "inspect")
+COMMANDS = ("init", "extract", "select", "generate", "fuse", "embed-text", "index", "rank", "eval", "train",
+            "inspect", "demo", "toy make")
 
 
 def test_help_lists_the_commands_and_is_fast(run_pig) -> None:
@@ -37,22 +42,36 @@ def test_no_arguments_shows_help(run_pig) -> None:
     assert code in (0, 2) and "Usage" in out + err  # Typer/click: no_args_is_help
 
 
-@pytest.mark.parametrize("command", FOUNDATION_COMMANDS)
-def test_command_help_has_an_example(run_pig, command: str) -> None:
-    code, out, err = run_pig([command, "--help"], env={"COLUMNS": "120"})
-    assert code == 0, err
-    assert "Example" in out
-    assert f"pig {command} " in out  # a runnable example line
+def test_version(run_pig) -> None:
+    code, out, err = run_pig(["--version"])
+    assert (code, out, err) == (0, f"pig {__version__}\n", "")
 
 
-def test_init_preset_prints_path_and_hash(tmp_path) -> None:
+@pytest.mark.parametrize("command", COMMANDS)
+def test_command_help_has_an_example(command: str) -> None:
+    result = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert "Example" in result.stdout
+    assert f"pig {command} " in result.stdout  # a runnable example line
+
+
+def test_init_preset_prints_its_path(tmp_path) -> None:
     from pigcli.model.checkpoint import load_checkpoint
 
     result = CliRunner().invoke(app, ["init", "--preset", "tiny", "--frames", "4", "-o", str(tmp_path / "m")])
     assert result.exit_code == 0, result.stderr
-    path, digest = result.stdout.strip().split("\t")
-    loaded = load_checkpoint(path)
-    assert loaded.identity.hash == digest and loaded.model.config.num_frames == 4
+    assert result.stdout == f"{tmp_path / 'm'}\n"
+    assert load_checkpoint(tmp_path / "m").model.config.num_frames == 4
+
+
+def test_init_json(tmp_path) -> None:
+    from pigcli.model.checkpoint import load_checkpoint
+
+    result = CliRunner().invoke(app, ["init", "--preset", "tiny", "--json", "-o", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.stderr
+    info = json.loads(result.stdout)
+    identity = load_checkpoint(tmp_path / "m").identity
+    assert info == {"path": str(tmp_path / "m"), "name": identity.name, "hash": identity.hash}
 
 
 def test_init_from_a_clip_folder_keeps_its_weights(tmp_path) -> None:
@@ -68,7 +87,7 @@ def test_init_from_a_clip_folder_keeps_its_weights(tmp_path) -> None:
     write_byte_tokenizer(folder)
     result = CliRunner().invoke(app, ["init", "--from", str(folder), "-o", str(tmp_path / "m")])
     assert result.exit_code == 0, result.stderr
-    loaded = load_checkpoint(result.stdout.strip().split("\t")[0])
+    loaded = load_checkpoint(result.stdout.strip())
     theirs = clip.state_dict()
     assert all(torch.equal(value, theirs[key]) for key, value in loaded.model.clip.state_dict().items())
     assert loaded.model.config.source == str(folder)
@@ -181,3 +200,145 @@ def test_inspect_bad_path_is_one_line(tmp_path, make: str) -> None:
     result = CliRunner().invoke(app, ["inspect", str(path)])
     assert result.exit_code == 1
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
+
+
+# --- choices ------------------------------------------------------------------------------------------
+
+# (command line before the option, option, a bad value, the choices --help must list)
+CHOICES = [
+    (["init", "-o", "m"], "--preset", "huge", "tiny|toy|b32"),
+    (["extract", "v.mp4", "-o", "x.h5"], "--precision", "fp8", "auto|fp32|bf16|fp16"),
+    (["extract", "v.mp4", "-o", "x.h5"], "--backbone", "cnn", "vip|frames"),
+    (["extract", "v.mp4", "-o", "x.h5"], "--decoder", "ffmpeg", "auto|decord|pyav"),
+    (["index", "v.mp4"], "--decoder", "ffmpeg", "auto|decord|pyav"),
+    (["fuse", "gen.h5", "-o", "x.h5"], "--method", "attention", "pig|meanpool|eercf"),
+    (["index", "v.mp4"], "--method", "attention", "pig|meanpool|eercf"),
+    (["rank", "index.h5", "q.h5"], "--method", "faiss", "index|xpool"),
+    (["rank", "index.h5", "q.h5"], "--format", "csv", "tsv|jsonl|trec"),
+    (["eval", "index.h5", "-c", "c.csv"], "--method", "faiss", "index|xpool"),
+    (["train", "--captions", "c.csv", "-o", "run"], "--method", "clip", "pig|meanpool|xpool|eercf"),
+    (["train", "--captions", "c.csv", "-o", "run"], "--precision", "fp16", "auto|fp32|bf16"),
+]
+
+
+@pytest.mark.parametrize("before, option, bad, choices", CHOICES)
+def test_choices_are_listed_and_checked(tmp_path, before, option, bad, choices) -> None:
+    runner = CliRunner()
+    command = before[0]
+    help_text = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"}).stdout
+    assert choices in help_text, f"{command} --help does not list {choices}"
+    result = runner.invoke(app, before + [option, bad], env={"COLUMNS": "200"})
+    assert result.exit_code == 2, (result.exit_code, result.stderr)
+    assert option in result.stderr and bad in result.stderr
+    assert result.stdout == ""
+
+
+# --- one meaning per flag: -n is rank's results per query, -k the ITS tokens --------------------------
+
+def parsed(args: list[str]) -> dict:
+    """The parameters click parses from `pig ARGS` (nothing runs)."""
+    import typer.main
+
+    command = typer.main.get_command(app)
+    sub = command.commands[args[0]]
+    with sub.make_context(args[0], list(args[1:])) as ctx:
+        return ctx.params
+
+
+def test_rank_top_is_dash_n() -> None:
+    assert parsed(["rank", "index.h5", "q.h5", "-n", "3"])["top"] == 3
+    assert parsed(["rank", "index.h5", "q.h5", "--top", "4"])["top"] == 4
+    assert parsed(["rank", "index.h5", "q.h5"])["top"] == 10
+    result = CliRunner().invoke(app, ["rank", "index.h5", "q.h5", "-k", "3"])
+    assert result.exit_code == 2 and "-k" in result.stderr
+
+
+@pytest.mark.parametrize("command", ["init", "select", "index"])
+def test_dash_k_is_its_tokens(command: str) -> None:
+    before = {"init": ["init", "-o", "m"], "select": ["select", "feats.h5", "-o", "sel.h5"],
+              "index": ["index", "v.mp4"]}[command]
+    assert parsed(before + ["-k", "8"])["k"] == 8
+
+
+# --- --rerank: with or without a number ---------------------------------------------------------------
+
+@pytest.mark.parametrize("command", [["rank", "index.h5", "q.h5"], ["eval", "index.h5", "-c", "c.csv"]])
+@pytest.mark.parametrize("args, want", [
+    ([], 0),
+    (["--rerank"], 50),
+    (["--rerank", "20"], 20),
+    (["--rerank=20"], 20),
+    (["--rerank", "--w-fw", "0.5"], 50),    # followed by another option
+    (["--rerank", "-1"], -1),               # a negative number is a value (refused by the command)
+    (["--rerank", "0"], 0),
+])
+def test_rerank_forms(command, args, want) -> None:
+    assert parsed(command + args)["rerank"] == want
+    if command[0] == "rank":
+        # first on the line, followed by the positional arguments
+        assert parsed(["rank"] + args + command[1:])["rerank"] == want
+
+
+def test_fill_bare_values() -> None:
+    from pigcli.cli.command import fill_bare_values
+
+    bare = {"--rerank": 50}
+    assert fill_bare_values(["a", "--rerank"], bare) == ["a", "--rerank", "50"]
+    assert fill_bare_values(["--rerank", "a"], bare) == ["--rerank", "50", "a"]
+    assert fill_bare_values(["--rerank", "7", "a"], bare) == ["--rerank", "7", "a"]
+    assert fill_bare_values(["--rerank=7"], bare) == ["--rerank=7"]
+    assert fill_bare_values(["--", "--rerank"], bare) == ["--", "--rerank"]
+
+
+# --- the output contract: stage commands print their output path, or one JSON object -----------------
+
+STAGE_KEYS = {"output", "total", "processed", "failed", "skipped", "resumed_rows", "errors", "timings"}
+
+
+def test_stage_commands_print_their_output_or_json(tmp_path, tiny_model_dir) -> None:
+    """Each stage once with --json (the object, written), then again without (the path, up to date).
+    One video of three is broken: extract and index exit 3, with the path or object printed all the same."""
+    runner = CliRunner()
+
+    def pig(*args, input=None):
+        result = runner.invoke(app, [str(a) for a in args], input=input)
+        assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+        return result.exit_code, result.stdout, result.stderr
+
+    videos = tmp_path / "videos"
+    write_test_video(videos / "a.mp4", 16, seed=1)
+    write_test_video(videos / "b.mp4", 16, seed=2)
+    write_broken("garbage", videos / "c.mp4")
+    model, cpu = str(tiny_model_dir), ("--device", "cpu")
+    files = {name: tmp_path / f"{name}.h5" for name in ("feats", "sel", "gen", "index", "q")}
+    steps = [
+        ("extract", [videos, "-m", model, "--workers", 0, *cpu], files["feats"], 3, 1),
+        ("select", [files["feats"], "-k", 8], files["sel"], 2, 0),
+        ("generate", [files["sel"], *cpu], files["gen"], 2, 0),
+        ("fuse", [files["gen"], *cpu], files["index"], 2, 0),
+        ("embed-text", ["-", "-m", model, *cpu], files["q"], 2, 0),
+    ]
+    for command, args, output, total, failed in steps:
+        code, out, err = pig(command, *args, "-o", output, "--json", input="a red square\nblue\n")
+        assert code == (3 if failed else 0), (command, err)
+        record = json.loads(out)
+        assert set(record) == STAGE_KEYS, command
+        assert record["output"] == str(output) and output.is_file()
+        assert (record["total"], record["failed"], record["skipped"]) == (total, failed, False), command
+        assert record["processed"] == total and record["resumed_rows"] == 0
+        assert sum(record["errors"].values()) == failed and "wall" in record["timings"]
+        code, out, err = pig(command, *args, "-o", output, input="a red square\nblue\n")
+        assert code == (3 if failed else 0), (command, err)
+        assert out == f"{output}\n" and "up to date" in err, command  # logs stay on stderr
+
+    index = tmp_path / "idx.h5"
+    code, out, err = pig("index", videos, "-m", model, "--workers", 0, *cpu, "-k", 8, "-o", index, "--json")
+    assert code == 3, err
+    record = json.loads(out)
+    assert set(record) == STAGE_KEYS | {"stages"}
+    assert record["output"] == str(index) and (record["total"], record["failed"]) == (3, 1)
+    assert set(record["stages"]) == set(record["timings"]) == {"extract", "select", "generate", "fuse"}
+    assert record["stages"]["fuse"]["output"] == str(index) and record["stages"]["select"]["total"] == 2
+    assert "1 videos failed" in err
+    code, out, err = pig("index", videos, "-m", model, "--workers", 0, *cpu, "-k", 8, "-o", index)
+    assert code == 3 and out == f"{index}\n"

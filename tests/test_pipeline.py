@@ -66,7 +66,7 @@ def test_index_rank_eval_and_staged_cache(tmp_path, video_folder, tiny_model_dir
     # --- pig index ---------------------------------------------------------------------------------
     code, out, err = run_pig(["index", video_folder, "-m", tiny_model_dir, "-o", index, "--workers", "0"])
     assert code == 0, err
-    assert out == ""
+    assert out == f"{index}\n"  # stdout: the index path only
     lines = stage_lines(err)
     assert all("6 rows" in lines[s] and "up to date" not in lines[s] for s in STAGES), err
     assert all(path.is_file() for path in files.values())

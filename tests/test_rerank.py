@@ -417,10 +417,12 @@ def test_eval_rerank_equals_the_ranks_of_rank_rerank(trained, tmp_path) -> None:
 def test_rerank_without_a_number_takes_k_50(trained) -> None:
     n = len(read(trained.feats)["ids"])
     _, with_50 = run_rank(trained.mean, trained.q, "--rerank", 50, "--top", n)
+    _, attached = run_rank(trained.mean, trained.q, "--rerank=50", "--top", n)
     _, bare_last = run_rank(trained.mean, trained.q, "--top", n, "--rerank")
+    _, bare_before_option = run_rank(trained.mean, trained.q, "--rerank", "--top", n)
     _, bare_first = run_rank("--rerank", trained.mean, trained.q, "--top", n)
     _, coarse = run_rank(trained.mean, trained.q, "--top", n)
-    assert with_50 == bare_last == bare_first != coarse
+    assert with_50 == attached == bare_last == bare_before_option == bare_first != coarse
 
 
 # --- 5. --cost -----------------------------------------------------------------------------------------
@@ -483,7 +485,8 @@ def test_rerank_with_xpool_is_usage_error(chain) -> None:
     assert "--rerank" in err and "xpool" in err
 
 
-def test_negative_rerank_is_usage_error(chain) -> None:
-    code, out, err = pig("rank", chain.index, chain.q, "--rerank", -1)
+@pytest.mark.parametrize("value", [["--rerank", "-1"], ["--rerank=-1"]])
+def test_negative_rerank_is_usage_error(chain, value) -> None:
+    code, out, err = pig("rank", chain.index, chain.q, *value)
     assert code == 2 and out == ""
     assert "--rerank" in err

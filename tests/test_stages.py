@@ -323,7 +323,7 @@ def test_embed_text_file_with_blank_lines_and_bad_bytes(tmp_path, tiny_model_dir
     source.write_bytes(b"a dog runs\n\n  \ncaf\xff\xfe on a street\nred car\n")
     code, out, err = pig("embed-text", source, "-m", tiny_model_dir, "-o", tmp_path / "q.h5")
     assert code == 0, err
-    assert out == ""
+    assert out == f"{tmp_path / 'q.h5'}\n"
     assert "invalid UTF-8 in 1 line: 4" in err
     assert "2 blank lines: 2, 3" in err
     bad = b"caf\xff\xfe on a street".decode("utf-8", "replace")
@@ -383,8 +383,8 @@ def test_rank_equals_brute_force_with_ties(chain, queries, tmp_path) -> None:
     index = _index_with(chain, tmp_path, "dup.h5", duplicate)
     e_v = read(index, "embedding")
     q = read(queries, "embedding")
-    for top in (6, 3):
-        code, out, err = pig("rank", index, queries, "--top", top)
+    for top, flag in ((6, "--top"), (3, "-n")):
+        code, out, err = pig("rank", index, queries, flag, top)
         assert code == 0, err
         got = by_query(parse_tsv(out))
         assert list(got) == q["ids"]
@@ -406,7 +406,7 @@ def test_rank_equals_brute_force_with_ties(chain, queries, tmp_path) -> None:
 def test_rank_formats(chain, queries) -> None:
     results = {}
     for fmt in ("tsv", "jsonl", "trec"):
-        code, out, err = pig("rank", chain.index, queries, "--top", 4, "--format", fmt)
+        code, out, err = pig("rank", chain.index, queries, "-n", 4, "--format", fmt)
         assert code == 0, err
         rows = []
         for line in out.splitlines():
@@ -676,7 +676,7 @@ def test_up_to_date_rerun_is_skipped_and_changed_settings_refused(chain, tmp_pat
     assert pig("generate", sel, "-o", gen)[0] == 0                     # model: the one the input names
     stamps = {p: os.stat(p).st_mtime_ns for p in (sel, gen)}
     code, out, err = pig("select", chain.feats, "-k", 8, "-o", sel)
-    assert code == 0 and out == "" and "up to date" in err
+    assert code == 0 and out == f"{sel}\n" and "up to date" in err
     code, _, err = pig("generate", sel, "-o", gen)
     assert code == 0 and "up to date" in err
     assert {p: os.stat(p).st_mtime_ns for p in (sel, gen)} == stamps

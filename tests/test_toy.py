@@ -223,15 +223,12 @@ def test_folder_rules(tmp_path):
 
 
 def test_cli_command_prints_only_the_folder(tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from pigcli.cli_toy import toy_make_cmd
+    from pigcli.cli import app
 
-    app = typer.Typer()
-    app.command()(toy_make_cmd)
     out = tmp_path / "toy"
-    result = CliRunner().invoke(app, [str(out), "--videos", "4", "--frames", "8", "--size", "32", "--splits", "2,1,1"])
+    result = CliRunner().invoke(app, ["toy", "make", str(out), "--videos", "4", "--frames", "8", "--size", "32", "--splits", "2,1,1"])
     assert result.exit_code == 0, result.output
     assert result.stdout.strip() == str(out)
     assert "R@1 ceiling" in result.stderr

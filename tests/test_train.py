@@ -435,24 +435,23 @@ def test_per_phase_values():
 
 
 def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from pigcli.cli_train import train_cmd
+    from pigcli.cli import app
+    from pigcli.cli.train import train_cmd
 
-    defaults = {f: p.default.default for f, p in inspect.signature(train_cmd).parameters.items()}
-    for field, value in defaults.items():
+    defaults = {name: p.default for name, p in inspect.signature(train_cmd).parameters.items() if name != "as_json"}
+    for option, value in defaults.items():
+        field = option
         expected = TrainConfig.__dataclass_fields__[field].default
         if field in ("epochs", "steps", "lr", "lr_clip"):
             cast = int if field in ("epochs", "steps") else float
             assert per_phase(value, field, cast) == per_phase(expected, field, cast), field
-        elif value is not ...:
-            assert value == expected, field
+        elif value is not inspect.Parameter.empty:  # required options have no default
+            assert value == expected, field  # choices are str enums: equal to the library's strings
 
-    app = typer.Typer()
-    app.command("train")(train_cmd)
     videos, train_captions, val_captions, model, features = corpus
-    args = ["--captions", train_captions, "--val-captions", val_captions, "-m", model, "--features", features,
+    args = ["train", "--captions", train_captions, "--val-captions", val_captions, "-m", model, "--features", features,
             "--phases", "2", "--freeze-backbone", "--batch-size", "8", "--steps", "2", "--lr", "1e-3",
             "--device", "cpu", "-o", tmp_path / "run"]
     outcome = CliRunner().invoke(app, [str(a) for a in args])
@@ -460,3 +459,12 @@ def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
     lines = [line.split("\t") for line in outcome.stdout.splitlines() if "\t" in line]
     assert [line[0] for line in lines] == ["best", "last"]
     assert Path(lines[1][1]) == tmp_path / "run" / "last"
+
+    # --json: one object instead of the lines
+    outcome = CliRunner().invoke(app, [str(a) for a in args[:-1]] + [str(tmp_path / "run-json"), "--json"])
+    assert outcome.exit_code == 0, outcome.output
+    report = json.loads(outcome.stdout)
+    assert {"best", "last", "best_metrics", "steps", "final_loss"} <= set(report)
+    assert report["last"] == str(tmp_path / "run-json" / "last") and report["best"] == str(tmp_path / "run-json" / "best")
+    assert report["steps"] == 2 and isinstance(report["final_loss"], float)
+    assert "R@1" in report["best_metrics"]["t2v"]

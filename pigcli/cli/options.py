@@ -1,0 +1,154 @@
+"""Options shared by several commands, as `Annotated` types, and the choices they take.
+
+One meaning per flag across commands: `-o/--output` is always the output path, `-m/--model` the
+model, `-q/--query` a query text, `-k` the ITS tokens per video (init, select, index), `-n/--top`
+the results per query (rank). A command that takes one of these options uses the alias below, with
+its default in the signature:
+
+    def select_cmd(features: ..., output: OutputFile, k: ItsTokens = None, force: Force = False): ...
+
+Choices are `str` enums: --help lists them and a wrong value is a usage error (exit 2) before the
+command runs. Commands pass `.value` (a plain string) to the library.
+
+Only typer and the standard library are imported here (`pig --help` stays instant).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+# --- choices ----------------------------------------------------------------------------------------
+
+
+class Precision(str, Enum):
+    """Model precision: auto is bf16 on a GPU, fp32 on the CPU."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+    fp16 = "fp16"
+
+
+class TrainPrecision(str, Enum):
+    """Training precision (fp16 would need a loss scaler: not offered)."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class Backbone(str, Enum):
+    vip = "vip"        # video proxy tokens
+    frames = "frames"  # CLIP per frame (CLIP4Clip style)
+
+
+class Decoder(str, Enum):
+    auto = "auto"      # decord if installed, else PyAV
+    decord = "decord"
+    pyav = "pyav"
+
+
+class FuseMethod(str, Enum):
+    pig = "pig"
+    meanpool = "meanpool"
+    eercf = "eercf"
+
+
+class ScoringMethod(str, Enum):
+    """How rank and eval score a query against the videos."""
+
+    index = "index"
+    xpool = "xpool"
+
+
+class OutputFormat(str, Enum):
+    tsv = "tsv"
+    jsonl = "jsonl"
+    trec = "trec"
+
+
+class TrainMethod(str, Enum):
+    pig = "pig"
+    meanpool = "meanpool"
+    xpool = "xpool"
+    eercf = "eercf"
+
+
+class Preset(str, Enum):
+    tiny = "tiny"
+    toy = "toy"
+    b32 = "b32"
+
+
+# --- options that may come without a value ------------------------------------------------------------
+
+RERANK_BARE_K = 50  # `--rerank` without a number: EERCF's K (the paper's)
+
+# option -> the value it takes when given without one ("--rerank" last on the line, or followed by
+# something that is not an integer). Filled in by PigCommand (cli/command.py) before parsing: Typer's
+# parser has no optional-value options (typer.Option's flag_value is deprecated and ignored).
+BARE_VALUES: dict[str, int] = {"--rerank": RERANK_BARE_K}
+
+# --- paths, models, devices -----------------------------------------------------------------------------
+
+OUTPUT_FLAGS = ("-o", "--output")
+MODEL_FLAGS = ("-m", "--model")
+MODEL_HELP = "pig model folder, or any CLIP (hub id or folder); default: $PIG_MODEL, else openai/clip-vit-base-patch32"
+
+OutputFile = Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="HDF5 file to write")]
+Model = Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help=MODEL_HELP)]
+InputModel = Annotated[Optional[str], typer.Option(
+    *MODEL_FLAGS, help="pig model folder (default: the one the input was made with)")]
+QueryModel = Annotated[Optional[str], typer.Option(
+    *MODEL_FLAGS, help="model to embed the text (default: the index's)")]
+Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
+PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto: bf16 on GPU, fp32 on CPU")]
+Force = Annotated[bool, typer.Option(
+    "--force/--no-force", help="recompute even if the output exists with other settings (discards an unfinished run)")]
+StageJson = Annotated[bool, typer.Option(
+    "--json", help="print one JSON object (output, counts, failures, timings) instead of the output path")]
+
+# --- extract settings (extract, index) ----------------------------------------------------------------------
+
+BackboneOpt = Annotated[Backbone, typer.Option(
+    "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
+DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
+Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
+BatchSize = Annotated[int, typer.Option("--batch-size", help="videos per model batch")]
+Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
+RelativeIds = Annotated[bool, typer.Option(
+    "--relative-ids/--no-relative-ids", help="name videos by relative path instead of file name")]
+
+# --- ITS tokens (init, select, index) ------------------------------------------------------------------------
+
+ItsTokens = Annotated[Optional[int], typer.Option(
+    "-k", help="ITS tokens per video, chosen jointly over all frames (default: the model's, 16)")]
+
+# --- scoring (rank, eval) ----------------------------------------------------------------------------------
+
+Scoring = Annotated[ScoringMethod, typer.Option(
+    "--method", help="index: the stored vectors; xpool: single tower, the real query attends to each "
+    "video's tokens (slow; needs the features)")]
+TokenFeatures = Annotated[Optional[Path], typer.Option(
+    "--features", help="token features for --method xpool and --rerank (default: found from the index's inputs)")]
+
+# EERCF rerank (defaults: docs/method.md section 7, RerankWeights)
+Rerank = Annotated[int, typer.Option(
+    "--rerank", metavar="[K]",
+    help="EERCF: rerank each query's top K by frame/patch scores with the model's rerank head; "
+    f"--rerank alone: K = {RERANK_BARE_K} (the paper's); 0: off. The K scores become the combined rerank scores")]
+WeightFw = Annotated[float, typer.Option("--w-fw", help="rerank weight of S_fw (frame-weighted score)")]
+WeightFs = Annotated[float, typer.Option("--w-fs", help="rerank weight of S_fs (text-gated frame pooling)")]
+WeightPw = Annotated[float, typer.Option("--w-pw", help="rerank weight of S_pw (patch-weighted score)")]
+WeightCoarse = Annotated[float, typer.Option("--w-coarse", help="rerank weight of the index score")]
+
+
+def rerank_weights(w_fw: float, w_fs: float, w_pw: float, w_coarse: float):
+    """The library's RerankWeights from the --w-* options."""
+    from ..model.eercf import RerankWeights
+
+    return RerankWeights(fw=w_fw, fs=w_fs, pw=w_pw, coarse=w_coarse)

@@ -1,0 +1,113 @@
+"""The output contract of every `pig` command.
+
+stdout carries results only, so that `out=$(pig ...)` and pipes work:
+  - stage commands (init, extract, select, generate, fuse, embed-text, index) print the path they
+    wrote, one line; with --json, one JSON object instead (`stage_record`, `index_record`; init:
+    path, name, hash);
+  - rank prints the ranking (tsv | jsonl | trec); eval a table or --json; inspect text or --json;
+    train 'best<TAB>PATH<TAB>R@1' and 'last<TAB>PATH' lines or --json; toy make the corpus folder.
+stderr carries everything else: logs, progress bars, warnings, and errors (one line, 'error: ...').
+
+Exit codes: 0 ok; 1 fatal error; 2 usage error; 3 finished, but some inputs failed (the output was
+written and is printed, with the failures recorded in it and summarised on stderr).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_USAGE = 2
+EXIT_SOME_FAILED = 3
+
+TOP_ERRORS = 5  # failure messages listed (on stderr, and in --json's "errors")
+
+
+def emit(text: Any) -> None:
+    """One result line on stdout."""
+    typer.echo(str(text))
+
+
+def emit_json(obj: dict) -> None:
+    """One JSON object on stdout."""
+    typer.echo(json.dumps(obj, indent=2, default=str))  # Paths (and anything else) as text
+
+
+def finish(record: dict, path_key: str, as_json: bool) -> None:
+    """Print a stage command's result (the path, or the record as JSON); exit 3 when some inputs failed."""
+    if as_json:
+        emit_json(record)
+    else:
+        emit(record[path_key])
+    if record.get("failed"):
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+# --- stage summaries ------------------------------------------------------------------------------------------
+
+
+def stage_record(summary) -> dict:
+    """The --json object of one stage run (a pigcli.stages.common.StageSummary)."""
+    return {
+        "output": str(summary.output),
+        "total": summary.total,
+        "processed": summary.processed,
+        "failed": summary.failed,
+        "skipped": summary.skipped,
+        "resumed_rows": summary.resumed_rows,
+        "errors": dict(summary.errors.most_common(TOP_ERRORS)),
+        "timings": dict(summary.timings),
+    }
+
+
+def index_record(output: Path, summaries: dict) -> dict:
+    """The --json object of `pig index`: the stage_record keys for the whole run (counts are videos,
+    from extract: the only stage where an input can fail; skipped when every stage was; timings: each
+    stage's wall time), and each stage's own record under "stages"."""
+    extract = summaries["extract"]
+    return {
+        "output": str(output),
+        "total": extract.total,
+        "processed": extract.processed,
+        "failed": extract.failed,
+        "skipped": all(s.skipped for s in summaries.values()),
+        "resumed_rows": extract.resumed_rows,
+        "errors": dict(extract.errors.most_common(TOP_ERRORS)),
+        "timings": {name: s.timings.get("wall", 0.0) for name, s in summaries.items()},
+        "stages": {name: stage_record(s) for name, s in summaries.items()},
+    }
+
+
+def log_summary(summary, unit: str) -> None:
+    """One line on stderr about a stage run (written or up to date), then its failures."""
+    from ..console import log
+
+    if summary.skipped:
+        log(f"{summary.output} is up to date ({summary.total} {unit}); use --force to recompute")
+    else:
+        rate = ""
+        wall = summary.timings.get("wall")
+        if wall:
+            rate = f" in {wall:.1f}s ({summary.processed / wall:.2f} {unit}/s)"
+        log(f"wrote {summary.output}: {summary.total - summary.failed} of {summary.total} {unit} ok{rate}")
+    log_failures(summary, unit)
+
+
+def log_failures(summary, unit: str) -> None:
+    from ..console import log
+
+    if summary.failed:
+        log(f"{summary.failed} {unit} failed:")
+        for message, count in summary.errors.most_common(TOP_ERRORS):
+            log(f"  {count} x {message}")
+
+
+def report_stage(summary, unit: str, as_json: bool) -> None:
+    """Log a stage run on stderr and print its result on stdout (the output contract)."""
+    log_summary(summary, unit)
+    finish(stage_record(summary), "output", as_json)

@@ -1,0 +1,223 @@
+"""The pipeline stages: init, extract, select, generate, fuse, embed-text, and index (all of them).
+
+Each prints the path it wrote on stdout, or one JSON object with --json (cli/output.py); logs and
+progress go to stderr. Library imports happen inside the commands (`pig --help` stays instant).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from ..errors import PigError, UsageError
+from .options import (OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
+                      FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
+                      Preset, RelativeIds, StageJson, Workers)
+from .output import emit, emit_json, finish, index_record, log_failures, report_stage
+
+VideoInputs = Annotated[List[str], typer.Argument(
+    help="video files, folders (searched recursively) or list files")]
+
+
+def init_cmd(
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="checkpoint folder to create")],
+    source: Annotated[Optional[str], typer.Option("--from", help="CLIP to start from: hub id or local folder")] = None,
+    preset: Annotated[Optional[Preset], typer.Option(help="a random CLIP of this size instead (offline)")] = None,
+    frames: Annotated[int, typer.Option(help="frames sampled per video (T)")] = 12,
+    proxies: Annotated[int, typer.Option(help="video proxy tokens (P)")] = 3,
+    k: Annotated[int, typer.Option("-k", help="ITS tokens per video fed to the pseudo-query generator")] = 16,
+    max_text_tokens: Annotated[int, typer.Option(help="text tokens kept per query (CLIP allows 77)")] = 50,
+    seed: Annotated[int, typer.Option(help="seed for random weights (preset, and the new heads)")] = 0,
+    vocab_from: Annotated[Optional[Path], typer.Option(
+        help="with --preset: learn word tokens from this captions/text file")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (path, name, hash) instead of the path")] = False,
+):
+    """Make a pig model folder from a CLIP checkpoint, or a small random one. Prints its path.
+
+    Examples:
+      pig init --from openai/clip-vit-base-patch32 -o models/pig-b32
+      pig init --preset tiny -o models/tiny        # offline, for tests and demos
+      pig init --preset toy --vocab-from data/toy/train.csv -o models/toy
+    """
+    from ..model.checkpoint import ModelFolder
+    from ..model.factory import init_from_clip, init_random
+    from ..model.pig import PigConfig
+
+    if bool(source) == bool(preset):
+        raise UsageError("give exactly one of --from (a CLIP) or --preset (a random CLIP)")
+    config = PigConfig(num_frames=frames, num_proxies=proxies, select_k=k, max_text_tokens=max_text_tokens)
+    if preset:
+        texts = _vocabulary_texts(vocab_from) if vocab_from else []
+        path = init_random(output, preset.value, seed=seed, pig_config=config, vocab_texts=texts)
+    else:
+        path = init_from_clip(source, output, pig_config=config, seed=seed)
+    if as_json:
+        emit_json({"path": str(path), **ModelFolder.read(path).identity.to_dict()})
+    else:
+        emit(path)
+
+
+def _vocabulary_texts(path: Path) -> list:
+    """Caption texts of a captions file, else the file's lines."""
+    from ..captions import load_captions
+
+    try:
+        return [caption.text for caption in load_captions(path)]
+    except PigError:
+        return path.read_text(encoding="utf-8", errors="replace").splitlines()
+
+
+def extract_cmd(
+    videos: VideoInputs,
+    output: OutputFile,
+    model: Model = None,
+    backbone: BackboneOpt = Backbone.vip,
+    frames: Annotated[Optional[int], typer.Option(help="frames per video (default: the model's)")] = None,
+    patches: Patches = "all",
+    decoder: DecoderOpt = Decoder.auto,
+    device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
+    batch_size: BatchSize = 4,
+    workers: Workers = 2,
+    timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video")] = 120.0,
+    relative_ids: RelativeIds = False,
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Decode videos and run the video backbone: video, proxy, frame and patch tokens, ITS scores.
+
+    A killed run resumes where it stopped; an unchanged rerun does nothing.
+    Exit code 3 when some videos could not be read (they are recorded in the file).
+
+    Example:
+      pig extract videos/ -m models/pig-b32 -o feats.h5
+    """
+    from ..stages.extract import ExtractSettings, extract
+
+    settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
+                               decoder=decoder.value, precision=precision.value)
+    summary = extract(videos, output, model, settings=settings, device=device, batch_size=batch_size,
+                      workers=workers, timeout=timeout, relative_ids=relative_ids, force=force)
+    report_stage(summary, "videos", as_json)
+
+
+def select_cmd(
+    features: Annotated[Path, typer.Argument(help="extract file")],
+    output: OutputFile,
+    k: ItsTokens = None,
+    model: InputModel = None,
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Informativeness Token Selector: the k most attended patch tokens of each video (docs/method.md s.2).
+
+    Without -k, k is the model's (-m, default the one the features were made with).
+
+    Example:
+      pig select feats.h5 -k 16 -o sel.h5
+    """
+    from ..stages.select import select
+
+    report_stage(select(features, output, k=k, model=model, force=force), "videos", as_json)
+
+
+def generate_cmd(
+    selection: Annotated[Path, typer.Argument(help="select file")],
+    output: OutputFile,
+    model: InputModel = None,
+    device: Device = "auto",
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Pseudo-queries: one generated query vector per video from its selected tokens (docs/method.md s.3).
+
+    Example:
+      pig generate sel.h5 -m models/pig-b32 -o gen.h5
+    """
+    from ..stages.generate import generate
+
+    report_stage(generate(selection, output, model, device=device, force=force), "videos", as_json)
+
+
+FUSE_METHOD_HELP = ("pig: pseudo-query attention; meanpool: two-tower baseline; "
+                    "eercf: W_g of mean frames (EERCF's coarse index)")
+
+
+def fuse_cmd(
+    source: Annotated[Path, typer.Argument(
+        help="generate file (or any feature file with --method meanpool or eercf)")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="index file to write")],
+    model: InputModel = None,
+    method: Annotated[FuseMethod, typer.Option(help=FUSE_METHOD_HELP)] = FuseMethod.pig,
+    device: Device = "auto",
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Fuse each video into one vector: the index that rank searches (docs/method.md s.4).
+
+    Examples:
+      pig fuse gen.h5 -m models/pig-b32 -o index.h5
+      pig fuse feats.h5 --method meanpool -o meanpool.h5
+      pig fuse feats.h5 --method eercf -o eercf.h5      # then: pig rank eercf.h5 q.h5 --rerank 50
+    """
+    from ..stages.fuse import fuse
+
+    report_stage(fuse(source, output, model, method=method.value, device=device, force=force), "videos", as_json)
+
+
+def embed_text_cmd(
+    queries: Annotated[str, typer.Argument(
+        help="text file (one query per line), CSV/JSONL with ids, or - for stdin")],
+    output: OutputFile,
+    model: Model = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="truncate longer text (default: the model's, 50)")] = None,
+    device: Device = "auto",
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Embed queries with CLIP's text encoder (docs/method.md s.5).
+
+    Examples:
+      pig embed-text queries.txt -m models/pig-b32 -o q.h5
+      echo "a dog catches a frisbee" | pig embed-text - -m models/pig-b32 -o q.h5
+    """
+    from ..stages.embed_text import embed_text
+
+    summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force)
+    report_stage(summary, "queries", as_json)
+
+
+def index_cmd(
+    videos: VideoInputs,
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="index file; stage files go beside it")] = Path("index.h5"),
+    model: Model = None,
+    k: ItsTokens = None,
+    method: Annotated[FuseMethod, typer.Option(help=FUSE_METHOD_HELP)] = FuseMethod.pig,
+    backbone: BackboneOpt = Backbone.vip,
+    patches: Patches = "all",
+    decoder: DecoderOpt = Decoder.auto,
+    device: Device = "auto",
+    batch_size: BatchSize = 4,
+    workers: Workers = 2,
+    relative_ids: RelativeIds = False,
+    force: Annotated[bool, typer.Option(help="recompute every stage")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, counts, failures, "
+                                          "timings, and each stage's) instead of the index path")] = False,
+):
+    """extract -> select -> generate -> fuse in one go, reusing every stage file that is still valid.
+
+    Prints the index path. Exit code 3 when some videos could not be read.
+
+    Example:
+      pig index videos/ -m models/pig-b32 -o index.h5      # then: pig rank --query "..."
+    """
+    from ..stages.extract import ExtractSettings
+    from ..stages.index import build_index
+
+    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value)
+    summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
+                            batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force)
+    log_failures(summaries["extract"], "videos")
+    finish(index_record(output, summaries), "output", as_json)

@@ -1,0 +1,104 @@
+"""`pig train`: the command over `pigcli.train.loop.train`.
+
+The option defaults equal `TrainConfig`'s (tests/test_train.py checks it). Training runs in phases:
+phase 1 pretrains the pseudo-query generator, phase 2 trains jointly ("stage" means a pipeline step).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, Backbone, Decoder, DecoderOpt, TrainMethod, TrainPrecision)
+from .output import EXIT_SOME_FAILED, emit, emit_json
+
+MODEL_HELP = ("starting pig model folder, or any CLIP (hub id or folder); "
+              "default: $PIG_MODEL, else openai/clip-vit-base-patch32")
+PER_PHASE = "one value for every phase, or 'PHASE1,PHASE2'"
+METHOD_HELP = ("pig: hybrid tower; meanpool: two tower; xpool: single tower; "
+               "eercf: two tower + EERCF loss")
+
+
+def train_cmd(
+    captions: Annotated[Path, typer.Option("--captions", help="training captions (csv/jsonl/json with video_id, caption)")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="run folder: best/, last/, state.pt, log.jsonl")],
+    model: Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help=MODEL_HELP)] = None,
+    features: Annotated[Optional[Path], typer.Option(
+        help="frozen-feature mode: an extract file (phase 1, or --freeze-backbone)")] = None,
+    videos: Annotated[Optional[Path], typer.Option(
+        help="raw-video mode: a folder (or list file) of videos, decoded every epoch")] = None,
+    val_captions: Annotated[Optional[Path], typer.Option(
+        help="validation split (never the test split): picks OUT/best by t2v R@1")] = None,
+    method: Annotated[TrainMethod, typer.Option(help=METHOD_HELP)] = TrainMethod.pig,
+    phases: Annotated[Optional[str], typer.Option(
+        help="1 (generator pretraining), 2 (joint) or 1,2; default 1,2 for pig, 2 otherwise")] = None,
+    epochs: Annotated[str, typer.Option(help=f"epochs per phase; {PER_PHASE}")] = "5",
+    steps: Annotated[Optional[str], typer.Option(
+        help=f"optimiser steps per phase instead of epochs; {PER_PHASE}")] = None,
+    batch_size: Annotated[int, typer.Option(help="global batch (split over torchrun processes)")] = 128,
+    lr: Annotated[str, typer.Option(
+        help=f"learning rate of new modules (mapper, fusioner, proxies, temporal embedding); {PER_PHASE}")] = "9e-5,1e-5",
+    lr_clip: Annotated[str, typer.Option(
+        help=f"learning rate of CLIP weights (incl. the generator's text layers); {PER_PHASE}")] = "9e-5,1e-6",
+    weight_decay: Annotated[float, typer.Option(help="AdamW weight decay (weight matrices only)")] = 0.2,
+    warmup: Annotated[float, typer.Option(
+        help="linear warm-up, as a fraction of each phase's steps; then cosine decay")] = 0.01,
+    alpha: Annotated[float, typer.Option(help="weight of the generation loss in phase 2")] = 1.0,
+    eercf_weight: Annotated[float, typer.Option(
+        help="add EERCF's loss with this weight in phase 2 (learns the rerank head W_g, W_F that "
+        "pig rank --rerank uses); 0: off")] = 0.0,
+    grad_clip: Annotated[float, typer.Option(help="gradient norm clipping")] = 1.0,
+    freeze_backbone: Annotated[bool, typer.Option(
+        help="phase 2 trains the heads and text encoder only (vision tower, proxies, temporal frozen)")] = False,
+    backbone: Annotated[Optional[Backbone], typer.Option(
+        help="raw videos: vip or frames (default vip); with --features: the file's")] = None,
+    decoder: DecoderOpt = Decoder.auto,
+    workers: Annotated[int, typer.Option(help="decoding processes in raw-video mode (0: decode in this process)")] = 2,
+    device: Annotated[str, typer.Option(
+        help="auto | cpu | cuda | cuda:N (torchrun: each process its LOCAL_RANK GPU)")] = "auto",
+    precision: Annotated[TrainPrecision, typer.Option(help="auto: bf16 on GPU, fp32 on CPU")] = TrainPrecision.auto,
+    seed: Annotated[int, typer.Option(help="seed for batches, captions and dropout")] = 0,
+    resume: Annotated[bool, typer.Option(help="continue the run in OUTPUT from OUTPUT/state.pt (same options)")] = False,
+    stop_after: Annotated[Optional[int], typer.Option(
+        help="stop after this many steps in this invocation, saving the state (time-limited jobs)")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="print one JSON object (best, last, best_metrics, steps, final_loss) instead of lines")] = False,
+):
+    """Train a pig model: phase 1 pretrains the pseudo-query generator, phase 2 fine-tunes jointly.
+
+    Prints 'best PATH R@1' and 'last PATH' (tab-separated) to stdout, or one JSON object with --json;
+    logs every step to OUTPUT/log.jsonl. Exit code 3 when some videos could not be decoded.
+    Multi-GPU: torchrun --nproc-per-node 4 -m pigcli train ... (DistributedDataParallel).
+
+    Examples:
+      pig train --captions train.csv --val-captions val.csv --features feats.h5 --phases 1 -m models/pig-b32 -o runs/p1
+      pig train --captions train.csv --val-captions val.csv --videos videos/ -m runs/p1/best --phases 2 -o runs/p2
+      pig train ... --phases 2 --eercf-weight 1 -o runs/p2   # also learn the rerank head for pig rank --rerank
+    """
+    from ..train.loop import TrainConfig, train
+
+    config = TrainConfig(
+        output=output, captions=captions, model=model, features=features, videos=videos, val_captions=val_captions,
+        method=method.value,
+        phases=phases,
+        epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
+        weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
+        freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
+        workers=workers, device=device, precision=precision.value, seed=seed, resume=resume, stop_after=stop_after)
+    result = train(config)
+    if os.environ.get("RANK", "0") != "0":  # torchrun: one process reports
+        return
+    if as_json:
+        emit_json({"best": result.best, "last": result.last, "best_metrics": result.best_metrics,
+                   "steps": result.steps, "final_loss": result.final_loss, "stopped": result.stopped,
+                   "failed_videos": result.failed_videos})
+    else:
+        if result.best is not None:
+            emit(f"best\t{result.best}\t{result.best_metrics['t2v']['R@1']:.2f}")
+        if result.last is not None:
+            emit(f"last\t{result.last}")
+    if result.failed_videos:
+        raise typer.Exit(EXIT_SOME_FAILED)
