@@ -1,6 +1,6 @@
 """The `pig` command line: thin Typer commands over the library functions.
 
-    pig.py      the Typer app (`app`, `main`): --version and every command, registered in help order
+    pig.py      the Typer app (`app`): --version and every command, registered in help order
     command.py  PigCommand: known errors -> one line on stderr and an exit code; bare option values
     options.py  shared options as Annotated types, and the choices (str enums) they take
     output.py   the output contract: what goes to stdout (paths, --json objects), exit codes
@@ -14,6 +14,6 @@ Heavy imports (torch, transformers, h5py, numpy) happen inside the commands, so 
 is instant.
 """
 
-from .pig import app, main
+from .pig import app
 
-__all__ = ["app", "main"]
+__all__ = ["app"]

@@ -60,7 +60,3 @@ _add(app, "demo", tools.demo_cmd)
 toy_app = typer.Typer(help="The built-in toy text-video corpus.", no_args_is_help=True)
 app.add_typer(toy_app, name="toy")
 _add(toy_app, "make", toy.toy_make_cmd)
-
-
-def main() -> None:  # pragma: no cover - console entry point alias
-    app()
