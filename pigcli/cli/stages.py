@@ -23,7 +23,7 @@ VideoInputs = Annotated[List[str], typer.Argument(
 
 def init_cmd(
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="checkpoint folder to create")],
-    source: Annotated[Optional[str], typer.Option("--from", help="CLIP to start from: hub id or local folder")] = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="CLIP to start from: hub id, CLIP folder, or a pig model folder (its CLIP, e.g. a pretrained two-tower, with new PIG heads)")] = None,
     preset: Annotated[Optional[Preset], typer.Option(help="a random CLIP of this size instead (offline)")] = None,
     frames: Annotated[int, typer.Option(help="frames sampled per video (T)")] = 12,
     proxies: Annotated[int, typer.Option(help="video proxy tokens (P)")] = 3,

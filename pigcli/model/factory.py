@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..errors import PigError
-from .checkpoint import BYTE_VOCAB_SIZE, load_tokenizer, save_checkpoint
+from .checkpoint import BYTE_VOCAB_SIZE, is_checkpoint, load_checkpoint, load_tokenizer, save_checkpoint
 from .clip_compat import write_byte_tokenizer
 from .pig import PigConfig, PigModel
 
@@ -76,8 +76,12 @@ def init_random(output: Path, preset: str = "tiny", seed: int = 0, pig_config: P
 
 
 def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
-    """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder)."""
+    """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder), or the CLIP
+    inside a pig model folder (init_from_pig)."""
     from transformers import CLIPModel, CLIPTokenizer
+
+    if is_checkpoint(source):
+        return init_from_pig(source, output, pig_config, seed)
 
     # Without a resolvable hub, the hub client retries for a long time before failing: use its cache only.
     local = {} if Path(source).is_dir() or hub_resolvable() else {"local_files_only": True}
@@ -95,6 +99,27 @@ def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = Non
     config.image_mean, config.image_std = _image_statistics(source, local)
     torch.manual_seed(seed)
     return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
+
+
+def init_from_pig(source: str | Path, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
+    """A new pig model on the CLIP of a trained pig model folder: the way the paper starts PIG and its
+    baselines from a pretrained CLIP, when that CLIP was itself trained with pig (e.g. a two-tower
+    pretrained on the toy corpus). Kept: CLIP's vision and text towers, projections and temperature,
+    and the video backbone's own weights (proxies, frame CLS, temporal embedding) when the frame and
+    proxy counts match. New: the generator is a fresh copy of the (trained) text encoder, and the
+    mapper, fusioner and EERCF head start as for any CLIP.
+    """
+    trained = load_checkpoint(source)
+    old = trained.model.config
+    config = pig_config or PigConfig(num_frames=old.num_frames, num_proxies=old.num_proxies)
+    config.source = f"pig:{trained.identity.name}:{trained.identity.hash}"
+    config.bos_token_id, config.eos_token_id = old.bos_token_id, old.eos_token_id
+    config.image_mean, config.image_std = old.image_mean, old.image_std
+    torch.manual_seed(seed)
+    model = PigModel(trained.model.clip, config)
+    if (config.num_frames, config.num_proxies) == (old.num_frames, old.num_proxies):
+        model.backbone.load_state_dict(trained.model.backbone.state_dict())
+    return save_checkpoint(model, trained.tokenizer, output, name=Path(output).name)
 
 
 def hub_resolvable() -> bool:
