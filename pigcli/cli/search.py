@@ -26,10 +26,10 @@ def rank_cmd(
     model: QueryModel = None,
     device: Device = "auto",
     rerank: Rerank = 0,
-    w_fw: WeightFw = 0.8,
-    w_fs: WeightFs = 0.2,
-    w_pw: WeightPw = 0.2,
-    w_coarse: WeightCoarse = 0.5,
+    w_fw: WeightFw = None,
+    w_fs: WeightFs = None,
+    w_pw: WeightPw = None,
+    w_coarse: WeightCoarse = None,
     cost: Annotated[bool, typer.Option("--cost", help="also print each method's multiply-adds and time per query (stderr)")] = False,
 ):
     """Exact top-N videos for each query, to stdout.
@@ -39,6 +39,7 @@ def rank_cmd(
       pig rank --query "a red car turns left" -n 5 --format jsonl
       pig rank index.h5 --queries queries.txt --method xpool
       pig rank index.h5 q.h5 --rerank 50          # EERCF coarse-to-fine on the top 50
+      pig rank index.h5 q.h5 --rerank             # K and weights from pig tune-rerank (else K = 50)
     """
     from ..captions import Query, load_queries
     from ..console import warn
@@ -71,10 +72,10 @@ def eval_cmd(
     model: QueryModel = None,
     device: Device = "auto",
     rerank: Rerank = 0,
-    w_fw: WeightFw = 0.8,
-    w_fs: WeightFs = 0.2,
-    w_pw: WeightPw = 0.2,
-    w_coarse: WeightCoarse = 0.5,
+    w_fw: WeightFw = None,
+    w_fs: WeightFs = None,
+    w_pw: WeightPw = None,
+    w_coarse: WeightCoarse = None,
 ):
     """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
 
@@ -83,6 +84,7 @@ def eval_cmd(
     Examples:
       pig eval index.h5 --captions MSRVTT_JSFUSION_test.csv
       pig eval index.h5 --captions test.csv --rerank 50
+      pig eval index.h5 --captions test.csv --rerank --w-coarse 1   # tuned K and weights, one overridden
     """
     from ..console import warn
     from ..stages.evaluate import evaluate
@@ -99,3 +101,4 @@ def eval_cmd(
         emit_json(report.to_dict())
     else:
         emit(report.table())
+
