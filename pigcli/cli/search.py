@@ -108,7 +108,8 @@ def tune_rerank_cmd(
     index: Annotated[Path, typer.Argument(help="index file of VALIDATION videos (never the test split)")],
     captions: Annotated[Path, typer.Option(
         "--captions", "-c", help="validation captions (video_id,caption CSV, MSRVTT CSV or JSONL)")],
-    features: TokenFeatures = None,
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", help="extract file of the index's videos (default: found from the index's inputs)")] = None,
     model: QueryModel = None,
     device: Device = "auto",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="print the table, write nothing")] = False,
