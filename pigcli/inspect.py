@@ -54,7 +54,16 @@ def _describe_model(path: Path) -> dict:
                  "vision": {k: clip["vision_config"].get(k) for k in ("image_size", "patch_size", "hidden_size", "num_hidden_layers")},
                  "text": {k: clip["text_config"].get(k) for k in ("hidden_size", "num_hidden_layers", "vocab_size")}},
         "rerank_head": _rerank_head_state(folder),
+        "rerank": _rerank_setting(folder),
     }
+
+
+def _rerank_setting(folder):
+    """rerank.json (pig tune-rerank), or a line saying there is none."""
+    tuned = folder.rerank
+    if tuned is None:
+        return "none: pig rank/eval --rerank use the default weights (pig tune-rerank VAL_INDEX --captions val.csv)"
+    return tuned.to_dict()
 
 
 def _rerank_head_state(folder) -> str:

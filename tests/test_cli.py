@@ -17,8 +17,8 @@ from pigcli import __version__
 from pigcli.cli import app
 
 FOUNDATION_COMMANDS = ("init", "extract", "inspect")
-COMMANDS = ("init", "extract", "select", "generate", "fuse", "embed-text", "index", "rank", "eval", "train",
-            "inspect", "demo", "toy make")
+COMMANDS = ("init", "extract", "select", "generate", "fuse", "embed-text", "index", "rank", "eval", "tune-rerank",
+            "train", "inspect", "demo", "toy make")
 
 
 def test_help_lists_the_commands_and_is_fast(run_pig) -> None:
@@ -265,10 +265,11 @@ def test_dash_k_is_its_tokens(command: str) -> None:
 @pytest.mark.parametrize("command", [["rank", "index.h5", "q.h5"], ["eval", "index.h5", "-c", "c.csv"]])
 @pytest.mark.parametrize("args, want", [
     ([], 0),
-    (["--rerank"], 50),
+    (["--rerank"], "auto"),                 # the model's tuned K (rerank.json), else 50
+    (["--rerank", "auto"], "auto"),
     (["--rerank", "20"], 20),
     (["--rerank=20"], 20),
-    (["--rerank", "--w-fw", "0.5"], 50),    # followed by another option
+    (["--rerank", "--w-fw", "0.5"], "auto"),  # followed by another option
     (["--rerank", "-1"], -1),               # a negative number is a value (refused by the command)
     (["--rerank", "0"], 0),
 ])
@@ -282,9 +283,10 @@ def test_rerank_forms(command, args, want) -> None:
 def test_fill_bare_values() -> None:
     from pigcli.cli.command import fill_bare_values
 
-    bare = {"--rerank": 50}
-    assert fill_bare_values(["a", "--rerank"], bare) == ["a", "--rerank", "50"]
-    assert fill_bare_values(["--rerank", "a"], bare) == ["--rerank", "50", "a"]
+    bare = {"--rerank": "auto"}
+    assert fill_bare_values(["a", "--rerank"], bare) == ["a", "--rerank", "auto"]
+    assert fill_bare_values(["--rerank", "a"], bare) == ["--rerank", "auto", "a"]
+    assert fill_bare_values(["--rerank", "auto", "a"], bare) == ["--rerank", "auto", "a"]
     assert fill_bare_values(["--rerank", "7", "a"], bare) == ["--rerank", "7", "a"]
     assert fill_bare_values(["--rerank=7"], bare) == ["--rerank=7"]
     assert fill_bare_values(["--", "--rerank"], bare) == ["--", "--rerank"]

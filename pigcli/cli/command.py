@@ -6,7 +6,7 @@
   - click's usage errors (bad option values, missing arguments) keep click's handling (exit 2).
 
 It also fills in the value of an option given without one (options.BARE_VALUES: `--rerank` alone
-means --rerank 50) before click parses the command line.
+means --rerank auto) before click parses the command line.
 """
 
 from __future__ import annotations
@@ -55,14 +55,15 @@ def fail(message: str, code: int):
 def fill_bare_values(args: list[str], bare: dict[str, object]) -> list[str]:
     """`args` with the value of each option in `bare` inserted where the option is given without one:
     last on the line, or followed by something that is not an integer (another option, an argument).
-    An integer after it, negative ones included, is its value; `--rerank=20` is left alone. Nothing
-    after `--` is touched."""
+    An integer after it, negative ones included, or the bare value itself (`--rerank auto`) is its
+    value; `--rerank=20` is left alone. Nothing after `--` is touched."""
     filled: list[str] = []
     for i, arg in enumerate(args):
         filled.append(arg)
         if arg == "--":
             filled.extend(args[i + 1:])
             break
-        if arg in bare and (i + 1 == len(args) or not args[i + 1].lstrip("-").isdigit()):
+        if arg in bare and (i + 1 == len(args) or not (args[i + 1].lstrip("-").isdigit()
+                                                       or args[i + 1] == str(bare[arg]))):
             filled.append(str(bare[arg]))
     return filled

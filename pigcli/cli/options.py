@@ -86,12 +86,12 @@ class Preset(str, Enum):
 
 # --- options that may come without a value ------------------------------------------------------------
 
-RERANK_BARE_K = 50  # `--rerank` without a number: EERCF's K (the paper's)
+RERANK_AUTO = "auto"  # `--rerank` without a number: the model's tuned K (rerank.json), else 50 (stages.rerank.AUTO)
 
 # option -> the value it takes when given without one ("--rerank" last on the line, or followed by
 # something that is not an integer). Filled in by PigCommand (cli/command.py) before parsing: Typer's
 # parser has no optional-value options (typer.Option's flag_value is deprecated and ignored).
-BARE_VALUES: dict[str, int] = {"--rerank": RERANK_BARE_K}
+BARE_VALUES: dict[str, str] = {"--rerank": RERANK_AUTO}
 
 # --- paths, models, devices -----------------------------------------------------------------------------
 
@@ -136,19 +136,40 @@ Scoring = Annotated[ScoringMethod, typer.Option(
 TokenFeatures = Annotated[Optional[Path], typer.Option(
     "--features", help="token features for --method xpool and --rerank (default: found from the index's inputs)")]
 
-# EERCF rerank (defaults: docs/method.md section 7, RerankWeights)
-Rerank = Annotated[int, typer.Option(
-    "--rerank", metavar="[K]",
+# EERCF rerank: K and weights are decided in one place, pigcli.stages.rerank.resolve_rerank (the
+# model's rerank.json from pig tune-rerank, else docs/method.md section 7's defaults); a --w-* given
+# overrides that one weight.
+
+
+def _rerank_value(value):
+    """--rerank's value: a number of videos, or 'auto' (what --rerank alone means)."""
+    if value is None or isinstance(value, int):
+        return value
+    if value == RERANK_AUTO:
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"{value!r} is not a number of videos (or {RERANK_AUTO!r})") from None
+
+
+Rerank = Annotated[str, typer.Option(
+    "--rerank", metavar="[K]", callback=_rerank_value,
     help="EERCF: rerank each query's top K by frame/patch scores with the model's rerank head; "
-    f"--rerank alone: K = {RERANK_BARE_K} (the paper's); 0: off. The K scores become the combined rerank scores")]
-WeightFw = Annotated[float, typer.Option("--w-fw", help="rerank weight of S_fw (frame-weighted score)")]
-WeightFs = Annotated[float, typer.Option("--w-fs", help="rerank weight of S_fs (text-gated frame pooling)")]
-WeightPw = Annotated[float, typer.Option("--w-pw", help="rerank weight of S_pw (patch-weighted score)")]
-WeightCoarse = Annotated[float, typer.Option("--w-coarse", help="rerank weight of the index score")]
+    "--rerank alone: the model's tuned K (rerank.json from pig tune-rerank; if tuned off, no rerank), "
+    "else K = 50 (the paper's); 0: off. The K scores become the combined rerank scores")]
+_WEIGHT_DEFAULT = "default: the model's rerank.json (pig tune-rerank), else"
+WeightFw = Annotated[Optional[float], typer.Option(
+    "--w-fw", help=f"rerank weight of S_fw (frame-weighted score); {_WEIGHT_DEFAULT} 0.8")]
+WeightFs = Annotated[Optional[float], typer.Option(
+    "--w-fs", help=f"rerank weight of S_fs (text-gated frame pooling); {_WEIGHT_DEFAULT} 0.2")]
+WeightPw = Annotated[Optional[float], typer.Option(
+    "--w-pw", help=f"rerank weight of S_pw (patch-weighted score); {_WEIGHT_DEFAULT} 0.2")]
+WeightCoarse = Annotated[Optional[float], typer.Option(
+    "--w-coarse", help=f"rerank weight of the index score; {_WEIGHT_DEFAULT} 0.5")]
 
 
-def rerank_weights(w_fw: float, w_fs: float, w_pw: float, w_coarse: float):
-    """The library's RerankWeights from the --w-* options."""
-    from ..model.eercf import RerankWeights
-
-    return RerankWeights(fw=w_fw, fs=w_fs, pw=w_pw, coarse=w_coarse)
+def rerank_weights(w_fw: float | None, w_fs: float | None, w_pw: float | None, w_coarse: float | None) -> dict:
+    """The --w-* options given, for the library (which fills in the others: stages.rerank.resolve_rerank)."""
+    given = {"fw": w_fw, "fs": w_fs, "pw": w_pw, "coarse": w_coarse}
+    return {key: value for key, value in given.items() if value is not None}

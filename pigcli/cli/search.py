@@ -1,4 +1,5 @@
-"""Searching an index: rank (a ranked list per query, to stdout) and eval (retrieval metrics)."""
+"""Searching an index: rank (a ranked list per query, to stdout), eval (retrieval metrics) and
+tune-rerank (EERCF's rerank K and weights chosen on validation captions, stored with the model)."""
 
 from __future__ import annotations
 
@@ -26,10 +27,10 @@ def rank_cmd(
     model: QueryModel = None,
     device: Device = "auto",
     rerank: Rerank = 0,
-    w_fw: WeightFw = 0.8,
-    w_fs: WeightFs = 0.2,
-    w_pw: WeightPw = 0.2,
-    w_coarse: WeightCoarse = 0.5,
+    w_fw: WeightFw = None,
+    w_fs: WeightFs = None,
+    w_pw: WeightPw = None,
+    w_coarse: WeightCoarse = None,
     cost: Annotated[bool, typer.Option("--cost", help="also print each method's multiply-adds and time per query (stderr)")] = False,
 ):
     """Exact top-N videos for each query, to stdout.
@@ -39,6 +40,7 @@ def rank_cmd(
       pig rank --query "a red car turns left" -n 5 --format jsonl
       pig rank index.h5 --queries queries.txt --method xpool
       pig rank index.h5 q.h5 --rerank 50          # EERCF coarse-to-fine on the top 50
+      pig rank index.h5 q.h5 --rerank             # K and weights from pig tune-rerank (else K = 50)
     """
     from ..captions import Query, load_queries
     from ..console import warn
@@ -71,10 +73,10 @@ def eval_cmd(
     model: QueryModel = None,
     device: Device = "auto",
     rerank: Rerank = 0,
-    w_fw: WeightFw = 0.8,
-    w_fs: WeightFs = 0.2,
-    w_pw: WeightPw = 0.2,
-    w_coarse: WeightCoarse = 0.5,
+    w_fw: WeightFw = None,
+    w_fs: WeightFs = None,
+    w_pw: WeightPw = None,
+    w_coarse: WeightCoarse = None,
 ):
     """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
 
@@ -83,6 +85,7 @@ def eval_cmd(
     Examples:
       pig eval index.h5 --captions MSRVTT_JSFUSION_test.csv
       pig eval index.h5 --captions test.csv --rerank 50
+      pig eval index.h5 --captions test.csv --rerank --w-coarse 1   # tuned K and weights, one overridden
     """
     from ..console import warn
     from ..stages.evaluate import evaluate
@@ -99,3 +102,41 @@ def eval_cmd(
         emit_json(report.to_dict())
     else:
         emit(report.table())
+
+
+def tune_rerank_cmd(
+    index: Annotated[Path, typer.Argument(help="index file of VALIDATION videos (never the test split)")],
+    captions: Annotated[Path, typer.Option(
+        "--captions", "-c", help="validation captions (video_id,caption CSV, MSRVTT CSV or JSONL)")],
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", help="extract file of the index's videos (default: found from the index's inputs)")] = None,
+    model: QueryModel = None,
+    device: Device = "auto",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="print the table, write nothing")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the choice as JSON instead of the path")] = False,
+):
+    """Choose EERCF's rerank K and weights on validation captions and store them with the model.
+
+    Tries K in 10, 20, 50, 100 (at most the index's videos), w_coarse in 0.5, 1, 2 and w_fw, w_fs,
+    w_pw in 0, 0.2, 0.5, 1, scored by text-to-video R@1 (then R@5, then MdR) exactly as
+    pig eval --rerank K scores them; the fine scores are computed once for the largest K. The plain
+    index is the baseline: if no setting beats it, the choice is "off" (--rerank alone then ranks by
+    the index). Writes MODEL/rerank.json next to the index's model (not its config or weights, so the
+    model's hash and every stage file made with it stay valid) and prints its path; the table goes to
+    stderr. pig rank/eval --rerank then use these weights (and --rerank alone this K); --w-* override.
+
+    Use an index of VALIDATION videos with validation captions only: weights chosen on the test split
+    make its metrics optimistic.
+
+    Example:
+      pig tune-rerank val_index.h5 --captions val.csv     # then: pig eval test_index.h5 -c test.csv --rerank
+    """
+    from ..stages.tune_rerank import tune_rerank
+
+    report = tune_rerank(index, captions, model=model, features=features, device=device, dry_run=dry_run)
+    if as_json:
+        emit_json({"output": str(report.written) if report.written else None, "off": report.off,
+                   "baseline": report.baseline.metrics, "best": report.best.metrics,
+                   "settings": len(report.scored), **report.tuned.to_dict()})
+    elif report.written:
+        emit(str(report.written))

@@ -5,9 +5,14 @@ A pig model folder holds:
     model.safetensors  every weight (CLIP, proxies, temporal embedding, generator, fusioner, EERCF head)
     tokenizer/         a CLIPTokenizer that loads offline
     checkpoint.json    {"format", "name", "hash"}: the identity that stage files record
+    rerank.json        optional: the EERCF rerank setting chosen on validation by `pig tune-rerank`
+                       {"k", "w_fw", "w_fs", "w_pw", "w_coarse", "tuned_on", "videos", "r1_before",
+                       "r1_after", "created", ...}. Kept out of config.json and the weights on purpose:
+                       the hash covers those two, and every stage file records the hash.
 
-`ModelFolder.read` is the only code that parses config.json and checkpoint.json; it reads no weights,
-so a stage can check a model's identity and settings before deciding to load it.
+`ModelFolder.read` is the only code that parses config.json and checkpoint.json (and `.rerank`
+rerank.json); it reads no weights, so a stage can check a model's identity and settings before
+deciding to load it.
 """
 
 from __future__ import annotations
@@ -16,13 +21,15 @@ import hashlib
 import json
 import os
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 
 from ..errors import PigError
 from .clip_compat import skip_weight_init
+from .eercf import RerankWeights
 from .pig import PigConfig, PigModel
 
 CHECKPOINT_FORMAT = "pig-checkpoint/1"
@@ -30,6 +37,7 @@ BYTE_VOCAB_SIZE = 514  # the offline byte-level tokenizer: 512 byte tokens, then
 # Modules added after a checkpoint may have been written: absent from its weights, they keep their
 # initial values (the EERCF head: identities, i.e. an untrained head).
 OPTIONAL_PREFIXES = ("eercf.",)
+RERANK_FILE = "rerank.json"
 
 
 @dataclass(frozen=True)
@@ -39,6 +47,42 @@ class ModelIdentity:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "hash": self.hash}
+
+
+@dataclass(frozen=True)
+class TunedRerank:
+    """A model's rerank.json: the EERCF rerank chosen on validation captions (`pig tune-rerank`).
+
+    k = 0 means "off": no rerank setting beat the plain index there; `weights` are then the best
+    setting's weights all the same (what an explicit `--rerank K` uses). r1_after is the validation
+    R@1 of those weights at their best K; r1_before the plain index's.
+    """
+
+    k: int
+    weights: RerankWeights
+    tuned_on: str
+    videos: int
+    r1_before: float
+    r1_after: float
+    model_hash: str = ""
+    created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    extra: dict = field(default_factory=dict)  # other recorded fields (index, captions, ...), kept as read
+
+    def to_dict(self) -> dict:
+        w = self.weights
+        return {"k": self.k, "w_fw": w.fw, "w_fs": w.fs, "w_pw": w.pw, "w_coarse": w.coarse,
+                "tuned_on": self.tuned_on, "videos": self.videos, "r1_before": self.r1_before,
+                "r1_after": self.r1_after, "model_hash": self.model_hash, "created": self.created, **self.extra}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TunedRerank":
+        known = {"k", "w_fw", "w_fs", "w_pw", "w_coarse", "tuned_on", "videos", "r1_before", "r1_after",
+                 "model_hash", "created"}
+        weights = RerankWeights(fw=float(data["w_fw"]), fs=float(data["w_fs"]), pw=float(data["w_pw"]),
+                                coarse=float(data["w_coarse"]))
+        return cls(int(data["k"]), weights, str(data["tuned_on"]), int(data["videos"]), float(data["r1_before"]),
+                   float(data["r1_after"]), str(data.get("model_hash", "")), str(data.get("created", "")),
+                   {key: value for key, value in data.items() if key not in known})
 
 
 @dataclass
@@ -79,6 +123,38 @@ class ModelFolder:
     @property
     def weights(self) -> Path:
         return self.path / "model.safetensors"
+
+    @property
+    def rerank_file(self) -> Path:
+        return self.path / RERANK_FILE
+
+    @property
+    def rerank(self) -> TunedRerank | None:
+        """The rerank setting tuned for this model (rerank.json), or None when there is none. One
+        tuned for other weights (its model_hash is not this folder's) is ignored, with a warning."""
+        if not self.rerank_file.is_file():
+            return None
+        try:
+            tuned = TunedRerank.from_dict(json.loads(self.rerank_file.read_text()))
+        except (ValueError, KeyError, TypeError) as err:
+            raise PigError(f"{self.rerank_file} is not a valid rerank file ({type(err).__name__}: {err}); "
+                           f"delete it or make it again with pig tune-rerank") from None
+        if tuned.model_hash and tuned.model_hash != self.identity.hash:
+            from ..console import warn
+
+            warn(f"{self.rerank_file} was tuned for model {tuned.model_hash}, not this folder's {self.identity.hash}: "
+                 "ignored (run pig tune-rerank again)")
+            return None
+        return tuned
+
+    def write_rerank(self, tuned: TunedRerank) -> Path:
+        """Write rerank.json (atomically). config.json and the weights are untouched, so the model's
+        hash, and every stage file made with it, stay valid. Records this folder's hash in it."""
+        tuned = replace(tuned, model_hash=self.identity.hash)
+        staging = self.rerank_file.with_name(RERANK_FILE + ".partial")
+        staging.write_text(json.dumps(tuned.to_dict(), indent=2) + "\n")
+        os.replace(staging, self.rerank_file)
+        return self.rerank_file
 
     def load(self, device: str | torch.device = "cpu") -> LoadedModel:
         """Build the model and read every weight (no random init: the file overwrites it)."""

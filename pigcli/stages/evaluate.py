@@ -31,10 +31,13 @@ class EvalReport:
     dsl: bool = False
     paragraph: bool = False
     rerank_k: int = 0
+    rerank_weights: object = None      # the RerankWeights used when rerank_k > 0
 
     def to_dict(self) -> dict:
-        return {"method": self.method, "dsl": self.dsl, "rerank": self.rerank_k, "paragraph": self.paragraph,
-                "captions": self.captions,
+        weights = {} if self.rerank_weights is None else {"rerank_weights": {
+            key: getattr(self.rerank_weights, key) for key in ("fw", "fs", "pw", "coarse", "ps")}}
+        return {"method": self.method, "dsl": self.dsl, "rerank": self.rerank_k, **weights,
+                "paragraph": self.paragraph, "captions": self.captions,
                 "videos": self.videos, "missing_videos": len(self.missing_videos),
                 "uncaptioned_videos": self.uncaptioned_videos, "ties": "pessimistic", **self.results}
 
@@ -45,19 +48,37 @@ class EvalReport:
         return format_table(self.results, title)
 
 
-def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None = None, method: str = "index",
-             features: str | Path | None = None, paragraph: bool = False, dsl: bool = False,
-             device: str = "auto", rerank_k: int = 0, rerank_weights=None) -> EvalReport:
-    """Retrieval metrics of the index (or xpool) on these captions. rerank_k > 0: EERCF rerank of each
-    caption's top rerank_k first (docs/method.md s.7; text-to-video only, as rerank is per query)."""
+@dataclass
+class EvalInputs:
+    """What eval and tune-rerank score: the index, its model, and the captions that name its videos."""
+
+    index: Path
+    folder: object                     # the index's ModelFolder
+    loaded: object                     # its LoadedModel
+    device: object                     # torch device
+    video_ids: list[str]
+    captions: list                     # the captions kept (their video is in the index)
+    missing: list[str]                 # captioned videos not in the index
+    text: np.ndarray                   # [Q, D] caption embeddings
+    caption_video: np.ndarray          # [Q] index row of each caption's video
+    embedding: np.ndarray | None       # [N, D] the index (None for --method xpool)
+
+    def index_similarity(self) -> np.ndarray:
+        """[Q, N] caption x video scores of the index."""
+        return self.text @ self.embedding.T
+
+    @property
+    def uncaptioned_videos(self) -> int:
+        return len(self.video_ids) - len(set(self.caption_video.tolist()))
+
+
+def load_eval_inputs(index: str | Path, captions_path: str | Path, *, model: str | None = None,
+                     method: str = "index", paragraph: bool = False, device: str = "auto") -> EvalInputs:
+    """Read the index and its model, keep the captions whose video is in the index, embed them."""
     from ..core.device import resolve_device
     from ..core.text import embed_texts
     from ..model.resolve import folder_for_file
 
-    check_method(method)
-    check_rerank(rerank_k, method)
-    if rerank_k and dsl:
-        raise UsageError("--rerank and --dsl do not combine: DSL rescores with all queries at once")
     captions = load_captions(captions_path)
     if paragraph:
         captions = group_paragraphs(captions)
@@ -65,7 +86,8 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
     with open_stage_file(index, ("fuse",), INDEX_HINT) as handle:
         video_ids = read_ids(handle)
         embedding = handle["embedding"][:] if method == "index" else None  # xpool scores from the tokens
-        loaded = folder_for_file(model, handle, index, "pig index with this model").load(torch_device)
+        folder = folder_for_file(model, handle, index, "pig index with this model")
+    loaded = folder.load(torch_device)
     column = {vid: i for i, vid in enumerate(video_ids)}
     kept = [c for c in captions if c.video_id in column]
     missing = sorted({c.video_id for c in captions if c.video_id not in column})
@@ -73,27 +95,41 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
         raise PigError(f"none of the {len(captions)} captions in {captions_path} names a video of {index} "
                        f"(e.g. caption video {captions[0].video_id!r}, index video {video_ids[0]!r})")
     text, _ = embed_texts(loaded, [c.text for c in kept], device=torch_device)
+    caption_video = np.array([column[c.video_id] for c in kept])
+    return EvalInputs(Path(index), folder, loaded, torch_device, video_ids, kept, missing, text, caption_video,
+                      embedding)
+
+
+def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None = None, method: str = "index",
+             features: str | Path | None = None, paragraph: bool = False, dsl: bool = False,
+             device: str = "auto", rerank_k: int | str = 0, rerank_weights=None) -> EvalReport:
+    """Retrieval metrics of the index (or xpool) on these captions. rerank_k > 0: EERCF rerank of each
+    caption's top rerank_k first (docs/method.md s.7; text-to-video only, as rerank is per query);
+    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    (None: the model's rerank.json, else the defaults)."""
+    from .rerank import find_features, reranked_similarity, resolve_rerank
+
+    check_method(method)
+    check_rerank(rerank_k, method)
+    if rerank_k and dsl:
+        raise UsageError("--rerank and --dsl do not combine: DSL rescores with all queries at once")
+    inputs = load_eval_inputs(index, captions_path, model=model, method=method, paragraph=paragraph, device=device)
+    plan = resolve_rerank(rerank_k, rerank_weights, inputs.folder)
     if method == "index":
-        sim = text @ embedding.T
+        sim = inputs.index_similarity()
     else:
         features = features or upstream_file(index, FEATURE_STAGES)
         if features is None:
             raise PigError("--method xpool needs the token features of the index's videos: pass --features feats.h5")
-        sim = np.concatenate([s.numpy() for _, s in xpool_scores_blocks(loaded.model, features, video_ids, text,
-                                                                       torch_device)], axis=1)
+        sim = np.concatenate([s.numpy() for _, s in xpool_scores_blocks(inputs.loaded.model, features, inputs.video_ids,
+                                                                       inputs.text, inputs.device)], axis=1)
     if dsl:
         sim = dual_softmax(sim)
-    caption_video = np.array([column[c.video_id] for c in kept])
-    if rerank_k:
-        from .rerank import reranked_similarity
-
-        features = features or upstream_file(index, ("extract",))
-        if features is None:
-            raise PigError("--rerank needs the token features of the index's videos: pass --features feats.h5")
-        sim = reranked_similarity(sim, text, features, video_ids, rerank_k, rerank_weights, loaded.model.eercf,
-                                  loaded.identity.to_dict())
-        results = {"t2v": summarize(gt_ranks(sim, caption_video))}
+    if plan.k:
+        sim = reranked_similarity(sim, inputs.text, find_features(index, features), inputs.video_ids, plan.k,
+                                  plan.weights, inputs.loaded.model.eercf, inputs.loaded.identity.to_dict())
+        results = {"t2v": summarize(gt_ranks(sim, inputs.caption_video))}
     else:
-        results = retrieval_metrics(sim, caption_video)
-    return EvalReport(results, method, len(kept), len(video_ids), missing,
-                      len(video_ids) - len(set(caption_video.tolist())), dsl, paragraph, rerank_k)
+        results = retrieval_metrics(sim, inputs.caption_video)
+    return EvalReport(results, method, len(inputs.captions), len(inputs.video_ids), inputs.missing,
+                      inputs.uncaptioned_videos, dsl, paragraph, plan.k, plan.weights if plan.k else None)

@@ -66,9 +66,10 @@ def check_method(method: str) -> None:
         raise UsageError(f"--method must be one of {', '.join(RANK_METHODS)}, not {method!r}")
 
 
-def check_rerank(rerank_k: int, method: str) -> None:
-    if rerank_k < 0:
-        raise UsageError(f"--rerank must be 0 (off) or a number of videos K >= 1, not {rerank_k}")
+def check_rerank(rerank_k: int | str, method: str) -> None:
+    from .rerank import check_rerank_k
+
+    check_rerank_k(rerank_k)
     if method == "xpool" and rerank_k:
         raise UsageError("--rerank works on top of the index's scores, not with --method xpool")
 
@@ -91,14 +92,17 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
 
 def rank(index: str | Path | None = None, *, query_file: str | Path | None = None, queries=None, k: int = 10,
          method: str = "index", features: str | Path | None = None, model: str | None = None,
-         device: str = "auto", rerank_k: int = 0, rerank_weights=None, cost: bool = False) -> Ranking:
+         device: str = "auto", rerank_k: int | str = 0, rerank_weights=None, cost: bool = False) -> Ranking:
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
-    on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7).
-    cost: also print each method's online cost per query on these queries to stderr."""
+    on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7);
+    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
+    query on these queries to stderr."""
     from ..core.device import resolve_device
     from ..core.text import embed_texts
     from ..model.resolve import folder_for_file
     from .embed_text import report_truncated
+    from .rerank import DEFAULT_K, resolve_rerank
 
     check_method(method)
     if (query_file is None) == (queries is None):
@@ -110,10 +114,13 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     torch_device, _ = resolve_device(device)
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
         n_videos = handle["ids"].shape[0]
-        loaded = head = None
+        loaded = head = folder = None
         needs_model = queries is not None or method == "xpool" or cost
         if needs_model or rerank_k:
             folder = folder_for_file(model, handle, index_path, "pig index with this model")
+        plan = resolve_rerank(rerank_k, rerank_weights, folder)
+        rerank_k = plan.k
+        if needs_model or rerank_k:
             loaded = folder.load(torch_device) if needs_model else None
             # the rerank head alone is read much faster than the whole model
             head = (loaded.model.eercf if loaded else folder.load_eercf_head()) if rerank_k else None
@@ -126,7 +133,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         index_model = recorded_model(handle)
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
-                     torch_device, rerank_k or 50, k, n_videos)
+                     torch_device, rerank_k or DEFAULT_K, k, n_videos)
     if method == "xpool" or rerank_k:
         needed = ("extract",) if rerank_k else FEATURE_STAGES
         features = features or upstream_file(index_path, needed)
@@ -143,7 +150,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if rerank_k:
         from .rerank import rerank
 
-        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, rerank_weights, head,
+        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, plan.weights, head,
                                   index_model)
     return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k])
 
