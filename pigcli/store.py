@@ -255,7 +255,8 @@ class StageWriter:
             for number in blocks:
                 with h5py.File(self._block_path(number), "r") as block:
                     for name in block:
-                        _append(out, name, block[name], chunk_rows, **layouts.get(name, {}))
+                        layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
+                        _append(out, name, block[name], **layout)
         os.replace(tmp, self.output)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.output
@@ -279,16 +280,16 @@ def _create(handle, name: str, values, chunk_rows: int | None):
                                  chunks=chunks)
 
 
-def _append(out, name: str, source, chunk_rows: int, **layout) -> None:
+def _append(out, name: str, source, chunk_rows: int, compression: str | None = None,
+            compression_opts: int | None = None) -> None:
     if name not in out:
         dtype = source.dtype
-        chunk_rows = layout.pop("chunk_rows", chunk_rows)
         # chunk dimensions must be positive and fit maxshape: an empty axis (e.g. --patches none) gets
         # chunk 1 and an unlimited maximum
         chunks = (chunk_rows,) + tuple(max(1, d) for d in source.shape[1:])
         maxshape = (None,) + tuple(d or None for d in source.shape[1:])
         out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=maxshape, dtype=dtype, chunks=chunks,
-                           **layout)
+                           compression=compression, compression_opts=compression_opts)
     target = out[name]
     start = target.shape[0]
     target.resize(start + source.shape[0], axis=0)
