@@ -220,3 +220,115 @@ def test_resume_after_kill(tmp_path, pig_cache, monkeypatch):
     for vid, row in straight_rows.items():
         for name, value in row.items():
             np.testing.assert_array_equal(resumed_rows[vid][name], value, err_msg=f"{vid} {name}")
+
+
+# --- training from cached frames ------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def train_corpus(tmp_path_factory, video_folder):
+    """(videos with one broken file, train captions, val captions, model without dropout, frames file)."""
+    from pigcli.model.factory import init_random
+    from pigcli.model.pig import PigConfig
+
+    root = tmp_path_factory.mktemp("frames_train")
+    videos = root / "videos"
+    videos.mkdir()
+    for name in VIDEO_FOLDER_SPECS:
+        shutil.copy(video_folder / name, videos / name)
+    ids = [Path(n).stem for n in VIDEO_FOLDER_SPECS]
+    train_ids, val_ids = ids[:4], ids[4:]
+    train_captions, val_captions = root / "train.csv", root / "val.csv"
+    train_captions.write_text("video_id,caption\n" + "".join(f"{v},clip {v} number {i}\n{v},the {v} video\n"
+                                                             for i, v in enumerate(train_ids)))
+    val_captions.write_text("video_id,caption\n" + "".join(f"{v},clip {v}\n" for v in val_ids))
+    model = init_random(root / "tiny-nodrop", "tiny", pig_config=PigConfig(fusion_dropout=0.0))
+    cached = root / "frames.h5"
+    frames([videos], cached, str(model), workers=0)
+    return videos, train_captions, val_captions, model, cached
+
+
+def train_config(corpus, output: Path, **overrides) -> TrainConfig:
+    videos, train_captions, val_captions, model, cached = corpus
+    base = dict(output=output, captions=train_captions, val_captions=val_captions, model=str(model), frames=cached,
+                phases="2", batch_size=4, steps=2, lr=1e-3, lr_clip=1e-3, warmup=0.1, device="cpu", workers=0)
+    return TrainConfig(**{**base, **overrides})
+
+
+def log_records(output: Path, event: str) -> list[dict]:
+    records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    return [r for r in records if r["event"] == event]
+
+
+@pytest.mark.slow
+def test_cached_frames_train_like_raw_videos(train_corpus, tmp_path):
+    """Full fine-tune (backbone included), same model, seed and captions: the same losses at every step
+    and the same validation before and after, from cached frames as from decoding the videos."""
+    from pigcli.model.checkpoint import load_checkpoint
+
+    cached = train(train_config(train_corpus, tmp_path / "cached"))
+    raw = train(train_config(train_corpus, tmp_path / "raw", frames=None, videos=train_corpus[0]))
+    steps_cached, steps_raw = log_records(tmp_path / "cached", "step"), log_records(tmp_path / "raw", "step")
+    assert len(steps_cached) == len(steps_raw) == 2
+    for a, b in zip(steps_cached, steps_raw):
+        for key in ("loss", "l_ret", "l_gen"):
+            assert a[key] == pytest.approx(b[key], abs=1e-5), key
+    assert steps_cached[0]["l_ret"] > 0 and steps_cached[0]["l_gen"] > 0
+    assert log_records(tmp_path / "cached", "val")[0]["val"] == log_records(tmp_path / "raw", "val")[0]["val"]
+    assert cached.last_metrics == raw.last_metrics and cached.val_videos == 2
+    before, after = load_checkpoint(train_corpus[3]).model.state_dict(), load_checkpoint(cached.last).model.state_dict()
+    assert not torch.equal(before["clip.vision_model.encoder.layers.0.mlp.fc1.weight"],
+                           after["clip.vision_model.encoder.layers.0.mlp.fc1.weight"])  # the backbone trained
+    assert not torch.equal(before["backbone.temporal_embedding"], after["backbone.temporal_embedding"])
+
+
+@pytest.mark.slow
+def test_frame_source_reads_in_workers(train_corpus):
+    """With a spawned reading worker the batches are the file's rows, in the planned order."""
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.train.data import FrameSource
+
+    source = FrameSource(train_corpus[4], load_checkpoint(train_corpus[3]), workers=1)
+    try:
+        plan = [np.array([3, 0, 5]), np.array([1, 2])]
+        batches = list(source.iterate(plan))
+    finally:
+        source.close()
+    stored = read_h5(train_corpus[4])
+    for rows, batch in zip(plan, batches):
+        assert batch.rows.tolist() == rows.tolist() and batch.valid.all()
+        for row, pixels in zip(rows, batch.pixels):
+            np.testing.assert_array_equal(pixels.numpy(), stored["pixels"][list(stored["ids"]).index(source.ids[row])])
+
+
+def test_other_frame_count_or_size_is_refused_in_one_line(train_corpus, video_folder, tmp_path):
+    other = tmp_path / "frames8.h5"
+    frames([video_folder / "alpha.mp4"], other, settings=FramesSettings(num_frames=8, image_size=TINY_IMAGE),
+           workers=0)
+    with pytest.raises(StaleInputError, match=f"8 frames of {TINY_IMAGE} px.*takes {TINY_T} frames.*pig frames VIDEOS -m"):
+        train(train_config(train_corpus, tmp_path / "run", frames=other))
+    result = CliRunner().invoke(app(), ["train", "--captions", str(train_corpus[1]), "--frames", str(other),
+                                        "-m", str(train_corpus[3]), "--device", "cpu", "-o", str(tmp_path / "cli")])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "pig frames VIDEOS -m" in result.stderr
+    from pigcli.stages.extract import extract
+
+    features = tmp_path / "feats.h5"
+    extract([video_folder / "alpha.mp4"], features, str(train_corpus[3]), device="cpu", workers=0)
+    with pytest.raises(StaleInputError, match="'frames' file.*pig frames"):  # an extract file is no frames file
+        train(train_config(train_corpus, tmp_path / "run2", frames=features))
+
+
+def test_failed_videos_are_left_out_and_exactly_one_source(train_corpus, tmp_path, make_broken):
+    videos = tmp_path / "videos"
+    shutil.copytree(train_corpus[0], videos)
+    make_broken("garbage", "broken.mp4", folder=videos)
+    cached = tmp_path / "frames.h5"
+    assert frames([videos], cached, str(train_corpus[3]), workers=0).failed == 1
+    captions = tmp_path / "train.csv"
+    captions.write_text(train_corpus[1].read_text() + "broken,a broken video\nghost,no such video\n")
+    result = train(train_config(train_corpus, tmp_path / "run", frames=cached, captions=captions, val_captions=None,
+                                freeze_backbone=True, steps=1))
+    assert (result.train_videos, result.missing_videos, result.failed_videos) == (4, 2, 0)
+    assert log_records(tmp_path / "run", "step")[0]["videos"] == 4
+    with pytest.raises(UsageError, match="exactly one of --features .*--videos .*--frames"):
+        train(train_config(train_corpus, tmp_path / "both", videos=train_corpus[0]))
