@@ -11,9 +11,9 @@ serves every model with the same num_frames and image size. `-m` only supplies t
 
 Storage: /pixels is chunked by one video and not compressed. Training reads whole videos at random, so a
 chunk of several videos would read (and decompress) videos it does not need; lossless compression saved
-2% (lzf) to 14% (gzip 1) on frames of a real photo while reading 9x to 20x slower (benchmarks/
-frames_storage.py, recorded in benchmarks/RESULTS_train.md). Size: N * T * 3 * S * S bytes, 1.8 MB per
-video at T = 12, S = 224.
+2% (lzf) to 14% (gzip 1) on frames of a real photograph while reading random batches 9x (lzf) to 22x
+(gzip 1) slower (benchmarks/frames_storage.py, recorded in benchmarks/RESULTS_train.md). Size:
+N * T * 3 * S * S bytes, 1.8 MB per video at T = 12, S = 224.
 """
 
 from __future__ import annotations
