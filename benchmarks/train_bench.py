@@ -1,14 +1,23 @@
-"""`pig train` throughput (pairs/s) on CPU: frozen-feature mode vs raw-video mode, in one run.
+"""`pig train` throughput (pairs/s) on CPU: frozen features, raw video and cached frames, in one run.
 
     python benchmarks/train_bench.py [--presets tiny,toy] [--videos 32] [--batch-size 16] [--epochs 3]
-                                     [--workers 1] [--threads 1]
+                                     [--workers 1] [--threads 1] [--video-size 64x64] [--video-frames 24]
 
 For each preset, on the same generated videos and model (method pig, phase 2):
-  frozen features       --features feats.h5 --freeze-backbone (heads + text encoder; no decoding)
-  raw, frozen backbone  --videos --freeze-backbone (decoding + backbone forward without gradients)
-  raw, full fine-tune   --videos (decoding + backbone forward and backward)
-pairs/s is that of the last epoch (steps plus waits for decoded batches, not validation), so that the
-start of the decoding workers and the first-step warm-up are left out.
+  frozen features                --features feats.h5 --freeze-backbone (heads + text encoder; no decoding)
+  raw, frozen backbone           --videos --freeze-backbone (decoding + backbone forward without gradients)
+  raw, full fine-tune            --videos (decoding + backbone forward and backward)
+  cached frames, full fine-tune  --frames frames.h5 (pig frames decoded them once; backbone forward and backward)
+pairs/s is that of the last epoch (steps plus waits for batches, not validation), so that the start of
+the decoding (or reading) workers and the first-step warm-up are left out.
+
+A second table gives the CPU seconds of one batch's parts, measured alone in this process (best of 3):
+decoding its videos (read_clip), reading its frames from the frames file, and the full fine-tune
+training step (forward and backward). Decoding's share of decode + step bounds what caching can gain
+when the cores are busy (as here); with a spare core the decoding worker overlaps the step and raw video
+loses less. Then one line per preset: what making the extract and frames files cost (once).
+The generated videos (a coloured square over flat grey) decode faster than real footage of the same
+size: their decoding share is a lower bound.
 """
 
 from __future__ import annotations
@@ -22,31 +31,71 @@ from pathlib import Path
 import numpy as np
 import torch
 
-MODES = {  # name -> TrainConfig overrides
-    "frozen features": dict(features=True, freeze_backbone=True),
-    "raw, frozen backbone": dict(features=False, freeze_backbone=True),
-    "raw, full fine-tune": dict(features=False, freeze_backbone=False),
+MODES = {  # name -> (source: features | videos | frames, freeze_backbone)
+    "frozen features": ("features", True),
+    "raw, frozen backbone": ("videos", True),
+    "raw, full fine-tune": ("videos", False),
+    "cached frames, full fine-tune": ("frames", False),
 }
 
 
-def make_corpus(folder: Path, count: int, size: int = 64, frames: int = 24) -> Path:
+def make_corpus(folder: Path, count: int, width: int = 64, height: int = 64, frames: int = 24) -> Path:
     """count videos of a coloured square over grey; captions name the colour and the video number."""
     from pigcli.videowrite import write_video
 
     rng = np.random.default_rng(0)
     (folder / "videos").mkdir(parents=True)
+    side, top = 24 * height // 64, 20 * height // 64  # 64x64: a 24 px square at row 20
     rows = []
     for i in range(count):
         colour = rng.integers(0, 256, 3)
-        clip = np.full((frames, size, size, 3), 120, np.uint8)
+        clip = np.full((frames, height, width, 3), 120, np.uint8)
         for t in range(frames):
-            x = (5 * t + 7 * i) % (size - 24)
-            clip[t, 20:44, x : x + 24] = colour
+            x = (5 * t + 7 * i) % (width - side)
+            clip[t, top : top + side, x : x + side] = colour
         write_video(folder / "videos" / f"v{i:03d}.mp4", clip)
         rows.append({"video_id": f"v{i:03d}", "caption": f"square {i} of colour {colour.tolist()}"})
     captions = folder / "captions.jsonl"
     captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return captions
+
+
+def cpu_seconds(work, repeats: int = 3) -> float:
+    """Best CPU time (this process) of `work()` over `repeats` runs."""
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.process_time()
+        work()
+        best = min(best, time.process_time() - start)
+    return best
+
+
+def batch_costs(model: Path, videos: list[Path], frames_file: Path, batch_size: int) -> dict:
+    """CPU seconds of one batch: decoding its videos, reading it from the frames file, a training step."""
+    from pigcli.core.text import tokenize
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.train.data import ClipCollate, FrameDataset
+    from pigcli.train.forward import TrainStep
+    from pigcli.video import read_clip, resolve_decoder
+
+    loaded = load_checkpoint(model)
+    pig = loaded.model
+    frames, size, decoder = pig.config.num_frames, pig.image_size, resolve_decoder("auto")
+    videos = videos[:batch_size]
+    dataset, collate = FrameDataset(frames_file, np.arange(len(videos))), ClipCollate(frames, size)
+    batch = collate([dataset[i] for i in range(len(videos))])
+    tokens = tokenize(loaded.tokenizer, [f"square {i}" for i in range(len(videos))], pig.config.max_text_tokens)
+    step = TrainStep(pig, "pig", 2, 1.0, "vip")
+    pig.train().requires_grad_(True)
+
+    def train_step():
+        step(tokens["input_ids"], tokens["attention_mask"], batch.valid, pixels=batch.pixels)["loss"].backward()
+
+    costs = {"decode": cpu_seconds(lambda: [read_clip(v, frames, size, decoder) for v in videos]),
+             "read": cpu_seconds(lambda: collate([dataset[i] for i in range(len(videos))])),
+             "step": cpu_seconds(train_step)}
+    dataset.close()
+    return costs
 
 
 def last_epoch_rate(output: Path) -> float:
@@ -62,32 +111,44 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids oversubscribing shared cores)")
+    parser.add_argument("--video-size", default="64x64", help="WIDTHxHEIGHT of the generated videos")
+    parser.add_argument("--video-frames", type=int, default=24, help="frames per generated video")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     from pigcli.model.factory import init_random
     from pigcli.stages.extract import extract
+    from pigcli.stages.frames import frames as make_frames
     from pigcli.train import TrainConfig, train
 
     print("| preset | mode | videos | batch | frames | epochs | workers | torch threads | pairs/s (last epoch) "
           "| s/step | wall s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    notes, costs = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        captions = make_corpus(tmp / "corpus", args.videos)
+        width, height = map(int, args.video_size.split("x"))
+        captions = make_corpus(tmp / "corpus", args.videos, width, height, args.video_frames)
         for preset in args.presets.split(","):
             model = init_random(tmp / preset, preset)
-            features = tmp / f"{preset}.h5"
-            extract([tmp / "corpus" / "videos"], features, str(model), device="cpu", workers=args.workers)
+            sources = {"videos": tmp / "corpus" / "videos", "features": tmp / f"{preset}.h5",
+                       "frames": tmp / f"{preset}.frames.h5"}
+            start = time.perf_counter()
+            extract([sources["videos"]], sources["features"], str(model), device="cpu", workers=args.workers)
+            extract_s, start = time.perf_counter() - start, time.perf_counter()
+            make_frames([sources["videos"]], sources["frames"], str(model), workers=args.workers)
+            frames_s = time.perf_counter() - start
+            notes.append(f"{preset}: pig extract {extract_s:.1f} s, pig frames {frames_s:.1f} s "
+                         f"({sources['frames'].stat().st_size / 2**20:.1f} MB) for {args.videos} videos")
+            costs[preset] = batch_costs(model, sorted(sources["videos"].iterdir()), sources["frames"],
+                                        args.batch_size)
             frames = json.loads((model / "config.json").read_text())["pig"]["num_frames"]
-            for name, mode in MODES.items():
+            for name, (source, freeze) in MODES.items():
                 output = tmp / f"run-{preset}-{name.replace(' ', '').replace(',', '-')}"
                 config = TrainConfig(
                     output=output, captions=captions, model=str(model), method="pig", phases="2",
-                    features=features if mode["features"] else None,
-                    videos=None if mode["features"] else tmp / "corpus" / "videos",
-                    freeze_backbone=mode["freeze_backbone"], epochs=args.epochs, batch_size=args.batch_size,
-                    lr=1e-4, lr_clip=1e-5, device="cpu", workers=args.workers)
+                    **{source: sources[source]}, freeze_backbone=freeze, epochs=args.epochs,
+                    batch_size=args.batch_size, lr=1e-4, lr_clip=1e-5, device="cpu", workers=args.workers)
                 start = time.perf_counter()
                 train(config)
                 wall = time.perf_counter() - start
@@ -95,6 +156,16 @@ def main() -> None:
                 print(f"| {preset} | {name} | {args.videos} | {args.batch_size} | {frames} | {args.epochs} "
                       f"| {args.workers} | {args.threads} | {rate:.1f} | {args.batch_size / rate:.3f} | {wall:.1f} |",
                       flush=True)
+    print()
+    print(f"| preset | CPU s per batch of {args.batch_size}: decode (read_clip) | read cached frames "
+          "| training step (full fine-tune) | decode share of decode + step |")
+    print("|---|---|---|---|---|")
+    for preset, cost in costs.items():
+        share = cost["decode"] / (cost["decode"] + cost["step"])
+        print(f"| {preset} | {cost['decode']:.3f} | {cost['read']:.4f} | {cost['step']:.3f} | {share:.0%} |")
+    print()
+    for note in notes:
+        print(f"- {note}")
 
 
 if __name__ == "__main__":

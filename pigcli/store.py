@@ -236,19 +236,27 @@ class StageWriter:
                 _create(handle, name, values, chunk_rows=None)
         os.replace(tmp, self._block_path(number))
 
-    def finish(self, extra_attrs: dict | None = None, chunk_rows: int = 256) -> Path:
-        """Join all blocks in order into OUTPUT atomically; remove the partial folder."""
+    def finish(self, extra_attrs: dict | None = None, chunk_rows: int = 256,
+               layouts: dict[str, dict] | None = None) -> Path:
+        """Join all blocks in order into OUTPUT atomically; remove the partial folder.
+
+        Datasets are chunked by `chunk_rows` rows, uncompressed; `layouts` sets other storage for some
+        of them: {name: {"chunk_rows": n, "compression": "lzf" | "gzip" | None, "compression_opts": ...}}
+        (blocks are always written uncompressed: the cost is paid once, here).
+        """
         import h5py
 
         blocks = sorted(self.done_blocks())
         tmp = Path(str(self.output) + ".tmp")
+        layouts = layouts or {}
         with h5py.File(tmp, "w") as out:
             for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
                 out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
             for number in blocks:
                 with h5py.File(self._block_path(number), "r") as block:
                     for name in block:
-                        _append(out, name, block[name], chunk_rows)
+                        layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
+                        _append(out, name, block[name], **layout)
         os.replace(tmp, self.output)
         shutil.rmtree(self.partial, ignore_errors=True)
         return self.output
@@ -272,14 +280,16 @@ def _create(handle, name: str, values, chunk_rows: int | None):
                                  chunks=chunks)
 
 
-def _append(out, name: str, source, chunk_rows: int) -> None:
+def _append(out, name: str, source, chunk_rows: int, compression: str | None = None,
+            compression_opts: int | None = None) -> None:
     if name not in out:
         dtype = source.dtype
         # chunk dimensions must be positive and fit maxshape: an empty axis (e.g. --patches none) gets
         # chunk 1 and an unlimited maximum
         chunks = (chunk_rows,) + tuple(max(1, d) for d in source.shape[1:])
         maxshape = (None,) + tuple(d or None for d in source.shape[1:])
-        out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=maxshape, dtype=dtype, chunks=chunks)
+        out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=maxshape, dtype=dtype, chunks=chunks,
+                           compression=compression, compression_opts=compression_opts)
     target = out[name]
     start = target.shape[0]
     target.resize(start + source.shape[0], axis=0)

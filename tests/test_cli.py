@@ -17,8 +17,8 @@ from pigcli import __version__
 from pigcli.cli import app
 
 FOUNDATION_COMMANDS = ("init", "extract", "inspect")
-COMMANDS = ("init", "extract", "select", "generate", "fuse", "embed-text", "index", "rank", "eval", "tune-rerank",
-            "train", "inspect", "demo", "toy make")
+COMMANDS = ("init", "extract", "frames", "select", "generate", "fuse", "embed-text", "index", "rank", "eval",
+            "tune-rerank", "train", "inspect", "demo", "toy make")
 
 
 def test_help_lists_the_commands_and_is_fast(run_pig) -> None:
@@ -312,9 +312,10 @@ def test_stage_commands_print_their_output_or_json(tmp_path, tiny_model_dir) -> 
     write_test_video(videos / "b.mp4", 16, seed=2)
     write_broken("garbage", videos / "c.mp4")
     model, cpu = str(tiny_model_dir), ("--device", "cpu")
-    files = {name: tmp_path / f"{name}.h5" for name in ("feats", "sel", "gen", "index", "q")}
+    files = {name: tmp_path / f"{name}.h5" for name in ("feats", "frames", "sel", "gen", "index", "q")}
     steps = [
         ("extract", [videos, "-m", model, "--workers", 0, *cpu], files["feats"], 3, 1),
+        ("frames", [videos, "-m", model, "--workers", 0], files["frames"], 3, 1),
         ("select", [files["feats"], "-k", 8], files["sel"], 2, 0),
         ("generate", [files["sel"], *cpu], files["gen"], 2, 0),
         ("fuse", [files["gen"], *cpu], files["index"], 2, 0),

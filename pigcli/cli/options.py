@@ -112,7 +112,7 @@ Force = Annotated[bool, typer.Option(
 StageJson = Annotated[bool, typer.Option(
     "--json", help="print one JSON object (output, counts, failures, timings) instead of the output path")]
 
-# --- extract settings (extract, index) ----------------------------------------------------------------------
+# --- video decoding and extract settings (extract, frames, index) -------------------------------------------
 
 BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]

@@ -1,7 +1,7 @@
 """The output contract of every `pig` command.
 
 stdout carries results only, so that `out=$(pig ...)` and pipes work:
-  - stage commands (init, extract, select, generate, fuse, embed-text, index) print the path they
+  - stage commands (init, extract, frames, select, generate, fuse, embed-text, index) print the path they
     wrote, one line; with --json, one JSON object instead (`stage_record`, `index_record`; init:
     path, name, hash);
   - rank prints the ranking (tsv | jsonl | trec); eval a table or --json; tune-rerank the rerank.json

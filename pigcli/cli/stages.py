@@ -1,4 +1,4 @@
-"""The pipeline stages: init, extract, select, generate, fuse, embed-text, and index (all of them).
+"""The pipeline stages: init, extract, frames, select, generate, fuse, embed-text, and index (all of them).
 
 Each prints the path it wrote on stdout, or one JSON object with --json (cli/output.py); logs and
 progress go to stderr. Library imports happen inside the commands (`pig --help` stays instant).
@@ -12,7 +12,7 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..errors import PigError, UsageError
-from .options import (OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
                       Preset, RelativeIds, StageJson, Workers)
 from .output import emit, emit_json, finish, index_record, log_failures, report_stage
@@ -100,6 +100,46 @@ def extract_cmd(
                                decoder=decoder.value, precision=precision.value)
     summary = extract(videos, output, model, settings=settings, device=device, batch_size=batch_size,
                       workers=workers, timeout=timeout, relative_ids=relative_ids, force=force)
+    report_stage(summary, "videos", as_json)
+
+
+FRAMES_MODEL_HELP = ("model whose num_frames and image size are the defaults of --frames and --size (its weights "
+                     "are not read): default $PIG_MODEL, else openai/clip-vit-base-patch32")
+
+
+def frames_cmd(
+    videos: VideoInputs,
+    output: OutputFile,
+    model: Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help=FRAMES_MODEL_HELP)] = None,
+    frames: Annotated[Optional[int], typer.Option(help="frames per video, T (default: the model's)")] = None,
+    size: Annotated[Optional[int], typer.Option(help="image size in px, S (default: the model's)")] = None,
+    decoder: DecoderOpt = Decoder.auto,
+    workers: Workers = 2,
+    timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video")] = 120.0,
+    relative_ids: RelativeIds = False,
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Decode videos once and store their sampled frames, for pig train --frames.
+
+    The frames are stored as training feeds them to the backbone (uint8, resized and cropped, before
+    normalisation), so `pig train --frames` fine-tunes the whole model for many epochs without
+    decoding again. The file depends on the videos, T, S and the decoder only: it serves every model
+    with the same num_frames and image size; -m only gives the defaults of T and S.
+    Size: T*3*S*S bytes per video (1.8 MB at T=12, S=224).
+
+    A killed run resumes where it stopped; an unchanged rerun does nothing.
+    Exit code 3 when some videos could not be read (they are recorded in the file).
+
+    Example:
+      pig frames videos/ -m models/pig-b32 -o frames.h5
+      pig train --captions train.csv --frames frames.h5 -m models/pig-b32 -o runs/ft
+    """
+    from ..stages.frames import FramesSettings, frames as frames_stage
+
+    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value)
+    summary = frames_stage(videos, output, model, settings=settings, workers=workers, timeout=timeout,
+                           relative_ids=relative_ids, force=force)
     report_stage(summary, "videos", as_json)
 
 

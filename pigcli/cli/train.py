@@ -30,6 +30,8 @@ def train_cmd(
         help="frozen-feature mode: an extract file (phase 1, or --freeze-backbone)")] = None,
     videos: Annotated[Optional[Path], typer.Option(
         help="raw-video mode: a folder (or list file) of videos, decoded every epoch")] = None,
+    frames: Annotated[Optional[Path], typer.Option(
+        help="cached-frames mode: a pig frames file (decoded once); the backbone trains unless --freeze-backbone")] = None,
     val_captions: Annotated[Optional[Path], typer.Option(
         help="validation split (never the test split): picks OUT/best by t2v R@1")] = None,
     method: Annotated[TrainMethod, typer.Option(help=METHOD_HELP)] = TrainMethod.pig,
@@ -54,9 +56,10 @@ def train_cmd(
     freeze_backbone: Annotated[bool, typer.Option(
         help="phase 2 trains the heads and text encoder only (vision tower, proxies, temporal frozen)")] = False,
     backbone: Annotated[Optional[Backbone], typer.Option(
-        help="raw videos: vip or frames (default vip); with --features: the file's")] = None,
+        help="--videos, --frames: vip or frames (default vip); with --features: the file's")] = None,
     decoder: DecoderOpt = Decoder.auto,
-    workers: Annotated[int, typer.Option(help="decoding processes in raw-video mode (0: decode in this process)")] = 2,
+    workers: Annotated[int, typer.Option(
+        help="decoding processes with --videos, reading processes with --frames (0: in this process)")] = 2,
     device: Annotated[str, typer.Option(
         help="auto | cpu | cuda | cuda:N (torchrun: each process its LOCAL_RANK GPU)")] = "auto",
     precision: Annotated[TrainPrecision, typer.Option(help="auto: bf16 on GPU, fp32 on CPU")] = TrainPrecision.auto,
@@ -76,12 +79,15 @@ def train_cmd(
     Examples:
       pig train --captions train.csv --val-captions val.csv --features feats.h5 --phases 1 -m models/pig-b32 -o runs/p1
       pig train --captions train.csv --val-captions val.csv --videos videos/ -m runs/p1/best --phases 2 -o runs/p2
+      pig frames videos/ -m runs/p1/best -o frames.h5   # decode once, then train many epochs from it:
+      pig train --captions train.csv --val-captions val.csv --frames frames.h5 -m runs/p1/best --phases 2 -o runs/p2
       pig train ... --phases 2 --eercf-weight 1 -o runs/p2   # also learn the rerank head for pig rank --rerank
     """
     from ..train.loop import TrainConfig, train
 
     config = TrainConfig(
-        output=output, captions=captions, model=model, features=features, videos=videos, val_captions=val_captions,
+        output=output, captions=captions, model=model, features=features, videos=videos, frames=frames,
+        val_captions=val_captions,
         method=method.value,
         phases=phases,
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,

@@ -7,7 +7,6 @@ with the error text for videos that could not be read (their feature rows are ze
 
 from __future__ import annotations
 
-import os
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -15,35 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
-from ..console import log, progress
-from ..decode_pool import Decoded, decode_videos
+from ..decode_pool import Decoded
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
 from ..model.checkpoint import ModelFolder
 from ..model.pig import BACKBONES
 from ..model.resolve import resolve_folder
-from ..sources import discover_videos, videos_fingerprint
-from ..store import Provenance, failure_counts
+from ..sources import discover_videos
 from ..video import normalize, resolve_decoder
 from .common import StageSummary, start_stage
+from .videos import BLOCK_VIDEOS, base_columns, block_videos, count_failures, run_video_blocks, video_provenance
 
-BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
-
-
-def block_videos() -> int:
-    """Rows per block: BLOCK_VIDEOS, or $PIG_BLOCK_VIDEOS (for tests that need several small blocks).
-
-    A resumed run must cut blocks exactly as the interrupted one did, so a non-default block size is
-    recorded in the settings (and so in the fingerprint): a rerun with another size starts over instead
-    of mixing up rows.
-    """
-    value = os.environ.get("PIG_BLOCK_VIDEOS", "")
-    if not value:
-        return BLOCK_VIDEOS
-    if not value.isdigit() or int(value) < 1:
-        raise UsageError(f"PIG_BLOCK_VIDEOS must be a positive integer, not {value!r}")
-    return int(value)
+__all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
 
 
 @dataclass
@@ -88,53 +71,21 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
     info = resolve_folder(model)
     num_frames = settings.num_frames or info.config.num_frames
-    block_size = block_videos()
-    identity = settings.identity(info, decoder, precision)
-    if block_size != BLOCK_VIDEOS:
-        identity["block_videos"] = block_size
-    provenance = Provenance(
-        stage="extract",
-        settings=identity,
-        model=info.identity.to_dict(),
-        inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
-        model_path=str(info.path.resolve()),
-    )
+    provenance = video_provenance("extract", settings.identity(info, decoder, precision), entries,
+                                  model=info.identity.to_dict(), model_path=str(info.path.resolve()))
     writer, summary = start_stage(output, provenance, len(entries), force, replace_stale)
     if summary.skipped:
-        summary.errors = failure_counts(output)
-        summary.failed = sum(summary.errors.values())
-        return summary
+        return count_failures(summary)
     pig = info.load(torch_device).model
 
-    blocks = [entries[i : i + block_size] for i in range(0, len(entries), block_size)]
-    done = writer.done_blocks()
-    todo = [(n, block) for n, block in enumerate(blocks) if n not in done]
-    summary.resumed_rows = sum(len(block) for n, block in enumerate(blocks) if n in done)
-    if summary.resumed_rows:
-        log(f"resuming: {summary.resumed_rows} of {len(entries)} videos already extracted")
+    def encode_block(decoded: list[Decoded], timings: Counter) -> dict:
+        return _encode_block(pig, decoded, num_frames, settings.backbone, keep_patches, batch_size, torch_device,
+                             precision, timings)
 
-    timings = Counter()
-    start = time.perf_counter()
-    stream = decode_videos([e for _, block in todo for e in block], num_frames, pig.image_size, decoder,
-                           workers, timeout)
-    with progress(len(entries) - summary.resumed_rows, "extract", "videos") as bar:
-        for number, block in todo:
-            decoded = [next(stream) for _ in block]
-            timings["decode"] += sum(d.seconds for d in decoded)
-            columns = _encode_block(pig, decoded, num_frames, settings.backbone, keep_patches, batch_size,
-                                    torch_device, precision, timings)
-            write_start = time.perf_counter()
-            writer.write_block(number, columns)
-            timings["write"] += time.perf_counter() - write_start
-            summary.processed += len(block)
-            bar.advance(len(block))
-    timings["wall"] = time.perf_counter() - start
-    summary.timings = {k: round(v, 3) for k, v in timings.items()}
-    writer.finish({"timings": summary.timings, "run": {"batch_size": batch_size, "workers": workers,
-                                                       "device": str(torch_device)}})
-    summary.errors = failure_counts(output)  # from the file: includes rows of a resumed run
-    summary.failed = sum(summary.errors.values())
-    return summary
+    return run_video_blocks(
+        writer, summary, entries, encode_block, num_frames=num_frames, image_size=pig.image_size, decoder=decoder,
+        workers=workers, timeout=timeout, label="extract", done_word="extracted",
+        extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}})
 
 
 def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, keep_patches: int | None,
@@ -147,12 +98,7 @@ def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, k
     kept = patches_total if keep_patches is None else min(keep_patches, patches_total)
     num_proxies = pig.config.num_proxies if backbone == "vip" else 0
     columns = {
-        "ids": [d.entry.id for d in decoded],
-        "status": ["failed" if d.error else "ok" for d in decoded],
-        "error": [d.error or "" for d in decoded],
-        "path": [str(d.entry.path) for d in decoded],
-        "frame_index": np.full((rows, num_frames), -1, np.int64),
-        "timestamps": np.full((rows, num_frames), np.nan),
+        **base_columns(decoded, num_frames),
         "video": np.zeros((rows, dim), np.float32),
         "proxies": np.zeros((rows, num_proxies, dim), np.float32),
         "frames": np.zeros((rows, num_frames, dim), np.float32),
@@ -161,9 +107,6 @@ def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, k
         "its_score": np.zeros((rows, patches_total), np.float32),
     }
     good = [i for i, d in enumerate(decoded) if d.clip is not None]
-    for i in good:
-        columns["frame_index"][i] = decoded[i].clip.frame_index
-        columns["timestamps"][i] = decoded[i].clip.timestamps
     mean, std = pig.config.image_mean, pig.config.image_std
     for start in range(0, len(good), batch_size):
         batch_rows = good[start : start + batch_size]

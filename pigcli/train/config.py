@@ -31,6 +31,7 @@ class TrainConfig:
     model: str | None = None                    # starting checkpoint (-m), as elsewhere in pig
     features: str | Path | None = None          # frozen-feature mode: an `extract` file
     videos: str | Path | None = None            # raw-video mode: a folder (or list file) of videos
+    frames: str | Path | None = None            # cached-frames mode: a `pig frames` file (decoded once)
     val_captions: str | Path | None = None      # validation split (never the test split)
     method: str = "pig"                         # pig | meanpool | xpool | eercf
     phases: str | Sequence[int] | None = None   # '1,2' (default for pig), '1' or '2' (default otherwise)
@@ -45,9 +46,9 @@ class TrainConfig:
     eercf_weight: float = 0.0                   # weight of EERCF's loss added to the method's (trains W_g, W_F)
     grad_clip: float = 1.0
     freeze_backbone: bool = False               # phase 2 'heads only': vision tower, proxies, temporal frozen
-    backbone: str | None = None                 # raw videos: vip | frames (features: the file's)
+    backbone: str | None = None                 # videos, frames: vip | frames (features: the file's)
     decoder: str = "auto"
-    workers: int = 2                            # decoding processes in raw-video mode (0: in-process)
+    workers: int = 2                            # decoding (--videos) or reading (--frames) processes; 0: in-process
     device: str = "auto"
     precision: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
     seed: int = 0
@@ -63,7 +64,7 @@ class TrainConfig:
         """The settings that define the run's numbers, JSON-ready and normalised (absolute paths, per-phase
         values as [phase 1, phase 2]), so that equal runs compare equal (resume) and records are explicit."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in RESUMABLE_CHANGES}
-        for name in ("captions", "features", "videos", "val_captions"):
+        for name in ("captions", "features", "videos", "frames", "val_captions"):
             values[name] = os.path.abspath(values[name]) if values[name] is not None else None
         for name, cast in (("epochs", int), ("steps", int), ("lr", float), ("lr_clip", float)):
             values[name] = list(per_phase(values[name], name, cast).values())
@@ -124,11 +125,13 @@ def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {config.method!r}")
     if config.backbone not in (None, *BACKBONES):
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {config.backbone!r}")
-    if (config.features is None) == (config.videos is None):
-        raise UsageError("give exactly one of --features (an extract file, frozen backbone) or --videos (a folder)")
+    if sum(value is not None for value in (config.features, config.videos, config.frames)) != 1:
+        raise UsageError("give exactly one of --features (an extract file, frozen backbone), --videos (a folder, "
+                         "decoded every epoch) or --frames (a pig frames file, decoded once)")
     if config.features is not None and 2 in phases and not config.freeze_backbone:
         raise UsageError("--features holds the outputs of a frozen backbone: phase 2 with --features needs "
-                         "--freeze-backbone (or train from raw videos with --videos to fine-tune the backbone)")
+                         "--freeze-backbone (or fine-tune the backbone from --frames FILE, made once with "
+                         "pig frames, or from raw videos with --videos)")
     if config.batch_size < 1 or (2 in phases and config.batch_size < 2):
         raise UsageError(f"--batch-size must be at least 2 for the contrastive loss, not {config.batch_size}")
     if not 0 <= config.warmup < 1:

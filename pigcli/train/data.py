@@ -1,10 +1,12 @@
-"""Training data: caption pairs, per-epoch batch plans, and the two video sources.
+"""Training data: caption pairs, per-epoch batch plans, and the three video sources.
 
 Frozen-feature mode (`FeatureSource`): the tokens of an `extract` file (x_v, x_p, x_f and the top-k
 patches by the stored ITS score, exactly what `pig select` takes), held in memory. Valid only while
 the backbone is frozen: the stored tokens are what the backbone computes.
 Raw-video mode (`VideoSource`): frames decoded with `read_clip` in a torch DataLoader (spawned
 workers); the training step runs the backbone.
+Cached-frames mode (`FrameSource`): the same frames, decoded once by `pig frames` and read back from
+its file; the batches, and so the training step, are identical to raw-video mode.
 
 Batches are planned in the main process from (seed, phase, epoch) alone, so a resumed run sees the
 same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
@@ -61,7 +63,7 @@ def load_pairs(captions_path: str | Path, available: set[str], what: str) -> Pai
     if pairs.missing:
         shown = ", ".join(pairs.missing[:5]) + (" ..." if len(pairs.missing) > 5 else "")
         log(f"{what}: {len(pairs.missing)} of {len(grouped)} captioned videos are not in the video source "
-            f"(or failed in extract) and are left out: {shown}")
+            f"(or failed in extract or frames) and are left out: {shown}")
     if not kept:
         raise UsageError(f"{what}: none of the videos named in {captions_path} is in the video source "
                          f"(e.g. caption video {next(iter(grouped))!r})")
@@ -292,19 +294,19 @@ def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # one core per decoding worker; the model gets the rest
 
 
-class VideoSource:
-    """Videos of a folder (or files / list files) decoded on the fly."""
+class _PixelSource:
+    """A source of uint8 frames per planned batch: a torch DataLoader over a row -> frames dataset.
+
+    Workers are spawned (never forked: the trainer holds torch threads and open files) and persist
+    across epochs; each batch is a SourceBatch with `pixels`, so the training step runs the backbone.
+    """
 
     frozen = False
 
-    def __init__(self, inputs: str | Path | list, num_frames: int, image_size: int, decoder: str, workers: int,
-                 pin_memory: bool = False, seed: int = 0):
-        entries = discover_videos(inputs if isinstance(inputs, list) else [inputs])
-        self.ids = [e.id for e in entries]
-        self._row_of = {e.id: i for i, e in enumerate(entries)}
+    def _start_loader(self, dataset, num_frames: int, image_size: int, workers: int, pin_memory: bool,
+                      seed: int) -> None:
         self.failures: dict[int, str] = {}
         self._sampler = _PlanSampler()
-        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder)
         spawn = workers > 0
         self.loader = torch.utils.data.DataLoader(
             dataset, batch_sampler=self._sampler, num_workers=workers, collate_fn=ClipCollate(num_frames, image_size),
@@ -332,3 +334,85 @@ class VideoSource:
     def close(self) -> None:
         # persistent workers end with the loader's iterator; dropping it shuts them down now
         self.loader = None
+
+
+class VideoSource(_PixelSource):
+    """Videos of a folder (or files / list files) decoded on the fly."""
+
+    def __init__(self, inputs: str | Path | list, num_frames: int, image_size: int, decoder: str, workers: int,
+                 pin_memory: bool = False, seed: int = 0):
+        entries = discover_videos(inputs if isinstance(inputs, list) else [inputs])
+        self.ids = [e.id for e in entries]
+        self._row_of = {e.id: i for i, e in enumerate(entries)}
+        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder)
+        self._start_loader(dataset, num_frames, image_size, workers, pin_memory, seed)
+
+
+# --- cached frames --------------------------------------------------------------------------------
+
+class FrameDataset(torch.utils.data.Dataset):
+    """Row -> (row, uint8 frames [T, 3, S, S], None) read from a `pig frames` file.
+
+    Picklable for spawned workers: each process opens its own read-only handle on first use. /pixels is
+    chunked by one video, so a read touches exactly that video's bytes.
+    """
+
+    def __init__(self, path: str | Path, file_rows: np.ndarray):
+        self.path, self.file_rows = str(path), np.asarray(file_rows)
+        self._handle = None
+
+    def __len__(self) -> int:
+        return len(self.file_rows)
+
+    def __getitem__(self, row: int):
+        if self._handle is None:
+            import h5py
+
+            self._handle = h5py.File(self.path, "r", rdcc_nbytes=0)  # whole chunks, read once: no cache
+        return row, self._handle["pixels"][int(self.file_rows[row])], None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_handle": None}
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+class FrameSource(_PixelSource):
+    """The frames of a `pig frames` file: raw-video training without decoding every epoch.
+
+    The file's T and S must be the model's num_frames and image size. Videos whose status is failed are
+    left out (reported, and named as missing by the captions). Memory: nothing is held across batches;
+    the DataLoader keeps about 2 batches per worker in flight (one in this process without workers),
+    each B * T * 3 * S * S bytes (B = the batch per rank; 231 MB for B = 128, T = 12, S = 224).
+    """
+
+    def __init__(self, path: str | Path, loaded, workers: int, pin_memory: bool = False, seed: int = 0):
+        from ..stages.frames import FRAMES_HINT
+
+        self.path = Path(path)
+        pig = loaded.model
+        with open_stage_file(path, ("frames",), FRAMES_HINT) as handle:
+            settings = _settings(handle)
+            self.num_frames, self.image_size = int(settings["num_frames"]), int(settings["image_size"])
+            wanted = (pig.config.num_frames, pig.image_size)
+            if (self.num_frames, self.image_size) != wanted:
+                raise StaleInputError(
+                    f"{path} holds {self.num_frames} frames of {self.image_size} px per video, but model "
+                    f"{loaded.identity.name} takes {wanted[0]} frames of {wanted[1]} px; rerun: "
+                    f"pig frames VIDEOS -m {loaded.path} -o frames.h5")
+            rows = ok_rows(handle)
+            ids = read_ids(handle)
+        failed = len(ids) - len(rows)
+        if failed:
+            log(f"{path}: {failed} of {len(ids)} videos failed in pig frames (status failed) and are left out")
+        self.ids = [ids[r] for r in rows]
+        self._row_of = {vid: i for i, vid in enumerate(self.ids)}
+        self._dataset = FrameDataset(self.path, rows)
+        self._start_loader(self._dataset, self.num_frames, self.image_size, workers, pin_memory, seed)
+
+    def close(self) -> None:
+        super().close()
+        self._dataset.close()

@@ -32,7 +32,7 @@ from ..model.resolve import resolve_model
 from ..video import resolve_decoder
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
-from .data import FeatureSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice
+from .data import FeatureSource, FrameSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice
 from .forward import TrainStep
 from .optim import make_optimizer, set_trainable
 from .runlog import RunLog
@@ -124,6 +124,9 @@ class Trainer:
             self.backbone = source.backbone
             return source
         self.backbone = config.backbone or "vip"
+        if config.frames is not None:
+            return FrameSource(config.frames, self.loaded, config.workers, pin_memory=self.device.type == "cuda",
+                               seed=config.seed)
         try:
             decoder = resolve_decoder(config.decoder)
         except ValueError as err:

@@ -25,7 +25,7 @@ class Validator:
     """Scores the validation split with the model of `loaded` (the one being trained)."""
 
     loaded: object                  # LoadedModel: the model and its tokenizer
-    source: object                  # FeatureSource | VideoSource holding the validation videos
+    source: object                  # FeatureSource | VideoSource | FrameSource holding the validation videos
     pairs: PairSet                  # validation videos and their captions
     method: str
     backbone: str

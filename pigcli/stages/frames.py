@@ -1,0 +1,85 @@
+"""`pig frames`: decode videos once and store the model's input frames, for training many epochs.
+
+Per video the output holds `/pixels`, uint8 [T, 3, S, S]: the T sampled frames resized and centre-cropped
+to S px, exactly what `pigcli.video.read_clip` returns and what extract and raw-video training feed the
+backbone before normalisation (docs/method.md s.1, input frames); plus /ids /status /error /path
+/frame_index /timestamps as in extract. A video that cannot be read is recorded as failed, with zero
+pixels. `pig train --frames FILE` trains from it (backbone included) without decoding again.
+
+The file depends on the videos, T, S and the decoder only, not on a model's weights: one frames file
+serves every model with the same num_frames and image size. `-m` only supplies the defaults of T and S.
+
+Storage: /pixels is chunked by one video and not compressed. Training reads whole videos at random, so a
+chunk of several videos would read (and decompress) videos it does not need; lossless compression saved
+2% (lzf) to 14% (gzip 1) on frames of a real photograph while reading random batches 9x (lzf) to 22x
+(gzip 1) slower (benchmarks/frames_storage.py, recorded in benchmarks/RESULTS_train.md). Size:
+N * T * 3 * S * S bytes, 1.8 MB per video at T = 12, S = 224.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..decode_pool import Decoded
+from ..errors import UsageError
+from ..model.resolve import resolve_folder
+from ..sources import discover_videos
+from ..video import resolve_decoder
+from .common import StageSummary, start_stage
+from .videos import base_columns, count_failures, run_video_blocks, video_provenance
+
+FRAMES_HINT = "pig frames VIDEOS -m MODEL -o frames.h5"  # how a frames file is made
+PIXEL_LAYOUT = {"chunk_rows": 1}  # one video per chunk, uncompressed (see the module docstring)
+
+
+@dataclass
+class FramesSettings:
+    num_frames: int | None = None   # T; None: the model's num_frames
+    image_size: int | None = None   # S; None: the model's image size
+    decoder: str = "auto"
+
+
+def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
+           settings: FramesSettings | None = None, workers: int = 2, timeout: float = 120.0,
+           relative_ids: bool = False, force: bool = False, replace_stale: bool = False) -> StageSummary:
+    """Decode every video once and store its sampled, resized and cropped frames (uint8) in `output`.
+
+    model: only read (its json files, never its weights) for the defaults of T and S; not needed when
+    both are given.
+    """
+    settings = settings or FramesSettings()
+    try:
+        decoder = resolve_decoder(settings.decoder)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{name} must be a positive integer, not {value}")
+    entries = discover_videos(inputs, relative_ids)
+    num_frames, image_size = settings.num_frames, settings.image_size
+    defaults_from = None
+    if num_frames is None or image_size is None:
+        info = resolve_folder(model)
+        num_frames, image_size = num_frames or info.config.num_frames, image_size or info.image_size
+        defaults_from = str(info.path.resolve())
+    identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder}
+    provenance = video_provenance("frames", identity, entries)
+    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale)
+    if summary.skipped:
+        return count_failures(summary)
+
+    def pixel_block(decoded: list[Decoded], timings: Counter) -> dict:
+        pixels = np.zeros((len(decoded), num_frames, 3, image_size, image_size), np.uint8)
+        for i, d in enumerate(decoded):
+            if d.clip is not None:
+                pixels[i] = d.clip.frames
+        return {**base_columns(decoded, num_frames), "pixels": pixels}
+
+    return run_video_blocks(
+        writer, summary, entries, pixel_block, num_frames=num_frames, image_size=image_size, decoder=decoder,
+        workers=workers, timeout=timeout, label="frames", done_word="decoded",
+        extra_attrs={"run": {"workers": workers, "defaults_from": defaults_from}}, layouts={"pixels": PIXEL_LAYOUT})
