@@ -1,15 +1,20 @@
-"""`pig demo`: the whole method on a machine with no GPU and no network, in a few minutes.
+"""`pig demo`: the whole method on a machine with no GPU and no network, in about ten minutes.
 
-1. a toy corpus (`pig toy make`): shapes that move, appear, leave or change; captions about motion
-   direction, event order and small objects among distractors;
-2. a small CLIP from scratch (preset 'toy', word tokens learned from the training captions);
-3. two trainings with the same code and data: meanpool (two tower) and PIG (hybrid tower);
-4. every stage on the test videos (extract, select, generate, fuse) and `eval` on the test captions
+The recipe (docs/toy-corpus.md), each step a library call that a `pig` command also makes:
+1. a toy corpus (`pig toy make`): multi-shot videos whose captions describe the salient shot, and
+   still images for pretraining;
+2. frames decoded once (`pig frames`): the images (T = 1) and the videos (T = frames);
+3. a small CLIP pretrained from scratch as a two tower on the images (`pig init --preset toy`, then
+   `pig train --method meanpool --backbone frames`), as the paper starts from a pretrained CLIP;
+4. one start model for every method (`pig init --from` the pretrained model: the generator is a copy
+   of its text encoder), then the same training of meanpool (two tower) and PIG (hybrid tower:
+   phase 1 generator pretraining, phase 2 joint) on the training videos, best by validation;
+5. every stage on the test videos (extract, select, generate, fuse) and `eval` on the test captions
    for meanpool, PIG, and xpool (single tower: PIG's fusioner with the real query, docs/method.md s.8);
-5. a table of R@1/R@5/R@10/MdR and the online cost per query of each method.
+6. a table of R@1/R@5/R@10/MdR and the online cost per query of each method, with the R@1 ceiling.
 
-Every step reuses what a previous run in the same folder finished (corpus, model, trainings, stage
-files), so a rerun only redoes what is missing.
+Every step reuses what a previous run in the same folder finished (corpus, frames, models, trainings,
+stage files), so a rerun only redoes what is missing.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from .console import log
 
 @dataclass
 class DemoSettings:
-    videos: int = 1200           # corpus size (70% train, 10% val, 20% test)
+    videos: int = 3000           # corpus size (70% train, 10% val, 20% test)
+    images: int = 6000           # still images for pretraining
     frames: int = 8              # T: frames sampled per video
-    epochs: int = 25
+    pretrain_epochs: int = 6     # two-tower pretraining on the images
+    epochs: int = 6              # phase 2 epochs per method
+    generator_epochs: int = 2    # PIG's phase 1 (generator pretraining)
     batch_size: int = 64
-    lr: float = 5e-4             # from scratch: one rate for every weight (docs/toy-corpus.md)
+    lr: float = 5e-4             # small model from scratch: one rate for every weight (docs/toy-corpus.md)
     seed: int = 0
     workers: int = 1             # decoding processes
 
@@ -43,8 +51,10 @@ class DemoRow:
 
 @dataclass
 class DemoRun:
-    """What steps 1-4 made in a work folder: the toy corpus and the test-split index of each trained method."""
+    """What steps 1-5 made in a work folder: the corpus, the start model and each method's test index."""
     corpus: Path
+    model: Path                  # the start model every method trains from
+    frames: Path                 # decoded frames of the corpus's videos
     indexes: dict[str, Path]     # 'meanpool', 'pig' -> index.h5 (stage files beside it: index.stage_paths)
 
 
@@ -54,21 +64,24 @@ def run_demo(work: str | Path, settings: DemoSettings | None = None) -> list[Dem
     run = prepare_demo(work, settings)
     rows = evaluate_demo(run)
     _add_costs(rows, run.indexes["pig"], run.corpus / "test.csv")
-    (work / "results.json").write_text(json.dumps({"settings": asdict(settings),
+    (work / "results.json").write_text(json.dumps({"settings": asdict(settings), "ceiling": ceiling(run.corpus),
                                                    "rows": [asdict(r) for r in rows]}, indent=2))
     return rows
 
 
 def prepare_demo(work: Path, settings: DemoSettings) -> DemoRun:
-    """Steps 1-4 up to the indexes: corpus, random model, both trainings, every stage on the test videos."""
-    corpus = _corpus(work / "corpus", settings)
-    model = _model(work / "model", corpus, settings)
+    """Steps 1-5 up to the indexes."""
+    corpus = make_corpus(work / "corpus", settings)
+    image_frames = decode_frames(work / "frames" / "images.h5", corpus / "pretrain", 1, settings)
+    video_frames = decode_frames(work / "frames" / "videos.h5", corpus / "videos", settings.frames, settings)
+    pretrained = pretrain(work, corpus, image_frames, settings)
+    model = start_model(work / "model", pretrained, settings)
     test_list = _test_video_list(work, corpus)
     indexes = {}
     for method in ("meanpool", "pig"):
-        best = train_method(work / "runs" / method, model, corpus, method, settings)
+        best = train_method(work / "runs" / method, model, corpus, video_frames, method, settings)
         indexes[method] = index_test_videos(work / "index" / method / "index.h5", test_list, best, method, settings)
-    return DemoRun(corpus, indexes)
+    return DemoRun(corpus, model, video_frames, indexes)
 
 
 def evaluate_demo(run: DemoRun) -> list[DemoRow]:
@@ -78,28 +91,58 @@ def evaluate_demo(run: DemoRun) -> list[DemoRow]:
                                              ("xpool", "pig", "xpool"))]
 
 
-def _corpus(folder: Path, settings: DemoSettings) -> Path:
-    from .toy import make_corpus
+def make_corpus(folder: Path, settings: DemoSettings) -> Path:
+    from .toy_shots import make_shots_corpus
 
     if (folder / "corpus.json").is_file():
         log(f"corpus: reusing {folder}")
     else:
-        stats = make_corpus(folder, videos=settings.videos, seed=settings.seed)
+        stats = make_shots_corpus(folder, videos=settings.videos, seed=settings.seed, pretrain=settings.images)
         log(stats.summary())
     return folder
 
 
-def _model(folder: Path, corpus: Path, settings: DemoSettings) -> Path:
+def ceiling(corpus: Path) -> dict:
+    """The test split's R@1 ceilings recorded with the corpus."""
+    stats = json.loads((corpus / "corpus.json").read_text())["stats"]
+    return {"r1": stats["r1_ceiling"], "r1_order_blind": stats["r1_order_blind"]}
+
+
+def decode_frames(output: Path, videos: Path, num_frames: int, settings: DemoSettings) -> Path:
+    from .stages.frames import FramesSettings, frames
+    from .toy_shots import SIZE
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    frames([videos], output, settings=FramesSettings(num_frames=num_frames, image_size=SIZE),
+           workers=settings.workers)
+    return output
+
+
+def pretrain(work: Path, corpus: Path, image_frames: Path, settings: DemoSettings) -> Path:
+    """A random 'toy' CLIP (word tokens from every caption) trained as a two tower on the still images."""
     from .captions import load_captions
     from .model.checkpoint import is_checkpoint
     from .model.factory import init_random
     from .model.pig import PigConfig
 
+    folder = work / "model-images"
     if not is_checkpoint(folder):
-        texts = [c.text for c in load_captions(corpus / "train.csv")]
-        init_random(folder, "toy", seed=settings.seed, pig_config=PigConfig(num_frames=settings.frames),
-                    vocab_texts=texts)
-        log(f"model: a random 'toy' CLIP in {folder}")
+        texts = [c.text for name in ("pretrain.csv", "train.csv") for c in load_captions(corpus / name)]
+        init_random(folder, "toy", seed=settings.seed, pig_config=PigConfig(num_frames=1), vocab_texts=texts)
+    return _train(work / "runs" / "pretrain", folder, corpus / "pretrain.csv", None, image_frames, "meanpool",
+                  settings, phases="2", epochs=settings.pretrain_epochs, batch_size=2 * settings.batch_size,
+                  backbone="frames")
+
+
+def start_model(folder: Path, pretrained: Path, settings: DemoSettings) -> Path:
+    """The pretrained CLIP with new PIG heads and T frames: where every method starts."""
+    from .model.checkpoint import is_checkpoint
+    from .model.factory import init_from_pig
+    from .model.pig import PigConfig
+
+    if not is_checkpoint(folder):
+        init_from_pig(pretrained, folder, PigConfig(num_frames=settings.frames), seed=settings.seed)
+        log(f"model: {folder}, the pretrained two tower with new PIG heads")
     return folder
 
 
@@ -112,23 +155,35 @@ def _test_video_list(work: Path, corpus: Path) -> Path:
     return listing
 
 
-def train_method(run: Path, model: Path, corpus: Path, method: str, settings: DemoSettings,
+def train_method(run: Path, model: Path, corpus: Path, video_frames: Path, method: str, settings: DemoSettings,
+                 eercf_weight: float = 0.0) -> Path:
+    """One method's training on the training videos from the start model; PIG runs both phases."""
+    phases = "1,2" if method == "pig" else "2"
+    epochs = f"{settings.generator_epochs},{settings.epochs}" if method == "pig" else settings.epochs
+    return _train(run, model, corpus / "train.csv", corpus / "val.csv", video_frames, method, settings,
+                  phases=phases, epochs=epochs, eercf_weight=eercf_weight)
+
+
+def _train(run: Path, model: Path, captions: Path, val_captions: Path | None, frames: Path, method: str,
+           settings: DemoSettings, phases: str, epochs, batch_size: int | None = None, backbone: str | None = None,
            eercf_weight: float = 0.0) -> Path:
+    """`pig train` from cached frames; returns OUT/best (OUT/last without validation). Reused when done."""
     from .model.checkpoint import is_checkpoint
     from .train import TrainConfig, train
 
-    if is_checkpoint(run / "best") and (run / "done").is_file():
-        log(f"train {method}: reusing {run / 'best'}")
-        return run / "best"
-    log(f"train {method}: {settings.epochs} epochs from scratch on the training split")
-    config = TrainConfig(output=run, captions=corpus / "train.csv", val_captions=corpus / "val.csv", model=str(model),
-                         videos=corpus / "videos", method=method, eercf_weight=eercf_weight, phases="2",
-                         epochs=settings.epochs,
-                         batch_size=settings.batch_size, lr=settings.lr, lr_clip=settings.lr, warmup=0.05,
-                         seed=settings.seed, workers=settings.workers, resume=(run / "state.pt").is_file())
-    result = train(config)
-    (run / "done").write_text(json.dumps(result.best_metrics))
-    return result.best
+    result = run / ("best" if val_captions else "last")
+    if is_checkpoint(result) and (run / "done").is_file():
+        log(f"train {run.name}: reusing {result}")
+        return result
+    log(f"train {run.name}: {method}, phases {phases}, epochs {epochs}")
+    config = TrainConfig(output=run, captions=captions, val_captions=val_captions, model=str(model), frames=frames,
+                         method=method, eercf_weight=eercf_weight, phases=phases, epochs=epochs,
+                         batch_size=batch_size or settings.batch_size, lr=settings.lr, lr_clip=settings.lr,
+                         warmup=0.05, backbone=backbone, seed=settings.seed, workers=0,
+                         resume=(run / "state.pt").is_file())
+    outcome = train(config)
+    (run / "done").write_text(json.dumps(outcome.best_metrics))
+    return result
 
 
 def index_test_videos(output: Path, videos: Path, model: Path, method: str, settings: DemoSettings) -> Path:
@@ -167,13 +222,16 @@ def _add_costs(rows: list[DemoRow], pig_index: Path, captions: Path, queries: in
         row.macs_per_query, row.ms_per_query = cost.macs_per_query, cost.seconds_per_query * 1e3
 
 
-def format_demo(rows: list[DemoRow]) -> str:
+def format_demo(rows: list[DemoRow], ceilings: dict | None = None) -> str:
     lines = [f"{'method':<10} {'tower':<13} {'R@1':>6} {'R@5':>6} {'R@10':>6} {'MdR':>6} {'MACs/query':>14} {'ms/query':>9}"]
     for row in rows:
         m = row.metrics
         lines.append(f"{row.method:<10} {row.tower:<13} {m['R@1']:>6.1f} {m['R@5']:>6.1f} {m['R@10']:>6.1f} "
                      f"{m['MdR']:>6.1f} {row.macs_per_query:>14,} {row.ms_per_query:>9.2f}")
     lines.append("text-to-video on the toy test split; ties ranked pessimistically")
+    if ceilings:
+        lines.append(f"R@1 ceiling {ceilings['r1']:.1f} (captions fit their own video only); "
+                     f"{ceilings['r1_order_blind']:.1f} for a model blind to frame order")
     lines.append("ms/query measured on this small test index, where fixed costs dominate; "
                  "at scale see benchmarks/RESULTS_cost.md")
     return "\n".join(lines)

@@ -537,7 +537,7 @@ class CorpusStats:
             return "n/a" if value is None else f"{value:.1f}%"
         counts = ", ".join(f"{n} {name}" for name, n in self.splits.items())
         return (f"wrote {self.out_dir}: {self.videos} videos ({counts}), {self.captions_per_video:g} captions each, "
-                f"{self.reversed_pairs} time-reversed pairs, in {self.seconds:.1f}s "
+                f"{self.reversed_pairs} pairs told apart only by frame order, in {self.seconds:.1f}s "
                 f"({self.videos_per_s:.1f} videos/s)\n"
                 f"test R@1 ceiling: {pct(self.r1_ceiling)} (pessimistic ties), {pct(self.r1_ceiling_expected)} "
                 f"(expected); blind to frame order: {pct(self.r1_order_blind)} / {pct(self.r1_order_blind_expected)}")

@@ -9,13 +9,15 @@ pytestmark = pytest.mark.slow  # a subprocess running the whole demo
 
 def test_demo_runs_every_method_and_reuses_finished_steps(tmp_path, run_pig) -> None:
     work = tmp_path / "demo"
-    args = ["demo", str(work), "--videos", "60", "--epochs", "1", "--workers", "0"]
+    args = ["demo", str(work), "--videos", "60", "--images", "40", "--pretrain-epochs", "1", "--epochs", "1",
+            "--generator-epochs", "1", "--workers", "0"]
     code, out, err = run_pig(args, timeout=600)
     assert code == 0, err
     lines = out.strip().splitlines()
     rows = {line.split()[0]: line.split() for line in lines[1:4]}
     assert list(rows) == ["meanpool", "pig", "xpool"]
     assert lines[4].startswith("text-to-video on the toy test split")
+    assert lines[5].startswith("R@1 ceiling 100.0")
 
     results = json.loads((work / "results.json").read_text())
     by_method = {row["method"]: row for row in results["rows"]}
@@ -31,6 +33,7 @@ def test_demo_runs_every_method_and_reuses_finished_steps(tmp_path, run_pig) -> 
 
     code, out2, err2 = run_pig(args, timeout=600)
     assert code == 0, err2
-    assert "corpus: reusing" in err2 and "train pig: reusing" in err2 and "train meanpool: reusing" in err2
+    assert "corpus: reusing" in err2 and "train pretrain: reusing" in err2
+    assert "train pig: reusing" in err2 and "train meanpool: reusing" in err2
     metrics = lambda text: [line.split()[:7] for line in text.splitlines()[1:4]]  # noqa: E731 (not the timings)
     assert metrics(out2) == metrics(out)
