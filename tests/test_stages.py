@@ -170,6 +170,23 @@ def test_select_is_joint_top_k_of_stored_scores(chain) -> None:
     assert len(frames_hit) > 1  # not all from one frame (a per-frame bug would also show in the equality)
 
 
+def test_select_random_patches_is_the_ablation_of_its(chain, tmp_path) -> None:
+    """--selector random: k distinct patches per video, fixed by the video (its scores), not the top k."""
+    code, out, err = pig("select", chain.feats, "-k", 6, "--selector", "random", "-o", tmp_path / "rand.h5")
+    assert code == 0, err
+    feats, rand = read(chain.feats, "its_score"), read(tmp_path / "rand.h5", "selected_index")
+    assert json.loads(rand["attrs"]["settings"]) == {"k": 6, "selector": "random"}
+    row_of = {vid: i for i, vid in enumerate(feats["ids"])}
+    not_top = 0
+    for i, vid in enumerate(rand["ids"]):
+        chosen, score = rand["selected_index"][i], feats["its_score"][row_of[vid]]
+        assert len(set(chosen.tolist())) == 6 and chosen.max() < len(score)
+        not_top += set(chosen.tolist()) != set(np.argsort(-score, kind="stable")[:6].tolist())
+    assert not_top == len(rand["ids"])
+    assert pig("select", chain.feats, "-k", 6, "--selector", "random", "-o", tmp_path / "again.h5")[0] == 0
+    np.testing.assert_array_equal(read(tmp_path / "again.h5", "selected_index")["selected_index"], rand["selected_index"])
+
+
 @pytest.fixture(scope="module")
 def topn_extract(tmp_path_factory, tiny_model_dir):
     """3 good videos + 1 unreadable file, extracted keeping only the top-20 patches by ITS score."""

@@ -41,6 +41,11 @@ class TrainPrecision(str, Enum):
     bf16 = "bf16"
 
 
+class Selector(str, Enum):
+    its = "its"        # the informativeness token selector (the method)
+    random = "random"  # random patches: an ablation
+
+
 class Backbone(str, Enum):
     vip = "vip"        # video proxy tokens
     frames = "frames"  # CLIP per frame (CLIP4Clip style)
@@ -127,6 +132,8 @@ RelativeIds = Annotated[bool, typer.Option(
 
 ItsTokens = Annotated[Optional[int], typer.Option(
     "-k", help="ITS tokens per video, chosen jointly over all frames (default: the model's, 16)")]
+SelectorOpt = Annotated[Selector, typer.Option(
+    "--selector", help="its: the k most attended patches; random: k random patches (an ablation of ITS)")]
 
 # --- scoring (rank, eval) ----------------------------------------------------------------------------------
 

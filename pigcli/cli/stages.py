@@ -14,7 +14,7 @@ import typer
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, StageJson, Workers)
+                      Preset, RelativeIds, Selector, SelectorOpt, StageJson, Workers)
 from .output import emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -148,6 +148,7 @@ def select_cmd(
     output: OutputFile,
     k: ItsTokens = None,
     model: InputModel = None,
+    selector: SelectorOpt = Selector.its,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -160,7 +161,7 @@ def select_cmd(
     """
     from ..stages.select import select
 
-    report_stage(select(features, output, k=k, model=model, force=force), "videos", as_json)
+    report_stage(select(features, output, k=k, model=model, force=force, selector=selector.value), "videos", as_json)
 
 
 def generate_cmd(
@@ -234,6 +235,7 @@ def index_cmd(
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="index file; stage files go beside it")] = Path("index.h5"),
     model: Model = None,
     k: ItsTokens = None,
+    selector: SelectorOpt = Selector.its,
     method: Annotated[FuseMethod, typer.Option(help=FUSE_METHOD_HELP)] = FuseMethod.pig,
     backbone: BackboneOpt = Backbone.vip,
     patches: Patches = "all",
@@ -258,6 +260,7 @@ def index_cmd(
 
     settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
-                            batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force)
+                            batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
+                            selector=selector.value)
     log_failures(summaries["extract"], "videos")
     finish(index_record(output, summaries), "output", as_json)

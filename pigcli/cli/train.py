@@ -12,7 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (MODEL_FLAGS, OUTPUT_FLAGS, Backbone, Decoder, DecoderOpt, TrainMethod, TrainPrecision)
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, Backbone, Decoder, DecoderOpt, Selector, SelectorOpt, TrainMethod,
+                      TrainPrecision)
 from .output import EXIT_SOME_FAILED, emit, emit_json
 
 MODEL_HELP = ("starting pig model folder, or any CLIP (hub id or folder); "
@@ -57,6 +58,7 @@ def train_cmd(
         help="phase 2 trains the heads and text encoder only (vision tower, proxies, temporal frozen)")] = False,
     backbone: Annotated[Optional[Backbone], typer.Option(
         help="--videos, --frames: vip or frames (default vip); with --features: the file's")] = None,
+    selector: SelectorOpt = Selector.its,
     decoder: DecoderOpt = Decoder.auto,
     workers: Annotated[int, typer.Option(
         help="decoding processes with --videos, reading processes with --frames (0: in this process)")] = 2,
@@ -93,7 +95,7 @@ def train_cmd(
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
         freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
-        workers=workers, device=device, precision=precision.value, seed=seed, resume=resume, stop_after=stop_after)
+        selector=selector.value, workers=workers, device=device, precision=precision.value, seed=seed, resume=resume, stop_after=stop_after)
     result = train(config)
     if os.environ.get("RANK", "0") != "0":  # torchrun: one process reports
         return

@@ -8,6 +8,8 @@ and training all choose through these functions, so they agree on the patches an
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 
 from ..errors import PigError
@@ -16,6 +18,28 @@ from ..errors import PigError
 def top_k_patches(its_score: np.ndarray, k: int) -> np.ndarray:
     """[N, T*L] scores -> [N, k] flat patch indices, best first, ties to the lower index."""
     return np.argsort(-its_score, axis=1, kind="stable")[:, :k]
+
+
+SELECTORS = ("its", "random")  # random: the ablation baseline, no information from the ITS scores
+
+
+def choose_patches(its_score: np.ndarray, k: int, selector: str = "its") -> np.ndarray:
+    """[N, T*L] scores -> [N, k] flat patch indices: the ITS top k, or k random patches."""
+    if selector == "its":
+        return top_k_patches(its_score, k)
+    if selector == "random":
+        return random_patches(its_score, k)
+    raise ValueError(f"unknown selector {selector!r}; expected one of {SELECTORS}")
+
+
+def random_patches(its_score: np.ndarray, k: int) -> np.ndarray:
+    """k distinct patches per video drawn uniformly, seeded by the row's scores: the same video (same
+    scores) always gets the same patches, and the choice carries no information from the scores."""
+    out = np.empty((len(its_score), k), np.int64)
+    for i, row in enumerate(np.asarray(its_score, np.float32)):
+        seed = int.from_bytes(hashlib.sha256(np.ascontiguousarray(row).tobytes()).digest()[:8], "little")
+        out[i] = np.random.default_rng(seed).choice(row.shape[0], k, replace=False)
+    return out
 
 
 def kept_patch_index(its_score: np.ndarray, kept: int) -> np.ndarray:
@@ -36,12 +60,12 @@ def gather_patches(stored: np.ndarray, stored_index: np.ndarray, chosen: np.ndar
     return out
 
 
-def select_patch_tokens(patches, its_score, k: int):
+def select_patch_tokens(patches, its_score, k: int, selector: str = "its"):
     """Torch twin for a batch the backbone just computed: patches [B, T*L, D], its_score [B, T*L]
-    -> the k selected patch tokens [B, k, D] (the same choice as top_k_patches)."""
+    -> the k selected patch tokens [B, k, D] (the same choice as choose_patches)."""
     import torch
 
-    chosen = torch.from_numpy(top_k_patches(its_score.detach().float().cpu().numpy(), k)).to(patches.device)
+    chosen = torch.from_numpy(choose_patches(its_score.detach().float().cpu().numpy(), k, selector)).to(patches.device)
     return patches.gather(1, chosen[..., None].expand(-1, -1, patches.shape[-1]))
 
 

@@ -25,7 +25,7 @@ def stage_paths(output: str | Path) -> dict[str, Path]:
 def build_index(videos: list[str | Path], output: str | Path, model: str | None = None, *, k: int | None = None,
                 method: str = "pig", settings: ExtractSettings | None = None, device: str = "auto",
                 batch_size: int = 4, workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
-                force: bool = False) -> dict:
+                force: bool = False, selector: str = "its") -> dict:
     """Returns the StageSummary of every stage run, by stage name."""
     paths = stage_paths(output)
     common = dict(force=force, replace_stale=True)
@@ -34,7 +34,7 @@ def build_index(videos: list[str | Path], output: str | Path, model: str | None 
                                     relative_ids=relative_ids, **common)}
     _say("extract", summaries["extract"])
     if method == "pig":
-        summaries["select"] = select(paths["feats"], paths["sel"], k=k, **common)
+        summaries["select"] = select(paths["feats"], paths["sel"], k=k, selector=selector, **common)
         _say("select", summaries["select"])
         summaries["generate"] = generate(paths["sel"], paths["gen"], model, device=device, **common)
         _say("generate", summaries["generate"])

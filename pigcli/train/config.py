@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from ..errors import UsageError
 from ..model.pig import BACKBONES
 from ..core.methods import METHODS
+from ..core.selection import SELECTORS
 
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.
@@ -47,6 +48,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     freeze_backbone: bool = False               # phase 2 'heads only': vision tower, proxies, temporal frozen
     backbone: str | None = None                 # videos, frames: vip | frames (features: the file's)
+    selector: str = "its"                       # patches fed to the generator: its | random (an ablation)
     decoder: str = "auto"
     workers: int = 2                            # decoding (--videos) or reading (--frames) processes; 0: in-process
     device: str = "auto"
@@ -123,6 +125,8 @@ def parse_phases(value: str | Sequence[int] | None, method: str) -> tuple[int, .
 def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
     if config.method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {config.method!r}")
+    if config.selector not in SELECTORS:
+        raise UsageError(f"--selector must be one of {', '.join(SELECTORS)}, not {config.selector!r}")
     if config.backbone not in (None, *BACKBONES):
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {config.backbone!r}")
     if sum(value is not None for value in (config.features, config.videos, config.frames)) != 1:

@@ -27,7 +27,7 @@ import torch
 from ..captions import load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
-from ..core.selection import gather_patches, require_kept_patches, top_k_patches
+from ..core.selection import choose_patches, gather_patches, require_kept_patches
 from ..sources import discover_videos
 from ..store import EXTRACT_HINT, ok_rows, open_stage_file, read_ids, recorded_model, recorded_model_path, take_rows
 from ..video import VideoError, read_clip
@@ -151,7 +151,7 @@ class FeatureSource:
 
     frozen = True
 
-    def __init__(self, path: str | Path, loaded, k: int):
+    def __init__(self, path: str | Path, loaded, k: int, selector: str = "its"):
         self.path = Path(path)
         with open_stage_file(path, ("extract",), EXTRACT_HINT) as handle:
             check_features_model(self.path, handle, loaded)
@@ -162,7 +162,7 @@ class FeatureSource:
             self.ids = [ids[r] for r in rows]
             self._file_rows = rows
             require_kept_patches(self.path, handle["patch_index"].shape[1], k)
-        self.k = k
+        self.k, self.selector = k, selector
         self._row_of = {vid: i for i, vid in enumerate(self.ids)}
         self.tokens: HeadInputs | None = None
 
@@ -182,7 +182,7 @@ class FeatureSource:
                 for name in ("video", "proxies", "frames"):
                     parts[name].append(take_rows(handle[name], file_rows).astype(np.float32))
                 scores = take_rows(handle["its_score"], file_rows)
-                chosen = top_k_patches(scores, self.k)
+                chosen = choose_patches(scores, self.k, self.selector)
                 selected = gather_patches(take_rows(handle["patches"], file_rows),
                                            take_rows(handle["patch_index"], file_rows), chosen)
                 parts["selected"].append(selected.astype(np.float16))  # as stored: no precision lost

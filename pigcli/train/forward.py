@@ -28,12 +28,12 @@ from .data import HeadInputs
 from .distributed import gather_with_grad
 
 
-def encode_pixels(pig, pixels: torch.Tensor, backbone: str) -> HeadInputs:
+def encode_pixels(pig, pixels: torch.Tensor, backbone: str, selector: str = "its") -> HeadInputs:
     """uint8 frames [B, T, 3, S, S] -> the backbone's tokens, with the top-k ITS patches selected
     (the same choice and order as `pig select`, so raw-video and frozen-feature training agree)."""
     config = pig.config
     tokens = pig.encode_video(normalize(pixels, config.image_mean, config.image_std), backbone)
-    selected = select_patch_tokens(tokens.patches, tokens.its_score, config.select_k)
+    selected = select_patch_tokens(tokens.patches, tokens.its_score, config.select_k, selector)
     return HeadInputs(tokens.video, tokens.proxies, tokens.frames, selected, tokens.patches)
 
 
@@ -54,8 +54,10 @@ class TrainStep(nn.Module):
     2-process run equals a 1-process run on the same global batch.
     """
 
-    def __init__(self, pig, method: str, phase: int, alpha: float, backbone: str, eercf_weight: float = 0.0):
+    def __init__(self, pig, method: str, phase: int, alpha: float, backbone: str, eercf_weight: float = 0.0,
+                 selector: str = "its"):
         super().__init__()
+        self.selector = selector
         self.pig, self.method, self.phase, self.alpha, self.backbone = pig, method, phase, alpha, backbone
         # --method eercf trains with EERCF's loss alone; other methods add it with --eercf-weight
         self.eercf_weight = 1.0 if method == "eercf" else eercf_weight
@@ -65,7 +67,7 @@ class TrainStep(nn.Module):
         pig = self.pig
         if pixels is not None:
             with _grad_if(pig.clip.visual_projection.weight.requires_grad):
-                tokens = encode_pixels(pig, pixels, self.backbone)
+                tokens = encode_pixels(pig, pixels, self.backbone, self.selector)
         with _grad_if(pig.clip.text_projection.weight.requires_grad):
             text = pig.text_features(input_ids, attention_mask)                     # t [b, D], unnormalised
         q_hat = (pseudo_query(pig, tokens.video, tokens.proxies, tokens.frames, tokens.selected)

@@ -91,7 +91,8 @@ class Trainer:
         self.source.load(self.train_set.video_ids + (self.val_set.video_ids if self.val_set else []))
         self.train_rows = np.array([self.source.row_of(v) for v in self.train_set.video_ids])
         self.validator = (Validator(self.loaded, self.source, self.val_set, config.method, self.backbone,
-                                    config.batch_size, self.device, self.precision) if self.val_set else None)
+                                    config.batch_size, self.device, self.precision, config.selector)
+                          if self.val_set else None)
         self.log = RunLog(self.out / "log.jsonl", context.is_main)
         self.position = _Position()
         self.best_metrics: dict | None = None
@@ -117,7 +118,7 @@ class Trainer:
     def _open_source(self):
         config, pig = self.config, self.pig
         if config.features is not None:
-            source = FeatureSource(config.features, self.loaded, pig.config.select_k)
+            source = FeatureSource(config.features, self.loaded, pig.config.select_k, config.selector)
             if config.backbone and config.backbone != source.backbone:
                 raise UsageError(f"{config.features} holds '{source.backbone}' backbone features, not "
                                  f"--backbone {config.backbone}")
@@ -225,7 +226,7 @@ class Trainer:
         log(f"phase {phase}: {config.method}, {trainable:,} trainable weights, {epochs} epochs, {total_steps} steps, "
             f"batch {config.batch_size}, {len(self.train_set)} videos")
         step_module = self._wrap(TrainStep(pig, config.method, phase, config.alpha, self.backbone,
-                                                config.eercf_weight))
+                                           config.eercf_weight, config.selector))
         while self.position.epoch < epochs:
             if self.run_epoch(phase, step_module, optimizer, scheduler, total_steps):
                 return True

@@ -32,6 +32,7 @@ class Validator:
     batch_size: int
     device: torch.device
     precision: str
+    selector: str = "its"           # how the generator's patches are chosen (core.selection)
 
     @torch.no_grad()
     def __call__(self) -> dict:
@@ -54,7 +55,7 @@ class Validator:
         parts, valid = [], []
         for batch in self.source.iterate(blocks):
             with autocast(self.device, self.precision):
-                inputs = (encode_pixels(pig, batch.pixels.to(self.device), self.backbone) if batch.pixels is not None
+                inputs = (encode_pixels(pig, batch.pixels.to(self.device), self.backbone, self.selector) if batch.pixels is not None
                           else batch.tokens.to(self.device))
                 if self.method == "xpool":
                     parts.append([t.float() for t in (inputs.video, inputs.proxies, inputs.frames)])
