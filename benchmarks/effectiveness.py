@@ -1,23 +1,26 @@
-"""`pig demo`'s comparison at a larger size over several seeds: t2v retrieval and ITS precision.
+"""`pig demo`'s comparison over several seeds, with the baselines, a tuned EERCF rerank and ablations.
 
-    python benchmarks/effectiveness.py --videos 3000 --seeds 0 1 2 --epochs 25 --work /tmp/pig-eff
+    python benchmarks/effectiveness.py --seeds 0 1 2 --work /tmp/pig-eff            # main table
+    python benchmarks/effectiveness.py --seeds 0 --ablations --work /tmp/pig-eff     # + ablations, seed 0
 
-For each seed, in WORK/seed<S>, the demo's steps (pigcli.demo.prepare_demo / evaluate_demo) with that
-seed for the corpus, the random 'toy' model and both trainings: text-to-video R@1/R@5/R@10/MdR of
-meanpool (two tower), pig (hybrid tower) and xpool (single tower), plus pig + EERCF rerank of the top
---rerank-k with the untrained EERCF head (identities). With --eercf (default), two more trainings learn
-the rerank head (docs/method.md s.7): pig with EERCF's loss added (`--eercf-weight 1`), ranked with and
-without the rerank, and EERCF alone (`--method eercf`: index t . W_g v), with and without the rerank.
---rerank-k 0 skips every rerank. A rerun reuses what a seed's folder already holds.
+For each seed, in WORK/seed<S>, the demo's recipe (pigcli.demo.prepare_demo) with that seed for the
+corpus, the pretraining and every training: a 'shots' toy corpus, a two tower pretrained on its still
+images, and from that one start model, the same training of
+  meanpool   two tower (CLIP4Clip meanP)
+  pig        hybrid tower (phase 1 generator pretraining, then phase 2)
+  xpool      single tower, trained as such (its fusioner with the real query, for every pair)
+then text-to-video metrics on the test split, plus
+  pig+rerank       pig's index with EERCF's rerank (untrained head), K and weights tuned on the
+                   validation split by `pig tune-rerank` (never on test)
+  xpool oracle     pig's own fusioner with the real query instead of the pseudo-query
+and ITS precision on the test videos. --ablations adds pig variants: k = 4, 8, 32 ITS tokens (16 is
+the default), random patches instead of ITS, no phase 1, and the frame-wise backbone.
 
-ITS precision, per seed, on the pig model's select file of the test videos: the share of the selected
-patches that lie on a described object in their frame, against chance = the share of all patches of
-the sampled frames that do. A flat index i over T*L maps to frame i // L (the sampled source frame
-frame_index[i // L]) and patch i % L of a row-major (S/P) x (S/P) grid, i.e. a P x P pixel square.
-Two rules for 'on the object': the square intersects the object's box ('intersect'), or the square's
-centre lies inside the box ('centre'). Two object sets: every object a caption of the video names
-('named'; captions also name still distractors: "while a small red circle stays still"), and only
-the named target and landmark objects ('event': what moves, appears or changes, and what it passes).
+ITS precision: the share of the selected patches that lie on the captioned (target) object in their
+frame, against chance = the share of all patches of the sampled frames that do. A flat index i over
+T*L maps to frame i // L (source frame frame_index[i // L]) and patch i % L of a row-major
+(S/P) x (S/P) grid. Two rules for 'on the object': the square intersects the object's box, or the
+square's centre lies inside it.
 
 Prints a markdown report to stdout and writes it, with every number, to WORK/effectiveness.json.
 """
@@ -29,55 +32,79 @@ import json
 import shlex
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from pigcli.demo import DemoSettings, evaluate_demo, index_test_videos, prepare_demo, train_method
+from pigcli.demo import (DemoRun, DemoSettings, _test_video_list, ceiling, index_test_videos, prepare_demo,
+                         start_model, train_method)
 
 METRICS = ("R@1", "R@5", "R@10", "MdR")
 RULES = ("intersect", "centre")
-OBJECT_SETS = {"named": None, "event": ("target", "landmark")}  # set name -> roles kept (None: all)
-RERANKED = "pig+eercf"
-# trainings with the EERCF loss (--eercf): row name -> (method, --eercf-weight)
-EERCF_TRAININGS = {"pig(L_eercf)": ("pig", 1.0), "eercf": ("eercf", 0.0)}
-TOWERS = {"meanpool": "two tower", "pig": "hybrid tower", "xpool": "single tower",
-          RERANKED: "hybrid tower + rerank (untrained head)",
-          "pig(L_eercf)": "hybrid tower", "pig(L_eercf)+eercf": "hybrid tower + rerank (trained head)",
-          "eercf": "two tower (W_g v)", "eercf+eercf": "two tower + rerank (trained head)"}
+TOWERS = {"meanpool": "two tower", "pig": "hybrid tower", "xpool": "single tower (trained)",
+          "pig+rerank": "hybrid + EERCF rerank (tuned on val)", "xpool oracle": "pig's fusioner, real query"}
+# ablation row -> (start model's ITS k, train_method options, index options)
+ABLATIONS = {
+    "pig, k=4": (4, {}, {}),
+    "pig, k=8": (8, {}, {}),
+    "pig, k=32": (32, {}, {}),
+    "pig, random patches": (16, {"selector": "random"}, {"selector": "random"}),
+    "pig, no phase 1": (16, {"phase1": False}, {}),
+    "pig, frames backbone": (16, {"backbone": "frames"}, {"backbone": "frames"}),
+}
 
 
 # ---------------------------------------------------------------- retrieval
 
 
-def t2v(index: Path, captions: Path, rerank_k: int = 0) -> dict:
-    """`pig eval` text-to-video metrics, with EERCF reranking of each caption's top rerank_k (the rerank
-    head of the index's model)."""
+def t2v(index: Path, captions: Path, **options) -> dict:
+    """`pig eval` text-to-video metrics (options: method, rerank_k)."""
     from pigcli.stages.evaluate import evaluate
 
-    return evaluate(index, captions, rerank_k=rerank_k).results["t2v"]
+    return evaluate(index, captions, **options).results["t2v"]
 
 
-def eercf_indexes(work: Path, settings: DemoSettings, corpus: Path) -> dict[str, Path]:
-    """Train and index the methods of EERCF_TRAININGS on the demo's corpus, model and test videos."""
-    indexes = {}
-    for name, (method, weight) in EERCF_TRAININGS.items():
-        best = train_method(work / "runs" / name, work / "model", corpus, method, settings, eercf_weight=weight)
-        indexes[name] = index_test_videos(work / "index" / name / "index.h5", work / "test_videos.txt", best, method, settings)
-    return indexes
+def trained_xpool(work: Path, run: DemoRun, settings: DemoSettings) -> Path:
+    """xpool trained as a single tower; indexed with meanpool only to have its test tokens beside an index."""
+    best = train_method(work / "runs" / "xpool", run.model, run.corpus, run.frames, "xpool", settings)
+    return index_test_videos(work / "index" / "xpool" / "index.h5", work / "test_videos.txt", best, "meanpool",
+                             settings)
 
 
-def retrieval_rows(run, rerank_k: int, trained_heads: dict[str, Path]) -> dict[str, dict]:
-    """method -> t2v metrics for one seed."""
-    captions = run.corpus / "test.csv"
-    rows = {row.method: row.metrics for row in evaluate_demo(run)}
-    if rerank_k:
-        rows[RERANKED] = t2v(run.indexes["pig"], captions, rerank_k)
-    for name, index in trained_heads.items():
-        rows[name] = t2v(index, captions)
-        if rerank_k:
-            rows[f"{name}+eercf"] = t2v(index, captions, rerank_k)
+def tuned_rerank(work: Path, run: DemoRun, settings: DemoSettings) -> dict:
+    """Tune the rerank of pig's model on the validation videos, then rerank the test index with it."""
+    from pigcli.stages.tune_rerank import tune_rerank
+    from pigcli.store import read_attrs
+
+    model = Path(read_attrs(run.indexes["pig"])["model_path"])
+    val_index = index_test_videos(work / "index" / "pig-val" / "index.h5", _test_video_list(work, run.corpus, "val"),
+                                  model, "pig", settings)
+    report = tune_rerank(val_index, run.corpus / "val.csv", report=False)
+    chosen = {**report.tuned.to_dict(), "val_r1_plain": report.baseline.metrics["R@1"]}
+    return {"metrics": t2v(run.indexes["pig"], run.corpus / "test.csv", rerank_k="auto"), "tuned": chosen}
+
+
+def retrieval_rows(work: Path, run: DemoRun, settings: DemoSettings) -> tuple[dict, dict]:
+    """(method -> t2v metrics, the tuned rerank setting) for one seed."""
+    test = run.corpus / "test.csv"
+    rows = {"meanpool": t2v(run.indexes["meanpool"], test), "pig": t2v(run.indexes["pig"], test),
+            "xpool": t2v(trained_xpool(work, run, settings), test, method="xpool")}
+    rerank = tuned_rerank(work, run, settings)
+    rows["pig+rerank"] = rerank["metrics"]
+    rows["xpool oracle"] = t2v(run.indexes["pig"], test, method="xpool")
+    return rows, rerank["tuned"]
+
+
+def ablation_rows(work: Path, run: DemoRun, settings: DemoSettings) -> dict:
+    rows = {}
+    for name, (k, train_options, index_options) in ABLATIONS.items():
+        slug = name.replace(", ", "-").replace(" ", "-").replace("=", "")
+        model = run.model if k == 16 else start_model(work / f"model-k{k}", run.pretrained, settings, select_k=k)
+        best = train_method(work / "runs" / slug, model, run.corpus, run.frames, "pig", settings, **train_options)
+        index = index_test_videos(work / "index" / slug / "index.h5", work / "test_videos.txt", best, "pig", settings,
+                                  **index_options)
+        rows[name] = t2v(index, run.corpus / "test.csv")
     return rows
 
 
@@ -102,15 +129,15 @@ def on_boxes(squares: np.ndarray, boxes: list, rule: str) -> np.ndarray:
     return hit
 
 
-def described_objects(record: dict, roles: tuple[str, ...] | None) -> list[dict]:
-    """Objects of an objects.jsonl record that a caption names, of the given roles (None: any)."""
+def captioned_objects(record: dict) -> list[dict]:
+    """Objects of an objects.jsonl record that a caption names."""
     named = sorted({i for caption in record["captions"] for i in caption["objects"]})
-    return [record["objects"][i] for i in named if roles is None or record["objects"][i]["role"] in roles]
+    return [record["objects"][i] for i in named]
 
 
-def on_object_map(record: dict, frame_index: np.ndarray, squares: np.ndarray, roles, rule: str) -> np.ndarray:
-    """[T, L] bool: patch l of sampled frame t lies on a described object visible in that source frame."""
-    objects = described_objects(record, roles)
+def on_object_map(record: dict, frame_index: np.ndarray, squares: np.ndarray, rule: str) -> np.ndarray:
+    """[T, L] bool: patch l of sampled frame t lies on a captioned object visible in that source frame."""
+    objects = captioned_objects(record)
     return np.stack([on_boxes(squares, [o["boxes"][f] for o in objects if o["boxes"][f] is not None], rule)
                      for f in frame_index])
 
@@ -136,49 +163,48 @@ def read_selection(sel_path: Path, feats_path: Path) -> Selection:
 
 
 def video_squares(selection: Selection, video_size: int) -> np.ndarray:
-    """Patch squares in a video's own pixels. The toy's frames are square, so resize + centre crop is a
-    uniform scale by video_size / S (the identity for 64 px videos and a 64 px model)."""
+    """Patch squares in a video's own pixels (square toy frames: resize + crop is a uniform scale)."""
     grid = int(round(np.sqrt(selection.patches_per_frame)))
     if grid * grid != selection.patches_per_frame:
         raise ValueError(f"{selection.patches_per_frame} patches per frame is not a square grid")
     return patch_squares(grid, video_size / grid)
 
 
-def its_precision(run) -> dict:
-    """{object set: {rule: {'precision', 'chance' (percent), 'videos', 'k'}}} over the test videos:
-    per video the share of selected (resp. all) patches on a described object, averaged over videos."""
+def its_precision(run: DemoRun) -> dict:
+    """{rule: {'precision', 'chance' (percent), 'videos', 'k'}} over the test videos: per video the share
+    of selected (resp. all) patches on a captioned object, averaged over videos."""
     from pigcli.stages.index import stage_paths
 
     paths = stage_paths(run.indexes["pig"])
     selection = read_selection(paths["sel"], paths["feats"])
     records = [json.loads(line) for line in (run.corpus / "objects.jsonl").read_text().splitlines()]
     records = [r for r in records if r["video_id"] in selection.selected]
-    result: dict = {}
-    for name, roles in OBJECT_SETS.items():
-        for rule in RULES:
-            chosen, everything = [], []
-            for record in records:
-                video = record["video_id"]
-                on = on_object_map(record, selection.frames[video], video_squares(selection, record["size"]),
-                                   roles, rule)
-                chosen.append(on.reshape(-1)[selection.selected[video]].mean())
-                everything.append(on.mean())
-            result.setdefault(name, {})[rule] = {
-                "precision": 100 * float(np.mean(chosen)), "chance": 100 * float(np.mean(everything)),
-                "videos": len(records), "k": int(len(selection.selected[records[0]["video_id"]]))}
+    result = {}
+    for rule in RULES:
+        chosen, everything = [], []
+        for record in records:
+            video = record["video_id"]
+            on = on_object_map(record, selection.frames[video], video_squares(selection, record["size"]), rule)
+            chosen.append(on.reshape(-1)[selection.selected[video]].mean())
+            everything.append(on.mean())
+        result[rule] = {"precision": 100 * float(np.mean(chosen)), "chance": 100 * float(np.mean(everything)),
+                        "videos": len(records), "k": int(len(selection.selected[records[0]["video_id"]]))}
     return result
 
 
 # ---------------------------------------------------------------- one seed, all seeds
 
 
-def run_seed(work: Path, settings: DemoSettings, rerank_k: int, with_eercf: bool) -> dict:
+def run_seed(work: Path, settings: DemoSettings, ablations: bool) -> dict:
     started = time.perf_counter()
     run = prepare_demo(work, settings)
-    trained_heads = eercf_indexes(work, settings, run.corpus) if with_eercf else {}
-    rows = retrieval_rows(run, rerank_k, trained_heads)
-    its = its_precision(run)
-    return {"seed": settings.seed, "rows": rows, "its": its, "seconds": round(time.perf_counter() - started, 1)}
+    rows, tuned = retrieval_rows(work, run, settings)
+    result = {"seed": settings.seed, "rows": rows, "tuned_rerank": tuned, "its": its_precision(run),
+              "ceiling": ceiling(run.corpus)}
+    if ablations:
+        result["ablations"] = ablation_rows(work, run, settings)
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    return result
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -187,13 +213,10 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
 
 
-def summarize_seeds(per_seed: list[dict]) -> dict:
-    """{'retrieval': {method: {metric: [mean, std]}}, 'its': {set: {rule: {'precision'|'chance': [mean, std]}}}}."""
-    methods = per_seed[0]["rows"]
-    retrieval = {m: {k: mean_std([s["rows"][m][k] for s in per_seed]) for k in METRICS} for m in methods}
-    its = {name: {rule: {q: mean_std([s["its"][name][rule][q] for s in per_seed]) for q in ("precision", "chance")}
-                  for rule in RULES} for name in OBJECT_SETS}
-    return {"retrieval": retrieval, "its": its}
+def summarize(per_seed: list[dict], key: str = "rows") -> dict:
+    """{method: {metric: (mean, std)}} over the seeds that have `key`."""
+    seeds = [s for s in per_seed if key in s]
+    return {m: {k: mean_std([s[key][m][k] for s in seeds]) for k in METRICS} for m in seeds[0][key]} if seeds else {}
 
 
 # ---------------------------------------------------------------- report
@@ -203,41 +226,49 @@ def _pm(pair: tuple[float, float]) -> str:
     return f"{pair[0]:.1f} ± {pair[1]:.1f}"
 
 
-def format_report(settings: dict, command: str, per_seed: list[dict], summary: dict) -> str:
+def _table(summary: dict, towers: dict | None = None) -> list[str]:
+    lines = ["| method | tower | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|---|"]
+    for method, metrics in summary.items():
+        lines.append(f"| {method} | {(towers or {}).get(method, '')} | " + " | ".join(_pm(metrics[k]) for k in METRICS) + " |")
+    return lines
+
+
+def format_report(settings: dict, command: str, per_seed: list[dict]) -> str:
     seeds = [s["seed"] for s in per_seed]
-    its = per_seed[0]["its"]["named"]["intersect"]
+    first = per_seed[0]
     lines = ["# pig effectiveness on the toy corpus", "", f"Command: `{command}`", "",
              "Settings: " + ", ".join(f"{k}={v}" for k, v in settings.items()),
-             f"Seeds {seeds} (each: its own corpus, random model and trainings); wall seconds per seed: "
-             + ", ".join(str(s["seconds"]) for s in per_seed), "",
-             f"## Text-to-video retrieval on the test split: mean ± std over {len(seeds)} seed(s)", "",
-             "| method | tower | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|---|"]
-    for method, metrics in summary["retrieval"].items():
-        lines.append(f"| {method} | {TOWERS[method]} | " + " | ".join(_pm(metrics[k]) for k in METRICS) + " |")
-    lines += ["", "Std is the sample standard deviation over seeds (n - 1). Ties ranked pessimistically. "
-              "X+eercf: X's index with each caption's top K reranked by EERCF (`pig eval --rerank K`) with "
-              "the rerank head of X's model; pig(L_eercf): pig trained with EERCF's loss added.", "",
-              "## Per seed", "",
-              "| method | seed | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|---|"]
-    for method in summary["retrieval"]:
+             f"Seeds {seeds} (each: its own corpus, pretraining and trainings); wall seconds per seed: "
+             + ", ".join(str(s["seconds"]) for s in per_seed),
+             f"Test split: {first['its']['intersect']['videos']} videos, 3 captions each; R@1 ceiling "
+             f"{first['ceiling']['r1']:.1f}, {first['ceiling']['r1_order_blind']:.1f} blind to frame order (seed {seeds[0]}).",
+             "", f"## Text-to-video retrieval on the test split: mean ± std over {len(seeds)} seed(s)", ""]
+    lines += _table(summarize(per_seed), TOWERS)
+    lines += ["", "Std: sample standard deviation over seeds (n - 1). Ties ranked pessimistically.", "",
+              "## Per seed", "", "| method | seed | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|---|"]
+    for method in first["rows"]:
         for s in per_seed:
             lines.append(f"| {method} | {s['seed']} | " + " | ".join(f"{s['rows'][method][k]:.1f}" for k in METRICS) + " |")
-    lines += ["", f"## ITS precision (pig model, {its['videos']} test videos, k = {its['k']} selected patches "
-              "per video)", "",
-              "| objects | on the object when | ITS precision % | chance % | ratio | per seed (precision / chance) |",
-              "|---|---|---|---|---|---|"]
-    for name in OBJECT_SETS:
-        for rule in RULES:
-            agg = summary["its"][name][rule]
-            seeds_text = ", ".join(f"{s['its'][name][rule]['precision']:.1f} / {s['its'][name][rule]['chance']:.1f}"
-                                   for s in per_seed)
-            ratio = agg["precision"][0] / agg["chance"][0] if agg["chance"][0] else float("nan")
-            lines.append(f"| {name} | {_RULE_TEXT[rule]} | {_pm(agg['precision'])} | {_pm(agg['chance'])} | "
-                         f"{ratio:.2f} | {seeds_text} |")
-    lines += ["", "named: every object a caption of the video names (targets, landmarks, and still distractors "
-              "named as context); event: only the named targets and landmarks. Precision: share of the selected "
-              "patches on such an object in their sampled frame; chance: share of all patches of the sampled "
-              "frames on one; both averaged over videos."]
+    lines += ["", "Tuned rerank per seed (on the validation split): "
+              + "; ".join(f"seed {s['seed']}: {json.dumps(s['tuned_rerank'])}" for s in per_seed)]
+    ablated = summarize(per_seed, "ablations")
+    if ablated:
+        with_ablations = [s["seed"] for s in per_seed if "ablations" in s]
+        base = {"pig (k=16, ITS, phases 1+2, ViP)": summarize([s for s in per_seed if "ablations" in s])["pig"],
+                "xpool oracle (real query)": summarize([s for s in per_seed if "ablations" in s])["xpool oracle"]}
+        lines += ["", f"## Ablations of pig (seed(s) {with_ablations})", ""] + _table({**base, **ablated})
+    lines += ["", f"## ITS precision (pig model, k = {first['its']['intersect']['k']} selected patches per video)", "",
+              "| on the object when | ITS precision % | chance % | ratio | per seed (precision / chance) |",
+              "|---|---|---|---|---|"]
+    for rule in RULES:
+        precision = mean_std([s["its"][rule]["precision"] for s in per_seed])
+        chance = mean_std([s["its"][rule]["chance"] for s in per_seed])
+        seeds_text = ", ".join(f"{s['its'][rule]['precision']:.1f} / {s['its'][rule]['chance']:.1f}" for s in per_seed)
+        lines.append(f"| {_RULE_TEXT[rule]} | {_pm(precision)} | {_pm(chance)} | {precision[0] / chance[0]:.2f} | "
+                     f"{seeds_text} |")
+    lines += ["", "Captioned object: the target of the salient shot (clutter and still distractors are never "
+              "captioned). Precision: share of the selected patches on it in their sampled frame; chance: share "
+              "of all patches of the sampled frames on it; both averaged over videos."]
     return "\n".join(lines)
 
 
@@ -247,16 +278,14 @@ _RULE_TEXT = {"intersect": "square intersects the box", "centre": "square centre
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     defaults = DemoSettings()
-    parser.add_argument("--videos", type=int, default=3000, help="toy corpus size per seed (70/10/20 split)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--epochs", type=int, default=defaults.epochs)
-    parser.add_argument("--frames", type=int, default=defaults.frames, help="T: frames sampled per video")
-    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
-    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--videos", type=int, default=defaults.videos, help="toy corpus size per seed (70/10/20)")
+    parser.add_argument("--images", type=int, default=defaults.images, help="still images for pretraining")
+    parser.add_argument("--pretrain-epochs", type=int, default=defaults.pretrain_epochs)
+    parser.add_argument("--epochs", type=int, default=defaults.epochs, help="phase 2 epochs of every method")
+    parser.add_argument("--generator-epochs", type=int, default=defaults.generator_epochs, help="pig's phase 1")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="decoding processes")
-    parser.add_argument("--rerank-k", type=int, default=50, help="EERCF rerank of each index's top K (0: skip)")
-    parser.add_argument("--eercf", action=argparse.BooleanOptionalAction, default=True,
-                        help="also train pig with EERCF's loss and EERCF alone (the trained rerank heads)")
+    parser.add_argument("--ablations", action="store_true", help="also the ablations of pig, on the first seed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/pig-eff"), help="one sub-folder per seed; reused")
     return parser.parse_args(argv)
 
@@ -264,18 +293,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 def main(argv=None) -> None:
     args = parse_args(argv)
     command = "python benchmarks/effectiveness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
-    base = dict(videos=args.videos, frames=args.frames, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                workers=args.workers)
-    per_seed = [run_seed(args.work / f"seed{seed}", DemoSettings(seed=seed, **base), args.rerank_k, args.eercf)
-                for seed in args.seeds]
-    summary = summarize_seeds(per_seed)
-    settings = {**base, "rerank_k": args.rerank_k, "eercf_trainings": args.eercf, "model": "toy (random init)"}
-    report = format_report(settings, command, per_seed, summary)
+    base = DemoSettings(videos=args.videos, images=args.images, pretrain_epochs=args.pretrain_epochs,
+                        epochs=args.epochs, generator_epochs=args.generator_epochs, workers=args.workers)
+    per_seed = [run_seed(args.work / f"seed{seed}", replace(base, seed=seed), args.ablations and n == 0)
+                for n, seed in enumerate(args.seeds)]
+    settings = {k: v for k, v in asdict(base).items() if k != "seed"}
+    report = format_report(settings, command, per_seed)
     print(report)
     args.work.mkdir(parents=True, exist_ok=True)
     (args.work / "effectiveness.json").write_text(json.dumps(
-        {"command": command, "settings": settings, "seeds": args.seeds, "per_seed": per_seed, "summary": summary,
-         "markdown": report}, indent=2))
+        {"command": command, "settings": settings, "seeds": args.seeds, "per_seed": per_seed, "markdown": report},
+        indent=2, default=str))
 
 
 if __name__ == "__main__":

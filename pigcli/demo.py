@@ -53,6 +53,7 @@ class DemoRow:
 class DemoRun:
     """What steps 1-5 made in a work folder: the corpus, the start model and each method's test index."""
     corpus: Path
+    pretrained: Path             # the two tower pretrained on the images
     model: Path                  # the start model every method trains from
     frames: Path                 # decoded frames of the corpus's videos
     indexes: dict[str, Path]     # 'meanpool', 'pig' -> index.h5 (stage files beside it: index.stage_paths)
@@ -81,7 +82,7 @@ def prepare_demo(work: Path, settings: DemoSettings) -> DemoRun:
     for method in ("meanpool", "pig"):
         best = train_method(work / "runs" / method, model, corpus, video_frames, method, settings)
         indexes[method] = index_test_videos(work / "index" / method / "index.h5", test_list, best, method, settings)
-    return DemoRun(corpus, model, video_frames, indexes)
+    return DemoRun(corpus, pretrained, model, video_frames, indexes)
 
 
 def evaluate_demo(run: DemoRun) -> list[DemoRow]:
@@ -134,39 +135,41 @@ def pretrain(work: Path, corpus: Path, image_frames: Path, settings: DemoSetting
                   backbone="frames")
 
 
-def start_model(folder: Path, pretrained: Path, settings: DemoSettings) -> Path:
+def start_model(folder: Path, pretrained: Path, settings: DemoSettings, select_k: int = 16) -> Path:
     """The pretrained CLIP with new PIG heads and T frames: where every method starts."""
     from .model.checkpoint import is_checkpoint
     from .model.factory import init_from_pig
     from .model.pig import PigConfig
 
     if not is_checkpoint(folder):
-        init_from_pig(pretrained, folder, PigConfig(num_frames=settings.frames), seed=settings.seed)
+        init_from_pig(pretrained, folder, PigConfig(num_frames=settings.frames, select_k=select_k), seed=settings.seed)
         log(f"model: {folder}, the pretrained two tower with new PIG heads")
     return folder
 
 
-def _test_video_list(work: Path, corpus: Path) -> Path:
+def _test_video_list(work: Path, corpus: Path, split: str = "test") -> Path:
+    """A list file of a split's videos (paths relative to the work folder)."""
     from .captions import load_captions
 
-    ids = dict.fromkeys(c.video_id for c in load_captions(corpus / "test.csv"))
-    listing = work / "test_videos.txt"
+    ids = dict.fromkeys(c.video_id for c in load_captions(corpus / f"{split}.csv"))
+    listing = work / f"{split}_videos.txt"
     listing.write_text("".join(f"corpus/videos/{vid}.mp4\n" for vid in ids))
     return listing
 
 
 def train_method(run: Path, model: Path, corpus: Path, video_frames: Path, method: str, settings: DemoSettings,
-                 eercf_weight: float = 0.0) -> Path:
-    """One method's training on the training videos from the start model; PIG runs both phases."""
-    phases = "1,2" if method == "pig" else "2"
-    epochs = f"{settings.generator_epochs},{settings.epochs}" if method == "pig" else settings.epochs
+                 phase1: bool = True, **options) -> Path:
+    """One method's training on the training videos from the start model; PIG runs both phases (phase1
+    False: phase 2 only). options: more TrainConfig settings (backbone, selector, eercf_weight)."""
+    both = method == "pig" and phase1
+    phases = "1,2" if both else "2"
+    epochs = f"{settings.generator_epochs},{settings.epochs}" if both else settings.epochs
     return _train(run, model, corpus / "train.csv", corpus / "val.csv", video_frames, method, settings,
-                  phases=phases, epochs=epochs, eercf_weight=eercf_weight)
+                  phases=phases, epochs=epochs, **options)
 
 
 def _train(run: Path, model: Path, captions: Path, val_captions: Path | None, frames: Path, method: str,
-           settings: DemoSettings, phases: str, epochs, batch_size: int | None = None, backbone: str | None = None,
-           eercf_weight: float = 0.0) -> Path:
+           settings: DemoSettings, phases: str, epochs, batch_size: int | None = None, **options) -> Path:
     """`pig train` from cached frames; returns OUT/best (OUT/last without validation). Reused when done."""
     from .model.checkpoint import is_checkpoint
     from .train import TrainConfig, train
@@ -177,20 +180,22 @@ def _train(run: Path, model: Path, captions: Path, val_captions: Path | None, fr
         return result
     log(f"train {run.name}: {method}, phases {phases}, epochs {epochs}")
     config = TrainConfig(output=run, captions=captions, val_captions=val_captions, model=str(model), frames=frames,
-                         method=method, eercf_weight=eercf_weight, phases=phases, epochs=epochs,
+                         method=method, phases=phases, epochs=epochs,
                          batch_size=batch_size or settings.batch_size, lr=settings.lr, lr_clip=settings.lr,
-                         warmup=0.05, backbone=backbone, seed=settings.seed, workers=0,
-                         resume=(run / "state.pt").is_file())
+                         warmup=0.05, seed=settings.seed, workers=0, resume=(run / "state.pt").is_file(), **options)
     outcome = train(config)
     (run / "done").write_text(json.dumps(outcome.best_metrics))
     return result
 
 
-def index_test_videos(output: Path, videos: Path, model: Path, method: str, settings: DemoSettings) -> Path:
+def index_test_videos(output: Path, videos: Path, model: Path, method: str, settings: DemoSettings,
+                      backbone: str = "vip", selector: str = "its") -> Path:
+    from .stages.extract import ExtractSettings
     from .stages.index import build_index
 
     output.parent.mkdir(parents=True, exist_ok=True)
-    build_index([videos], output, str(model), method=method, workers=settings.workers)
+    build_index([videos], output, str(model), method=method, workers=settings.workers,
+                settings=ExtractSettings(backbone=backbone), selector=selector)
     return output
 
 
