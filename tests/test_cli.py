@@ -93,6 +93,38 @@ def test_init_from_a_clip_folder_keeps_its_weights(tmp_path) -> None:
     assert loaded.model.config.source == str(folder)
 
 
+def test_init_from_a_pig_folder_starts_new_heads_on_its_trained_clip(tmp_path, tiny_model_dir) -> None:
+    """`pig init --from PIG_FOLDER`: the CLIP (and the ViP backbone when T matches) of a trained model,
+    a generator copied from its text encoder, and fresh fusioner and EERCF head."""
+    import torch
+
+    from pigcli.model.checkpoint import load_checkpoint, save_checkpoint
+    from pigcli.model.fusioner import Fusioner
+
+    trained = load_checkpoint(tiny_model_dir)
+    with torch.no_grad():  # "train" it: every weight moves, so copies can be told from fresh starts
+        for param in trained.model.parameters():
+            param.add_(0.01 * torch.randn_like(param))
+    source = save_checkpoint(trained.model, trained.tokenizer, tmp_path / "trained")
+    frames = trained.model.config.num_frames
+    result = CliRunner().invoke(app, ["init", "--from", str(source), "--frames", str(frames), "-k", "4",
+                                      "-o", str(tmp_path / "start")])
+    assert result.exit_code == 0, result.stderr
+    new = load_checkpoint(result.stdout.strip()).model
+    old = trained.model
+    for key, value in old.clip.state_dict().items():
+        assert torch.equal(new.clip.state_dict()[key], value), key
+    assert torch.equal(new.backbone.temporal_embedding, old.backbone.temporal_embedding)
+    text_layers, generator_layers = old.clip.text_model.encoder.layers.state_dict(), new.generator.layers.state_dict()
+    assert all(torch.equal(generator_layers[key], value) for key, value in text_layers.items())  # a copy of the text encoder
+    assert not torch.equal(new.generator.layers.state_dict()[next(iter(text_layers))],
+                           old.generator.layers.state_dict()[next(iter(text_layers))])  # not the old generator
+    assert torch.equal(new.eercf.w_g, torch.eye(new.embed_dim))
+    fresh = Fusioner(new.embed_dim, new.config.fusion_heads, new.config.fusion_dropout).state_dict()
+    assert all(torch.equal(value, fresh[key]) for key, value in new.fusioner.state_dict().items())  # identity start
+    assert new.config.select_k == 4 and new.config.source.startswith("pig:")
+
+
 def test_init_from_an_unreachable_hub_fails_with_one_line(run_pig, tmp_path) -> None:
     """A hub host that does not resolve: only the local hub cache is tried. The hub client's retries
     (~30 s) would print 'Retrying in ...' lines; the error must be the only line."""
