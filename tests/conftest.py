@@ -32,8 +32,10 @@ write_broken, write_audio_only, pig_env, and the TINY_* / VIDEO_FOLDER_SPECS / B
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -264,3 +266,24 @@ def run_pig(pig_cache):
         return proc.returncode, proc.stdout, proc.stderr
 
     return run
+
+
+def sigkill_after_first_block(args: list, output: Path, cache: Path, env: dict | None = None) -> int:
+    """Run `python -m pigcli ARGS` and SIGKILL it once its first crash-safe block of `output` is on disk,
+    as a user's kill -9 would; returns how many blocks were finished (the run must not have ended)."""
+    partial = Path(str(output) + ".partial.d")
+    proc = subprocess.Popen([sys.executable, "-m", "pigcli", *map(str, args)], env=pig_env(cache, env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not partial.exists() or not list(partial.glob("block-*.h5")):
+            assert proc.poll() is None, f"{args[0]} ended before its first block: " + proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "no block appeared"
+            time.sleep(0.002)
+        os.killpg(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait()
+        proc.stderr.close()
+    assert proc.returncode == -signal.SIGKILL
+    assert not Path(output).exists()
+    return len(list(partial.glob("block-*.h5")))

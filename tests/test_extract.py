@@ -5,9 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -17,7 +14,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_DIM, TINY_L, TINY_P, TINY_T, VIDEO_FOLDER_SPECS, pig_env, write_broken, write_test_video
+from conftest import TINY_DIM, TINY_L, TINY_P, TINY_T, VIDEO_FOLDER_SPECS, sigkill_after_first_block, write_broken, write_test_video
 from pigcli.errors import PigError
 from pigcli.stages.extract import ExtractSettings, extract
 
@@ -280,21 +277,7 @@ def test_resume_after_kill(tmp_path, tiny_model_dir, pig_cache, run_pig, monkeyp
     args = ["extract", folder, "-m", tiny_model_dir, "-o", output, "--workers", "0", "--device", "cpu"]
     env = {"PIG_BLOCK_VIDEOS": "1"}  # 12 blocks of 1 video
 
-    proc = subprocess.Popen([sys.executable, "-m", "pigcli", *map(str, args)], env=pig_env(pig_cache, env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not partial.exists() or not list(partial.glob("block-*.h5")):
-            assert proc.poll() is None, "extract ended before its first block: " + proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no block appeared"
-            time.sleep(0.002)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    assert not output.exists()
-    done = len(list(partial.glob("block-*.h5")))
+    done = sigkill_after_first_block(args, output, pig_cache, env)
     assert 1 <= done < 12, done
 
     code, out, err = run_pig(args, env=env)

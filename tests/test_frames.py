@@ -10,12 +10,9 @@ and failed videos are left out.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -24,7 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_IMAGE, TINY_T, VIDEO_FOLDER_SPECS, pig_env, write_broken, write_test_video
+from conftest import TINY_IMAGE, TINY_T, VIDEO_FOLDER_SPECS, pig_env, sigkill_after_first_block, write_broken, write_test_video
 from pigcli.errors import StaleInputError, UsageError
 from pigcli.stages.frames import FramesSettings, frames
 from pigcli.train import TrainConfig, train
@@ -187,21 +184,7 @@ def test_resume_after_kill(tmp_path, pig_cache, monkeypatch):
     args = ["frames", folder, "--frames", "12", "--size", "64", "-o", output, "--workers", "0"]
     env = {"PIG_BLOCK_VIDEOS": "1"}  # one block per video
 
-    proc = subprocess.Popen([sys.executable, "-m", "pigcli", *map(str, args)], env=pig_env(pig_cache, env),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not partial.exists() or not list(partial.glob("block-*.h5")):
-            assert proc.poll() is None, "frames ended before its first block: " + proc.stderr.read().decode()
-            assert time.monotonic() < deadline, "no block appeared"
-            time.sleep(0.002)
-        os.killpg(proc.pid, signal.SIGKILL)
-    finally:
-        proc.wait()
-        proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
-    assert not output.exists()
-    done = len(list(partial.glob("block-*.h5")))
+    done = sigkill_after_first_block(args, output, pig_cache, env)
     assert 1 <= done < count, done
 
     rerun = subprocess.run([sys.executable, "-m", "pigcli", *map(str, args)], env=pig_env(pig_cache, env),
