@@ -233,7 +233,8 @@ def format_demo(rows: list[DemoRow], ceilings: dict | None = None) -> str:
         m = row.metrics
         lines.append(f"{row.method:<10} {row.tower:<13} {m['R@1']:>6.1f} {m['R@5']:>6.1f} {m['R@10']:>6.1f} "
                      f"{m['MdR']:>6.1f} {row.macs_per_query:>14,} {row.ms_per_query:>9.2f}")
-    lines.append("text-to-video on the toy test split; ties ranked pessimistically")
+    lines.append("text-to-video on the toy test split; ties ranked pessimistically; xpool: PIG's fusioner with the "
+                 "real query for every pair (benchmarks/RESULTS_effectiveness.md also trains xpool on its own)")
     if ceilings:
         lines.append(f"R@1 ceiling {ceilings['r1']:.1f} (captions fit their own video only); "
                      f"{ceilings['r1_order_blind']:.1f} for a model blind to frame order")
