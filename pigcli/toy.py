@@ -661,14 +661,8 @@ def make_corpus(out_dir: str | Path, videos: int = 1200, seed: int = 0, frames: 
     out = Path(out_dir)
     _prepare(out, overwrite)
     plan = plan_corpus(videos, seed, frames, size, splits, reversed_pairs)
-    from pigcli.videowrite import write_video  # PyAV: only when writing
-
-    started = time.perf_counter()
-    for video in plan.videos:
-        write_video(out / "videos" / f"{video.video_id}.mp4", render(video.scene), fps=FPS)
-        if on_video is not None:
-            on_video()
-    seconds = time.perf_counter() - started
+    seconds = write_clips(((out / "videos" / f"{v.video_id}.mp4", lambda v=v: render(v.scene)) for v in plan.videos),
+                          on_video)
     for split in SPLITS:
         _write_captions(out / f"{split}.csv", [v for v in plan.videos if v.split == split])
     _write_objects(out / "objects.jsonl", plan.videos)
@@ -678,6 +672,18 @@ def make_corpus(out_dir: str | Path, videos: int = 1200, seed: int = 0, frames: 
     (out / "corpus.json").write_text(json.dumps({"generator": "pig toy make", "version": 1, "settings": settings,
                                                   "stats": asdict(stats)}, indent=2) + "\n")
     return stats
+
+
+def write_clips(clips: Iterable[tuple[Path, Callable[[], np.ndarray]]], on_video: Callable[[], None] | None) -> float:
+    """Render and write each (path, render function) as an mp4 at FPS; returns the seconds it took."""
+    from pigcli.videowrite import write_video  # PyAV: only when writing
+
+    started = time.perf_counter()
+    for path, frames in clips:
+        write_video(path, frames(), fps=FPS)
+        if on_video is not None:
+            on_video()
+    return time.perf_counter() - started
 
 
 def corpus_stats(plan: CorpusPlan, out_dir: str, settings: dict, seconds: float = 0.0) -> CorpusStats:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -36,7 +35,7 @@ import numpy as np
 
 from .errors import UsageError
 from .toy import (BACKGROUNDS, COLOURS, DEFAULT_SPLITS, DIRECTIONS, FPS, SHAPES, SPLITS, TONES, Background,
-                  CorpusStats, Scene, Track, _Layout, _prepare, _track, radii, render, tie_aware_r1)
+                  CorpusStats, Scene, Track, _Layout, _prepare, _track, radii, render, tie_aware_r1, write_clips)
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 FRAMES, SIZE = 16, 64
@@ -266,21 +265,14 @@ def make_shots_corpus(out_dir: str | Path, videos: int = 3000, seed: int = 0, fr
                       size: int = SIZE, splits: Sequence[float] = DEFAULT_SPLITS, pretrain: int | None = None,
                       overwrite: bool = False, on_video: Callable[[], None] | None = None) -> CorpusStats:
     """Write the corpus (see the module docstring); corpus.json last, so a killed run never looks complete."""
-    from .videowrite import write_video  # PyAV: only when writing
-
     out = Path(out_dir)
     _prepare(out, overwrite)
     (out / "pretrain").mkdir(exist_ok=True)
     for old in (out / "pretrain").glob("*.mp4"):
         old.unlink()
     plan = plan_shots(videos, seed, frames, size, splits, pretrain)
-    started = time.perf_counter()
-    for video in plan.videos + plan.pretrain:
-        folder = out / ("pretrain" if video.split == "pretrain" else "videos")
-        write_video(folder / f"{video.video_id}.mp4", video.render(), fps=FPS)
-        if on_video is not None:
-            on_video()
-    seconds = time.perf_counter() - started
+    seconds = write_clips(((out / ("pretrain" if v.split == "pretrain" else "videos") / f"{v.video_id}.mp4", v.render)
+                           for v in plan.videos + plan.pretrain), on_video)
     for split in SPLITS:
         _write_captions(out / f"{split}.csv", [v for v in plan.videos if v.split == split])
     _write_captions(out / "pretrain.csv", plan.pretrain)

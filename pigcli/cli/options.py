@@ -24,69 +24,21 @@ import typer
 # --- choices ----------------------------------------------------------------------------------------
 
 
-class Precision(str, Enum):
-    """Model precision: auto is bf16 on a GPU, fp32 on the CPU."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-    fp16 = "fp16"
+def choices(name: str, values: str) -> type[Enum]:
+    """A str enum whose members are named as their values ('pig meanpool' -> .pig, .meanpool)."""
+    return Enum(name, {value: value for value in values.split()}, type=str)
 
 
-class TrainPrecision(str, Enum):
-    """Training precision (fp16 would need a loss scaler: not offered)."""
-
-    auto = "auto"
-    fp32 = "fp32"
-    bf16 = "bf16"
-
-
-class Selector(str, Enum):
-    its = "its"        # the informativeness token selector (the method)
-    random = "random"  # random patches: an ablation
-
-
-class Backbone(str, Enum):
-    vip = "vip"        # video proxy tokens
-    frames = "frames"  # CLIP per frame (CLIP4Clip style)
-
-
-class Decoder(str, Enum):
-    auto = "auto"      # decord if installed, else PyAV
-    decord = "decord"
-    pyav = "pyav"
-
-
-class FuseMethod(str, Enum):
-    pig = "pig"
-    meanpool = "meanpool"
-    eercf = "eercf"
-
-
-class ScoringMethod(str, Enum):
-    """How rank and eval score a query against the videos."""
-
-    index = "index"
-    xpool = "xpool"
-
-
-class OutputFormat(str, Enum):
-    tsv = "tsv"
-    jsonl = "jsonl"
-    trec = "trec"
-
-
-class TrainMethod(str, Enum):
-    pig = "pig"
-    meanpool = "meanpool"
-    xpool = "xpool"
-    eercf = "eercf"
-
-
-class Preset(str, Enum):
-    tiny = "tiny"
-    toy = "toy"
-    b32 = "b32"
+Precision = choices("Precision", "auto fp32 bf16 fp16")      # auto: bf16 on a GPU, fp32 on the CPU
+TrainPrecision = choices("TrainPrecision", "auto fp32 bf16")  # fp16 would need a loss scaler: not offered
+Selector = choices("Selector", "its random")                  # random patches: an ablation of ITS
+Backbone = choices("Backbone", "vip frames")                  # video proxy tokens | CLIP per frame
+Decoder = choices("Decoder", "auto decord pyav")              # auto: decord if installed, else PyAV
+FuseMethod = choices("FuseMethod", "pig meanpool eercf")
+ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
+OutputFormat = choices("OutputFormat", "tsv jsonl trec")
+TrainMethod = choices("TrainMethod", "pig meanpool xpool eercf")
+Preset = choices("Preset", "tiny toy b32")
 
 
 # --- options that may come without a value ------------------------------------------------------------
