@@ -9,6 +9,9 @@ Caption formats (chosen by extension, then by the CSV header):
           caption/sentence/text; or headerless 'video_id,caption'
   .jsonl  one object per line with video_id and caption/sentence/text (a string or a list)
   .json   a list of such objects, or {video_id: [captions]}
+
+NUL characters (raw bytes, or \\u0000 escapes in JSON) are replaced by a space and reported by line:
+HDF5 cannot store them in a string, and one such line must not lose a whole batch.
 """
 
 from __future__ import annotations
@@ -62,11 +65,12 @@ def read_captions(path: str | Path) -> tuple[list[Caption], list[str]]:
     """Captions plus warnings (skipped blank captions). Strict UTF-8: bad bytes are a PigError."""
     path = Path(path)
     name = str(path)
-    lines, _ = _decode_lines(_read_bytes(path, "captions"), name, strict=True)
-    captions, warnings = _build_captions(_records(lines, name, path.suffix.lower()), name)
+    lines, _, nul = _decode_lines(_read_bytes(path, "captions"), name, strict=True)
+    records, nul_fields = _without_nul(_records(lines, name, path.suffix.lower()))
+    captions, warnings = _build_captions(records, name)
     if not captions:
         raise PigError(f"{name}: no captions found; {FORMATS}")
-    return captions, warnings
+    return captions, _nul_warning(name, nul, nul_fields) + warnings
 
 
 def load_captions(path: str | Path) -> list[Caption]:
@@ -97,12 +101,15 @@ def load_queries(source: str | Path | TextIO | BinaryIO) -> tuple[list[Query], l
     and reported, never fatal, so one bad line does not lose a whole batch.
     """
     data, name, suffix = _query_source(source)
-    lines, bad = _decode_lines(data, name, strict=False)
+    lines, bad, nul = _decode_lines(data, name, strict=False)
     warnings = [f"{name}: invalid UTF-8 in {_plural(len(bad), 'line')}: {_short_list(bad)} "
                 "(bad bytes replaced with U+FFFD)"] if bad else []
     if suffix in STRUCTURED_SUFFIXES:
-        queries, more = _structured_queries(_records(lines, name, suffix), name)
+        records, nul_fields = _without_nul(_records(lines, name, suffix))
+        warnings += _nul_warning(name, nul, nul_fields)
+        queries, more = _structured_queries(records, name)
     else:
+        warnings += _nul_warning(name, nul, [])
         queries, more = _text_queries(lines, name)
     if not queries:
         raise PigError(f"{name}: no queries found; give one query per line, or a .csv/.jsonl with id and text")
@@ -143,8 +150,9 @@ def _stream_bytes(stream: TextIO | BinaryIO) -> bytes:
         return data.encode("utf-8", "surrogatepass")
 
 
-def _decode_lines(data: bytes, name: str, strict: bool) -> tuple[list[str], list[int]]:
-    """Lines with their endings (csv needs them for quoted newlines) and 1-based bad-UTF-8 line numbers.
+def _decode_lines(data: bytes, name: str, strict: bool) -> tuple[list[str], list[int], list[int]]:
+    """Lines with their endings (csv needs them for quoted newlines), 1-based bad-UTF-8 line numbers and
+    1-based numbers of lines that held NUL bytes (each replaced by a space: never fatal, strict or not).
 
     Splits bytes, not str: str.splitlines also breaks on U+2028 etc., which may sit inside a caption.
     """
@@ -152,7 +160,11 @@ def _decode_lines(data: bytes, name: str, strict: bool) -> tuple[list[str], list
         data = data[len(codecs.BOM_UTF8):]
     lines: list[str] = []
     bad: list[int] = []
+    nul: list[int] = []
     for number, raw in enumerate(data.splitlines(keepends=True), start=1):
+        if b"\0" in raw:
+            raw = raw.replace(b"\0", b" ")
+            nul.append(number)
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError as error:
@@ -161,7 +173,31 @@ def _decode_lines(data: bytes, name: str, strict: bool) -> tuple[list[str], list
                                f"position {error.start + 1}); re-save the file as UTF-8") from None
             lines.append(raw.decode("utf-8", errors="replace"))
             bad.append(number)
-    return lines, bad
+    return lines, bad, nul
+
+
+def _without_nul(records: list[Record]) -> tuple[list[Record], list[str]]:
+    """Records with NULs (JSON's \\u0000 escapes) in string fields replaced by a space, and where they were."""
+    found: list[str] = []
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, str):
+            return value.replace("\0", " ")
+        if isinstance(value, list):
+            return [clean(v) for v in value]
+        return value
+
+    def has_nul(value: Any) -> bool:
+        return ("\0" in value) if isinstance(value, str) else (
+            isinstance(value, list) and any(isinstance(v, str) and "\0" in v for v in value))
+
+    out: list[Record] = []
+    for where, record in records:
+        if any(has_nul(v) for v in record.values()):
+            found.append(where)
+            record = {key: clean(value) for key, value in record.items()}
+        out.append((where, record))
+    return out, found
 
 
 # ---------------------------------------------------------------- lines -> records
@@ -340,6 +376,15 @@ def _claim(used: dict[str, str], item_id: str, name: str, where: str) -> None:
 
 
 # ---------------------------------------------------------------- message helpers
+
+
+def _nul_warning(name: str, lines: list[int], wheres: list[str]) -> list[str]:
+    """Lines with NUL bytes, and records whose fields held NULs from JSON escapes."""
+    warnings = [f"{name}: NUL characters in {_plural(len(lines), 'line')}: {_short_list(lines)} "
+                "(each replaced with a space)"] if lines else []
+    if wheres:
+        warnings.append(f"{name}: NUL characters (\\u0000) in {_short_list(wheres)} (each replaced with a space)")
+    return warnings
 
 
 def _blank_warning(name: str, wheres: list[str], what: str) -> list[str]:

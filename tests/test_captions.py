@@ -181,3 +181,22 @@ def test_stdin_and_streams(monkeypatch):
 def test_empty_queries_is_an_error(tmp_path):
     with pytest.raises(PigError, match="no queries found"):
         load_queries(write(tmp_path, "q.txt", "\n  \n"))
+
+
+def test_nul_bytes_are_replaced_and_reported_for_every_reader(tmp_path):
+    # HDF5 cannot store a NUL in a string: one such line used to fail a whole embed-text batch
+    text = write(tmp_path, "q.txt", b"a dog\x00runs\n\x00\nok\x00\n")
+    queries, warnings = load_queries(text)
+    assert queries == [Query("q1", "a dog runs"), Query("q3", "ok")]
+    assert warnings == [f"{text}: NUL characters in 3 lines: 1, 2, 3 (each replaced with a space)",
+                        f"{text}: skipped 1 blank line: 2"]
+    jsonl = write(tmp_path, "q.jsonl", b'{"id": "a", "text": "x\\u0000y"}\n{"id": "b", "text": "raw\x00nul"}\n')
+    queries, warnings = load_queries(jsonl)
+    assert queries == [Query("a", "x y"), Query("b", "raw nul")]
+    assert warnings == [f"{jsonl}: NUL characters in 1 line: 2 (each replaced with a space)",
+                        f"{jsonl}: NUL characters (\\u0000) in line 1 (each replaced with a space)"]
+    captions, warnings = read_captions(write(tmp_path, "caps.csv", b"video_id,caption\nv1,a\x00b\nv2,c\n"))
+    assert [c.text for c in captions] == ["a b", "c"]
+    assert warnings == [f"{tmp_path / 'caps.csv'}: NUL characters in 1 line: 2 (each replaced with a space)"]
+    captions, _ = read_captions(write(tmp_path, "caps.json", '{"v1": ["x\\u0000y"]}'))
+    assert captions == [Caption("v1", "x y", "v1#0")]

@@ -709,3 +709,24 @@ def test_up_to_date_rerun_is_skipped_and_changed_settings_refused(chain, tmp_pat
     code, _, err = pig("generate", sel, "-o", gen, "--force")
     assert code == 0, err
     assert json.loads(read(gen)["attrs"]["inputs"])[0]["fingerprint"] == read(sel)["attrs"]["fingerprint"]
+
+
+def test_embed_text_nul_byte_is_replaced_and_a_stale_partial_run_is_discarded(tmp_path, tiny_model_dir,
+                                                                               tiny_model) -> None:
+    out = tmp_path / "q.h5"
+    # a run over other queries that died, leaving its partial folder
+    stale = out.parent / "q.h5.partial.d"
+    stale.mkdir()
+    (stale / "manifest.json").write_text('{"fingerprint": "0123456789abcdef", "stage": "embed-text"}')
+    source = tmp_path / "queries.txt"
+    source.write_bytes(b"a dog\x00runs\nred car\n")
+    code, _, err = pig("embed-text", source, "-m", tiny_model_dir, "-o", out)
+    assert code == 0, err
+    assert "NUL characters in 1 line: 1" in err
+    assert f"discarding {stale}" in err
+    assert not stale.exists()
+    _check_embeddings(out, tiny_model, ["q1", "q2"], ["a dog runs", "red car"])
+    # a finished file from other queries is still only replaced with --force
+    source.write_text("another query\n")
+    code, _, err = pig("embed-text", source, "-m", tiny_model_dir, "-o", out)
+    assert code == 1 and "--force" in err
