@@ -442,6 +442,56 @@ def test_rank_formats(chain, queries) -> None:
     assert results["tsv"] == results["jsonl"] == results["trec"]
 
 
+ODD_IDS = ["clip\t0021 é", "a\nb", "c\rd", "sp ace", "back\\slash", "50%", "nb\u00a0sp\x1f"]
+
+
+def _odd_ranking():
+    from pigcli.stages.rank import Ranking
+
+    videos = list(reversed(ODD_IDS))
+    rows = np.array([[0, 1, 2], [3, 4, 5], [6, 0, 1]] + [[2, 3, 4]] * (len(ODD_IDS) - 3))
+    scores = np.tile(np.array([0.5, 0.25, -0.125], np.float32), (len(ODD_IDS), 1))
+    return Ranking(list(ODD_IDS), videos, rows, scores), [
+        (q, rank, videos[r], float(s)) for q, qrows, qscores in zip(ODD_IDS, rows, scores)
+        for rank, (r, s) in enumerate(zip(qrows, qscores), start=1)]
+
+
+def _parse_ranking(fmt: str, text: str) -> list[tuple]:
+    from urllib.parse import unquote
+
+    from pigcli.stages.rank import tsv_unescape
+
+    rows = []
+    assert text.endswith("\n")
+    for line in text.split("\n")[:-1]:  # only \n ends a row: a raw CR or tab inside an id is a bug
+        if fmt == "tsv":
+            fields = line.split("\t")
+            assert len(fields) == 4, line
+            query, rank, video, score = tsv_unescape(fields[0]), fields[1], tsv_unescape(fields[2]), fields[3]
+        elif fmt == "jsonl":
+            obj = json.loads(line)
+            query, rank, video, score = obj["query"], obj["rank"], obj["video"], obj["score"]
+        else:
+            fields = line.split()
+            assert len(fields) == 6 and fields[1] == "Q0" and fields[5] == "pig", line
+            assert " ".join(fields) == line  # single spaces, nothing else
+            query, video, rank, score = unquote(fields[0]), unquote(fields[2]), fields[3], fields[4]
+        rows.append((query, int(rank), video, float(score)))
+    return rows
+
+
+@pytest.mark.parametrize("fmt", ["tsv", "jsonl", "trec"])
+def test_rank_formats_give_back_ids_with_tabs_newlines_and_spaces(fmt) -> None:
+    import io
+
+    from pigcli.stages.rank import write_ranking
+
+    ranking, want = _odd_ranking()
+    stream = io.StringIO(newline="")
+    write_ranking(ranking, fmt, stream)
+    assert _parse_ranking(fmt, stream.getvalue()) == want
+
+
 def test_rank_query_on_the_fly_equals_query_file(chain, tmp_path, tiny_model_dir) -> None:
     text = "a bright square in the corner"
     (tmp_path / "one.txt").write_text(text + "\n")

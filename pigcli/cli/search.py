@@ -21,7 +21,9 @@ def rank_cmd(
     queries: Annotated[Optional[str], typer.Option(help="query file (text/CSV/JSONL) or - for stdin")] = None,
     top: Annotated[int, typer.Option("--top", "-n", help="videos per query")] = 10,
     fmt: Annotated[OutputFormat, typer.Option(
-        "--format", "-f", help="tsv: query, rank, video, score; jsonl: one object per line; trec: a TREC run")] = OutputFormat.tsv,
+        "--format", "-f", help="tsv: query, rank, video, score, with backslash, tab, newline and CR in ids written "
+        "as \\\\, \\t, \\n, \\r; jsonl: one object per line; trec: a TREC run (6 fields), with '%', whitespace "
+        "and non-printable characters in ids percent-encoded (%20, %09, %25: undo with urllib.parse.unquote)")] = OutputFormat.tsv,
     method: Scoring = ScoringMethod.index,
     features: TokenFeatures = None,
     model: QueryModel = None,

@@ -74,20 +74,50 @@ def check_rerank(rerank_k: int | str, method: str) -> None:
         raise UsageError("--rerank works on top of the index's scores, not with --method xpool")
 
 
+# Ids come from file names and query files and may hold any character. TSV escapes the four that would
+# break a row; TREC fields cannot hold whitespace at all, so ids there are percent-encoded (URL style).
+_TSV_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_TSV_UNESCAPES = {"\\": "\\", "t": "\t", "n": "\n", "r": "\r"}
+
+
+def tsv_escape(value: str) -> str:
+    """Backslash, tab, newline and CR as \\\\, \\t, \\n, \\r; everything else as is."""
+    return value.translate(_TSV_ESCAPES)
+
+
+def tsv_unescape(value: str) -> str:
+    """The inverse of tsv_escape (a backslash before any other character is kept as is)."""
+    out, chars = [], iter(value)
+    for char in chars:
+        if char == "\\":
+            after = next(chars, "")
+            char = _TSV_UNESCAPES.get(after, "\\" + after)
+        out.append(char)
+    return "".join(out)
+
+
+def trec_escape(value: str) -> str:
+    """'%', whitespace (anything str.split splits on) and non-printable characters as %XX of their UTF-8
+    bytes; urllib.parse.unquote gives the id back. Other characters (é included) stay as they are."""
+    return "".join("".join(f"%{b:02X}" for b in c.encode("utf-8", "surrogatepass"))
+                   if c == "%" or c.isspace() or not c.isprintable() else c for c in value)
+
+
 def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "pig") -> None:
-    """TSV: query, rank, video, score (rank from 1). JSONL: one object per line. TREC: qid Q0 doc rank score run."""
+    """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line.
+    TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields)."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     for qi, query_id in enumerate(ranking.query_ids):
         for position, (row, score) in enumerate(zip(ranking.rows[qi], ranking.scores[qi]), start=1):
             video = ranking.video_ids[row]
             if fmt == "tsv":
-                stream.write(f"{query_id}\t{position}\t{video}\t{score:.6f}\n")
+                stream.write(f"{tsv_escape(query_id)}\t{position}\t{tsv_escape(video)}\t{score:.6f}\n")
             elif fmt == "jsonl":
                 stream.write(json.dumps({"query": query_id, "rank": position, "video": video,
                                          "score": round(float(score), 6)}) + "\n")
             else:
-                stream.write(f"{query_id} Q0 {video} {position} {score:.6f} {run_name}\n")
+                stream.write(f"{trec_escape(query_id)} Q0 {trec_escape(video)} {position} {score:.6f} {run_name}\n")
 
 
 def rank(index: str | Path | None = None, *, query_file: str | Path | None = None, queries=None, k: int = 10,
