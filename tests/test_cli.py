@@ -285,6 +285,23 @@ def test_rank_top_is_dash_n() -> None:
     assert result.exit_code == 2 and "-k" in result.stderr
 
 
+@pytest.mark.parametrize("text", ["", "   ", "\t"])
+def test_rank_empty_query_is_a_usage_error(text: str, tmp_path) -> None:
+    # before any index or model is looked for: the mistake is the argument
+    result = CliRunner().invoke(app, ["rank", str(tmp_path / "index.h5"), "-q", "a dog", "-q", text])
+    assert result.exit_code == 2, result.output
+    assert "error: --query/-q is empty: give the text to search for" in result.stderr
+    assert result.stdout == ""
+
+
+def test_rank_query_file_and_query_do_not_combine(tmp_path) -> None:
+    for extra in (["-q", "a dog"], ["--queries", "queries.txt"]):
+        result = CliRunner().invoke(app, ["rank", str(tmp_path / "index.h5"), str(tmp_path / "q.h5"), *extra])
+        assert result.exit_code == 2, result.output
+        assert "and --query/--queries do not combine: give one" in result.stderr
+        assert str(tmp_path / "q.h5") in result.stderr
+
+
 @pytest.mark.parametrize("command", ["init", "select", "index"])
 def test_dash_k_is_its_tokens(command: str) -> None:
     before = {"init": ["init", "-o", "m"], "select": ["select", "feats.h5", "-o", "sel.h5"],

@@ -544,6 +544,21 @@ def xpool_scores(tiny_model, feats: dict, e_t: np.ndarray, video_ids: list[str])
     return scores
 
 
+def test_rank_query_file_alone_and_query_do_not_combine(chain, queries) -> None:
+    code, out, err = pig("rank", queries, "-q", "a dog", env={"PIG_INDEX": str(chain.index)})
+    assert code == 2 and out == ""
+    assert f"a query file from pig embed-text ({queries}) and --query/--queries do not combine: give one" in err
+
+
+def test_rank_library_refuses_blank_query(chain) -> None:
+    from pigcli.captions import Query
+    from pigcli.errors import UsageError
+    from pigcli.stages.rank import rank
+
+    with pytest.raises(UsageError, match=r"empty query \(q2\)"):
+        rank(chain.index, queries=[Query("q1", "a dog"), Query("q2", " ")])
+
+
 def test_rank_xpool_equals_fusioner_per_pair(chain, queries, tiny_model, tmp_path) -> None:
     q = read(queries, "embedding")
     feats = read(chain.feats, "video", "proxies", "frames")

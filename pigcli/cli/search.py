@@ -46,10 +46,14 @@ def rank_cmd(
     """
     from ..captions import Query, load_queries
     from ..console import warn
-    from ..stages.rank import rank, resolve_rank_inputs, write_ranking
+    from ..errors import UsageError
+    from ..stages.rank import check_query_sources, rank, resolve_rank_inputs, write_ranking
 
     index, query_file = resolve_rank_inputs(index, query_file)
+    check_query_sources(query_file, bool(query or queries))
     texts = None
+    if query is not None and any(not text.strip() for text in query):
+        raise UsageError("--query/-q is empty: give the text to search for, e.g. -q \"a red car\"")
     if query or queries:
         texts = [Query(f"q{i}", text) for i, text in enumerate(query or [], start=1)]
         if queries:

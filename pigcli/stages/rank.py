@@ -61,6 +61,15 @@ def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[st
         return read_ids(handle), handle["embedding"][:]
 
 
+def check_query_sources(query_file, has_texts: bool) -> None:
+    """Exactly one source of queries: an embed-text file, or texts (--query/--queries)."""
+    if query_file is not None and has_texts:
+        raise UsageError(f"a query file from pig embed-text ({query_file}) and --query/--queries do not combine: "
+                         "give one")
+    if query_file is None and not has_texts:
+        raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, or --queries FILE")
+
+
 def check_method(method: str) -> None:
     if method not in RANK_METHODS:
         raise UsageError(f"--method must be one of {', '.join(RANK_METHODS)}, not {method!r}")
@@ -135,8 +144,11 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     from .rerank import DEFAULT_K, resolve_rerank
 
     check_method(method)
-    if (query_file is None) == (queries is None):
-        raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, or --queries FILE")
+    check_query_sources(query_file, queries is not None)
+    if queries is not None:
+        blank = [q.id for q in queries if not q.text.strip()]
+        if blank:
+            raise UsageError(f"empty query ({', '.join(blank)}): give the text to search for, e.g. -q \"a red car\"")
     if k < 1:
         raise UsageError(f"--top must be at least 1, not {k}")
     check_rerank(rerank_k, method)
