@@ -41,7 +41,8 @@ def _init_worker() -> None:
 
 def decode_videos(entries: list[VideoEntry], num_frames: int, image_size: int, decoder: str, workers: int,
                   timeout: float | None, prefetch: int = 0, max_tasks: int = 256) -> Iterator[Decoded]:
-    """Yield `Decoded` for every entry, in order. workers=0 decodes in this process (no timeout)."""
+    """Yield `Decoded` for every entry, in order. workers=0 decodes in this process, with no timeout (named
+    pipes, sockets and devices are refused unopened by read_clip, so none can block the run)."""
     if workers <= 0:
         for entry in entries:
             clip, error, seconds = _decode_one(str(entry.path), num_frames, image_size, decoder)

@@ -32,7 +32,9 @@ def discover_videos(inputs: list[str | Path], relative_ids: bool = False) -> lis
 
 def _expand(item: Path, relative_ids: bool) -> list[VideoEntry]:
     if item.is_dir():
-        files = sorted(p for p in item.rglob("*") if p.is_file() and is_video_file(p))
+        # Everything with a video name but folders: a broken symlink, a named pipe or a device becomes a
+        # failed video (read_clip says which, without opening it) instead of vanishing from the run.
+        files = sorted(p for p in item.rglob("*") if is_video_file(p) and not p.is_dir())
         return [VideoEntry(_video_id(p, item, relative_ids), p) for p in files]
     if not item.exists():
         raise PigError(f"{item}: no such file or folder")

@@ -8,7 +8,9 @@ centre crop, then CLIP mean/std (`normalize`, on the consumer side so workers sh
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,17 +58,37 @@ def resolve_decoder(name: str) -> str:
     return name
 
 
+_NOT_REGULAR = ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                (stat.S_ISBLK, "a block device"))
+
+
+def check_regular_file(path: Path) -> None:
+    """Raise VideoError unless `path` is a non-empty regular file (symlinks followed), without opening it.
+
+    A named pipe, socket or device is never handed to a decoder: opening a pipe with no writer blocks
+    forever, and with --workers 0 there is no per-video timeout to stop it.
+    """
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        if path.is_symlink():
+            raise VideoError(f"broken symlink -> {os.readlink(path)}") from None
+        raise VideoError(f"file not found: {path}") from None
+    except OSError as err:
+        raise VideoError(f"cannot read: {err.strerror or err}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise VideoError(f"is a folder, not a video: {path}")
+    if not stat.S_ISREG(info.st_mode):
+        kind = next((name for test, name in _NOT_REGULAR if test(info.st_mode)), "not a regular file")
+        raise VideoError(f"not a regular file ({kind}): not opened")
+    if info.st_size == 0:
+        raise VideoError("empty file (0 bytes)")
+
+
 def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto") -> SampledClip:
     """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input."""
     path = Path(path)
-    if not path.exists():
-        raise VideoError(f"file not found: {path}")
-    if path.is_dir():
-        raise VideoError(f"is a folder, not a video: {path}")
-    # Only regular files have a meaningful size; named pipes and devices go to the decoder, which is
-    # what the per-video timeout of the decoding pool is for (reading a pipe with no writer blocks).
-    if path.is_file() and path.stat().st_size == 0:
-        raise VideoError("empty file (0 bytes)")
+    check_regular_file(path)
     chosen = resolve_decoder(decoder)
     # With 'auto', a file that decord fails on is retried with PyAV: decord cannot read some valid
     # videos (e.g. frame widths of 16, 24, 48 or 72 px: dmlc/decord#336), and the two give the same

@@ -303,18 +303,56 @@ def test_bad_block_size_env(tmp_path, tiny_model_dir, video_folder, monkeypatch)
 
 @pytest.mark.slow
 def test_worker_pool_matches_in_process_and_times_out(mixed_folder, mixed_extract, tiny_model_dir, tmp_path) -> None:
-    """--workers 2 gives the same file as --workers 0; a decode that hangs (reading a named pipe with
-    no writer blocks in open()) is killed after --timeout and recorded as failed."""
-    fifo = tmp_path / "hang.mp4"
-    os.mkfifo(fifo)
+    """--workers 2 gives the same file as --workers 0; a decode slower than --timeout is killed and
+    recorded as failed. (A named pipe no longer serves as the hang: read_clip refuses it unopened.)"""
+    from pigcli.decode_pool import decode_videos
+    from pigcli.sources import VideoEntry
+
     output = tmp_path / "pool.h5"
-    start = time.monotonic()
-    summary = extract([mixed_folder, fifo], output, str(tiny_model_dir), device="cpu", workers=2, timeout=3)
-    assert time.monotonic() - start < 60
+    summary = extract([mixed_folder], output, str(tiny_model_dir), device="cpu", workers=2, timeout=60)
     data = read_h5(output)
-    assert data["ids"][-1] == "hang" and data["status"][-1] == "failed"
-    assert "timed out" in data["error"][-1]
-    assert summary.failed == len(BROKEN) + 1
-    pooled = {name: value[:-1] for name, value in data.items() if name != "attrs"}
+    assert summary.failed == len(BROKEN)
+    pooled = {name: value for name, value in data.items() if name != "attrs"}
     in_process = {name: value for name, value in mixed_extract[1].items() if name != "attrs"}
     assert_same_rows(pooled, in_process)
+    # PyAV decodes every frame: 600 frames take far longer than 0.05 s (0.4 s on an idle core)
+    slow = write_test_video(tmp_path / "slow.mp4", num_frames=600, height=120, width=160)
+    start = time.monotonic()
+    (decoded,) = decode_videos([VideoEntry("slow", slow)], TINY_T, 32, "pyav", workers=1, timeout=0.05)
+    assert time.monotonic() - start < 60
+    assert decoded.clip is None and decoded.error == "decoding timed out after 0.05s"
+
+
+def test_fifo_and_broken_symlink_are_failed_videos_never_opened(tmp_path, video_folder, tiny_model_dir) -> None:
+    """With --workers 0 there is no timeout: a named pipe (opening one with no writer blocks forever)
+    must be refused unopened, found in a folder or given by name; a dangling symlink is a failure too."""
+    import signal
+
+    from pigcli.cli import app
+
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    shutil.copy(video_folder / "alpha.mp4", folder / "alpha.mp4")
+    os.mkfifo(folder / "pipe.mp4")
+    os.symlink(tmp_path / "gone.mp4", folder / "link.mp4")
+    fifo = tmp_path / "hang.mp4"
+    os.mkfifo(fifo)
+
+    def hung(*_):
+        raise TimeoutError("a named pipe was opened")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(120)
+    try:
+        result = CliRunner().invoke(app, ["extract", str(folder), str(fifo), "-m", str(tiny_model_dir), "-o",
+                                          str(tmp_path / "feats.h5"), "--device", "cpu", "--workers", "0"])
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert result.exit_code == 3, (result.output, result.exception)
+    data = read_h5(tmp_path / "feats.h5")
+    errors = dict(zip(data["ids"].tolist(), data["error"].tolist()))
+    assert errors == {"alpha": "", "link": f"broken symlink -> {tmp_path / 'gone.mp4'}",
+                      "pipe": "not a regular file (a named pipe): not opened",
+                      "hang": "not a regular file (a named pipe): not opened"}
+    assert "broken symlink" in result.stderr and "named pipe" in result.stderr
