@@ -238,6 +238,43 @@ def test_select_refuses_k_above_kept_patches(topn_extract, tmp_path) -> None:
         select(topn_extract, tmp_path / "sel2.h5", k=21)
 
 
+def _damaged_extract(source, path, how: str):
+    shutil.copy(source, path)
+    with h5py.File(path, "a") as handle:
+        if how == "patch_index":  # rows that no longer hold the patches its_score chooses
+            handle["patch_index"][:] = 0
+        elif how == "shape":
+            del handle["its_score"]
+            handle["its_score"] = np.zeros(handle["ids"].shape[0], np.float32)
+        elif how == "missing":
+            del handle["patches"]
+        else:  # fewer rows in one dataset than ids
+            data = handle["frames"][:-1]
+            del handle["frames"]
+            handle["frames"] = data
+    return path
+
+
+@pytest.mark.parametrize("how, detail", [
+    ("patch_index", r"video '\w+': its patch_index lacks patch \d+, which its its_score chooses"),
+    ("shape", r"'its_score' has shape \(\d+,\), expected 2 dimensions"),
+    ("missing", r"no 'patches' dataset"),
+    ("rows", r"'frames' has \d+ rows, 'ids' \d+"),
+])
+def test_select_on_a_damaged_extract_file_says_which_file_and_what_to_rerun(tiny_extract, tiny_model_dir, tmp_path,
+                                                                            how, detail) -> None:
+    import re
+
+    damaged = _damaged_extract(tiny_extract, tmp_path / "feats.h5", how)
+    code, out, err = pig("select", damaged, "-m", tiny_model_dir, "-o", tmp_path / "sel.h5")
+    assert code == 1 and out == "", err
+    assert len(err.strip().splitlines()) == 1, err
+    assert re.search(f"^error: {re.escape(str(damaged))} is damaged or not a complete extract file \\({detail}\\); "
+                     r"rerun: pig extract VIDEOS -m MODEL -o feats\.h5 --force$", err.strip()), err
+    assert "KeyError" not in err and "IndexError" not in err
+    assert not (tmp_path / "sel.h5").exists()
+
+
 def test_a_missing_recorded_model_is_an_error_that_says_to_pass_m(tiny_extract, tiny_model_dir, tmp_path) -> None:
     """Stages after extract default to the model the file records; when that folder is gone they say so
     (before, select silently fell back to pig's default k)."""

@@ -56,8 +56,50 @@ def gather_patches(stored: np.ndarray, stored_index: np.ndarray, chosen: np.ndar
     out = np.empty(chosen.shape + (stored.shape[-1],), np.float32)
     for i in range(len(chosen)):
         position = {int(p): j for j, p in enumerate(stored_index[i])}
+        missing = [int(p) for p in chosen[i] if int(p) not in position]
+        if missing:  # extract stores the patches its scores choose: the two datasets disagree
+            raise PatchIndexError(i, missing[0])
         out[i] = stored[i][[position[int(p)] for p in chosen[i]]]
     return out
+
+
+class PatchIndexError(ValueError):
+    """A chosen patch is not among the stored ones: patch_index does not match its_score."""
+
+    def __init__(self, row: int, patch: int):
+        super().__init__(f"row {row}: patch {patch} chosen from its_score is not in patch_index")
+        self.row, self.patch = row, patch
+
+
+EXTRACT_RERUN = "pig extract VIDEOS -m MODEL -o feats.h5 --force"
+
+
+def corrupt_extract(path, detail: str) -> PigError:
+    """The one message for an extract file whose contents do not fit together."""
+    return PigError(f"{path} is damaged or not a complete extract file ({detail}); rerun: {EXTRACT_RERUN}")
+
+
+def require_extract_layout(path, handle, names: tuple[str, ...] = ()) -> None:
+    """Check what selecting patches reads of an extract file: ids [N], its_score [N, P],
+    patch_index [N, K], patches [N, K, D] with K <= P, and `names` with N rows."""
+    wanted = {"ids": 1, "its_score": 2, "patch_index": 2, "patches": 3, **{name: None for name in names}}
+    shapes = {}
+    for name, ndim in wanted.items():
+        try:
+            if name not in handle:
+                raise corrupt_extract(path, f"no '{name}' dataset")
+            shapes[name] = handle[name].shape
+        except (OSError, RuntimeError, KeyError) as err:  # a damaged file's structure, as h5py reports it
+            raise corrupt_extract(path, f"cannot read '{name}': {err}") from None
+        if ndim is not None and len(shapes[name]) != ndim:
+            raise corrupt_extract(path, f"'{name}' has shape {shapes[name]}, expected {ndim} dimensions")
+    rows = shapes["ids"][0]
+    for name, shape in shapes.items():
+        if not shape or shape[0] != rows:
+            raise corrupt_extract(path, f"'{name}' has {shape[0] if shape else 0} rows, 'ids' {rows}")
+    if shapes["patches"][1] != shapes["patch_index"][1] or shapes["patch_index"][1] > shapes["its_score"][1]:
+        raise corrupt_extract(path, f"'patches' {shapes['patches']}, 'patch_index' {shapes['patch_index']} and "
+                                    f"'its_score' {shapes['its_score']} do not fit together")
 
 
 def select_patch_tokens(patches, its_score, k: int, selector: str = "its"):

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.selection import SELECTORS, choose_patches, gather_patches, require_kept_patches
+from ..core.selection import (SELECTORS, PatchIndexError, choose_patches, corrupt_extract, gather_patches,
+                              require_extract_layout, require_kept_patches)
 from ..errors import PigError
 from ..store import (EXTRACT_HINT, Provenance, input_record, ok_rows, open_stage_file, read_ids,
                      recorded_model, recorded_model_path, take_rows)
@@ -25,9 +26,14 @@ def select(features: str | Path, output: str | Path, k: int | None = None, model
     selector 'random' takes k random patches instead (an ablation: what ITS adds)."""
     if selector not in SELECTORS:
         raise PigError(f"--selector must be one of {', '.join(SELECTORS)}, not {selector!r}")
-    with open_stage_file(features, ("extract",), EXTRACT_HINT) as source:
+    try:  # a damaged file can fail even its attributes (store.open_stage_file reads schema and stage)
+        source = open_stage_file(features, ("extract",), EXTRACT_HINT)
+    except (OSError, RuntimeError) as err:
+        raise corrupt_extract(features, f"cannot read it: {err}") from None
+    with source:
+        require_extract_layout(features, source, CARRIED)
         k = k or _model_select_k(model, source, features)
-        rows = ok_rows(source)
+        rows = _read(features, ok_rows, source)
         total_patches = source["its_score"].shape[1]
         if not 0 < k <= total_patches:
             raise PigError(f"-k must be between 1 and {total_patches} (the patches of a video), not {k}")
@@ -38,22 +44,43 @@ def select(features: str | Path, output: str | Path, k: int | None = None, model
         writer, summary = start_stage(output, provenance, len(rows), force, replace_stale)
         if summary.skipped:
             return summary
-        ids = read_ids(source)
+        ids = _read(features, read_ids, source)
 
         def compute(block: np.ndarray) -> dict:
+            try:  # reads only: an HDF5 error here is the input's (the writer's come later, in run_blocks)
+                return read_block(block)
+            except (OSError, RuntimeError) as err:
+                raise corrupt_extract(features, f"cannot read its rows: {err}") from None
+
+        def read_block(block: np.ndarray) -> dict:
             source_rows = rows[block]
             scores = take_rows(source["its_score"], source_rows)
             chosen = choose_patches(scores, k, selector)
             columns = {"ids": [ids[r] for r in source_rows],
                        "selected_index": chosen.astype(np.int32),
                        "selected_score": np.take_along_axis(scores, chosen, axis=1),
-                       "selected": gather_patches(take_rows(source["patches"], source_rows),
-                                                  take_rows(source["patch_index"], source_rows), chosen)}
+                       "selected": _gather(features, ids, source, source_rows, chosen)}
             for name in CARRIED:
                 columns[name] = take_rows(source[name], source_rows)
             return columns
 
         return run_blocks(writer, summary, len(rows), compute, "select", "videos")
+
+
+def _read(features, reader, source):
+    try:
+        return reader(source)
+    except (OSError, RuntimeError) as err:
+        raise corrupt_extract(features, f"cannot read it: {err}") from None
+
+
+def _gather(features, ids: list[str], source, source_rows: np.ndarray, chosen: np.ndarray) -> np.ndarray:
+    try:
+        return gather_patches(take_rows(source["patches"], source_rows),
+                              take_rows(source["patch_index"], source_rows), chosen)
+    except PatchIndexError as err:
+        raise corrupt_extract(features, f"video {ids[source_rows[err.row]]!r}: its patch_index lacks patch "
+                                        f"{err.patch}, which its its_score chooses") from None
 
 
 def _model_select_k(model: str | None, handle, path) -> int:

@@ -27,7 +27,8 @@ import torch
 from ..captions import load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
-from ..core.selection import choose_patches, gather_patches, require_kept_patches
+from ..core.selection import (PatchIndexError, choose_patches, corrupt_extract, gather_patches,
+                              require_extract_layout, require_kept_patches)
 from ..sources import discover_videos
 from ..store import EXTRACT_HINT, ok_rows, open_stage_file, read_ids, recorded_model, recorded_model_path, take_rows
 from ..video import VideoError, read_clip
@@ -161,6 +162,7 @@ class FeatureSource:
             ids = read_ids(handle)
             self.ids = [ids[r] for r in rows]
             self._file_rows = rows
+            require_extract_layout(self.path, handle, ("video", "proxies", "frames"))
             require_kept_patches(self.path, handle["patch_index"].shape[1], k)
         self.k, self.selector = k, selector
         self._row_of = {vid: i for i, vid in enumerate(self.ids)}
@@ -183,8 +185,12 @@ class FeatureSource:
                     parts[name].append(take_rows(handle[name], file_rows).astype(np.float32))
                 scores = take_rows(handle["its_score"], file_rows)
                 chosen = choose_patches(scores, self.k, self.selector)
-                selected = gather_patches(take_rows(handle["patches"], file_rows),
-                                           take_rows(handle["patch_index"], file_rows), chosen)
+                try:
+                    selected = gather_patches(take_rows(handle["patches"], file_rows),
+                                               take_rows(handle["patch_index"], file_rows), chosen)
+                except PatchIndexError as err:
+                    raise corrupt_extract(self.path, f"row {file_rows[err.row]}: its patch_index lacks patch "
+                                                     f"{err.patch}, which its its_score chooses") from None
                 parts["selected"].append(selected.astype(np.float16))  # as stored: no precision lost
         self.tokens = HeadInputs(*(torch.from_numpy(np.concatenate(parts[name]))
                                    for name in ("video", "proxies", "frames", "selected")))
