@@ -42,7 +42,8 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
         [{"path": str(source), "queries": len(queries), "fingerprint": json_hash([(q.id, q.text) for q in queries])}],
         str(loaded.path.resolve()),
     )
-    writer, summary = start_stage(output, provenance, len(queries), force)
+    writer, summary = start_stage(output, provenance, len(queries), force,
+                                  inputs=[source] if isinstance(source, (str, Path)) else [])
     if summary.skipped:
         return summary
     all_truncated = np.zeros(len(queries), bool)
