@@ -9,15 +9,22 @@ Rows are found by `/ids`, never by position in another file.
 Writing: blocks of rows go to OUTPUT.partial.d/block-NNNNNN.h5, each written to a temporary name and
 renamed, so a killed run (SIGKILL included) loses at most the block in flight and a rerun resumes.
 `finish` joins the blocks into OUTPUT.tmp and renames it to OUTPUT: no half-written output ever exists.
+A writer holds an exclusive lock (OUTPUT.lock, flock: released by the kernel even on SIGKILL) for the
+whole run, so a second writer of the same output is refused; it never writes over a file that is not
+a pig stage file, nor over one of its own inputs; a full disk is one clear error, finished blocks kept.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 from collections import Counter
+import io
 import json
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,13 +189,70 @@ def _text(value) -> str:
 class StageWriter:
     """Crash-safe, resumable writer of one stage output, in numbered blocks of rows."""
 
-    def __init__(self, output: str | Path, provenance: Provenance, force: bool = False, replace_stale: bool = False):
+    def __init__(self, output: str | Path, provenance: Provenance, force: bool = False, replace_stale: bool = False,
+                 inputs: tuple | list = ()):
         """force: recompute even an up-to-date output. replace_stale: overwrite an output (or unfinished
-        run) made from other inputs or settings instead of refusing (the staged cache of `pig index`)."""
+        run) made from other inputs or settings instead of refusing (the staged cache of `pig index`).
+        inputs: the paths the command reads; the output may never be one of them."""
         self.output = Path(output)
         self.provenance = provenance
         self.partial = Path(str(self.output) + ".partial.d")
-        self._prepare(force, replace_stale)
+        self.lock_path = Path(str(self.output) + ".lock")
+        self._lock_fd: int | None = None
+        check_output_path(self.output, inputs)
+        self._acquire_lock()
+        try:
+            self._prepare(force, replace_stale)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- one writer per output -----------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        """Take OUTPUT.lock exclusively (non-blocking) or refuse, naming the process that holds it."""
+        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = _read_holder(fd)
+                os.close(fd)
+                raise PigError(f"{self.output} is being written by another pig process ({holder}); "
+                               "wait for it or choose another -o") from None
+            # a holder that finished unlinks the lock file: the one we locked must still be the one there
+            try:
+                current = os.stat(self.lock_path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            os.close(fd)
+        self._lock_fd = fd
+        holder = {"pid": os.getpid(), "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                  "command": " ".join(sys.argv)[:300]}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(holder).encode(), 0)
+        except OSError:  # a full disk: the lock holds all the same, only the message loses its details
+            pass
+
+    def close(self) -> None:
+        """Release the lock (also done by the kernel when the process dies, however it dies)."""
+        if self._lock_fd is None:
+            return
+        try:
+            os.unlink(self.lock_path)  # while still holding it: see _acquire_lock
+        except OSError:
+            pass
+        os.close(self._lock_fd)
+        self._lock_fd = None
+
+    def __del__(self):
+        self.close()
+
+    # --- what to do with an existing output or unfinished run --------------------------------------
 
     def up_to_date(self) -> bool:
         """True when OUTPUT exists with the same inputs and settings: nothing to do."""
@@ -203,22 +267,29 @@ class StageWriter:
             return None
 
     def _prepare(self, force: bool, replace_stale: bool) -> None:
+        manifest = self.partial / "manifest.json"
+        # an unfinished run of this very command (same fingerprint) is resumed, also when it was a
+        # --force run over an output made with other settings: its blocks are what was asked for
+        same = self.partial.exists() and _manifest_fingerprint(manifest) == self.provenance.fingerprint
         existing = self._existing_fingerprint()
-        if existing is not None and existing != self.provenance.fingerprint and not (force or replace_stale):
+        if (existing is not None and existing != self.provenance.fingerprint and not (force or replace_stale)
+                and not same):
             raise PigError(f"{self.output} exists with other inputs or settings; use --force to recompute it "
                            "or -o to write elsewhere")
-        manifest = self.partial / "manifest.json"
-        if self.partial.exists():
-            same = manifest.is_file() and json.loads(manifest.read_text()).get("fingerprint") == self.provenance.fingerprint
-            if not same and not (force or replace_stale):
+        if self.partial.exists() and not same:
+            if not (force or replace_stale):
                 raise PigError(f"{self.partial} holds an unfinished run with other inputs or settings; "
                                "rerun that command to finish it, or add --force to discard it")
-            if force or not same:
-                shutil.rmtree(self.partial)
+            shutil.rmtree(self.partial)
         if self.up_to_date() and not force:
             return
         self.partial.mkdir(parents=True, exist_ok=True)
-        manifest.write_text(json.dumps({"fingerprint": self.provenance.fingerprint, "stage": self.provenance.stage}))
+        if not same:
+            record = json.dumps({"fingerprint": self.provenance.fingerprint, "stage": self.provenance.stage})
+            with _disk_full_is_an_error(self.partial, [manifest]):
+                manifest.write_text(record)
+
+    # --- writing ---------------------------------------------------------------------------------------
 
     def _block_path(self, number: int) -> Path:
         return self.partial / f"block-{number:06d}.h5"
@@ -227,18 +298,32 @@ class StageWriter:
         return {int(p.stem.split("-")[1]) for p in self.partial.glob("block-*.h5")}
 
     def write_block(self, number: int, columns: dict[str, np.ndarray | list[str]]) -> None:
-        """Write one block of rows: {dataset name: array with rows first, or list of str}."""
+        """Write one block of rows: {dataset name: array with rows first, or list of str}.
+
+        The block is built in memory and written with plain file I/O: its exact size is checked against
+        the free space first, and a full disk is a clean OSError (HDF5 itself can crash when a write
+        fails), turned into a PigError with the temporary file removed."""
         import h5py
 
-        tmp = self.partial / f".block-{number:06d}.tmp"
-        with h5py.File(tmp, "w") as handle:
+        buffer = io.BytesIO()
+        with h5py.File(buffer, "w") as handle:
             for name, values in columns.items():
                 _create(handle, name, values, chunk_rows=None)
+        data = buffer.getbuffer()
+        tmp = self.partial / f".block-{number:06d}.tmp"
+        require_free_space(self.partial, len(data), self._block_path(number))
+        try:
+            with _disk_full_is_an_error(self._block_path(number), [tmp]):
+                with open(tmp, "wb") as handle:
+                    handle.write(data)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self._block_path(number))
 
     def finish(self, extra_attrs: dict | None = None, chunk_rows: int = 256,
                layouts: dict[str, dict] | None = None) -> Path:
-        """Join all blocks in order into OUTPUT atomically; remove the partial folder.
+        """Join all blocks in order into OUTPUT atomically; remove the partial folder; release the lock.
 
         Datasets are chunked by `chunk_rows` rows, uncompressed; `layouts` sets other storage for some
         of them: {name: {"chunk_rows": n, "compression": "lzf" | "gzip" | None, "compression_opts": ...}}
@@ -249,17 +334,143 @@ class StageWriter:
         blocks = sorted(self.done_blocks())
         tmp = Path(str(self.output) + ".tmp")
         layouts = layouts or {}
-        with h5py.File(tmp, "w") as out:
-            for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
-                out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-            for number in blocks:
-                with h5py.File(self._block_path(number), "r") as block:
-                    for name in block:
-                        layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
-                        _append(out, name, block[name], **layout)
+        # HDF5 can crash (not raise) when a write fails half-way: the free space is checked before the
+        # join and again before each block (another process may be filling the disk)
+        need = self._output_size(blocks, chunk_rows, layouts)
+        require_free_space(self.output.parent, need, self.output)
+        try:
+            with _disk_full_is_an_error(self.output, [tmp]):
+                with h5py.File(tmp, "w") as out:
+                    for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
+                        out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                    for number in blocks:
+                        require_free_space(self.output.parent, max(0, need - tmp.stat().st_size), self.output)
+                        with h5py.File(self._block_path(number), "r") as block:
+                            for name in block:
+                                layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
+                                _append(out, name, block[name], **layout)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, self.output)
         shutil.rmtree(self.partial, ignore_errors=True)
+        self.close()
         return self.output
+
+    def _output_size(self, blocks: list[int], chunk_rows: int, layouts: dict[str, dict]) -> int:
+        """About the bytes `finish` writes: the blocks' bytes plus the unused rows of each dataset's
+        last chunk (HDF5 stores whole chunks)."""
+        import h5py
+
+        size, rows, row_bytes = 0, Counter(), {}
+        for number in blocks:
+            path = self._block_path(number)
+            size += path.stat().st_size
+            with h5py.File(path, "r") as block:
+                for name in block:
+                    dataset = block[name]
+                    rows[name] += dataset.shape[0]
+                    if h5py.check_string_dtype(dataset.dtype) is None:
+                        row_bytes[name] = int(np.prod(dataset.shape[1:], dtype=np.int64)) * dataset.dtype.itemsize
+        for name, count in rows.items():
+            layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
+            if name in row_bytes and not layout.get("compression"):
+                chunk = layout["chunk_rows"]
+                size += (-count % chunk) * row_bytes[name]
+        return size
+
+
+DISK_MARGIN = 64 * 1024  # bytes kept free besides a write's own size (HDF5 metadata, the manifest)
+
+
+def require_free_space(folder: Path, nbytes: int, target: Path) -> None:
+    """Refuse a write of about `nbytes` that clearly does not fit in `folder`'s file system."""
+    free = shutil.disk_usage(folder).free
+    if free < nbytes + DISK_MARGIN:
+        raise PigError(f"no space left on device writing {target} (needs about {_size(nbytes)}, "
+                       f"{_size(free)} free); free some space or choose another -o (finished blocks are kept)")
+
+
+class _disk_full_is_an_error:
+    """Turn a full disk (ENOSPC, also as HDF5's error text) into one PigError, removing `temporaries`."""
+
+    def __init__(self, target: Path, temporaries: list[Path]):
+        self.target, self.temporaries = target, temporaries
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if error is None or not _is_disk_full(error):
+            return False
+        for path in self.temporaries:
+            try:
+                path.unlink()
+            except OSError:
+                pass
+        raise PigError(f"no space left on device writing {self.target}; free some space or choose another -o "
+                       "(finished blocks are kept)") from error
+
+
+def _is_disk_full(error: BaseException) -> bool:
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return isinstance(error, (OSError, RuntimeError)) and ("No space left" in text or "errno = 28" in text)
+
+
+def _size(nbytes: int) -> str:
+    return f"{nbytes / 2**20:.1f} MB" if nbytes >= 2**20 else f"{nbytes / 1024:.0f} KB"
+
+
+def _manifest_fingerprint(manifest: Path) -> str | None:
+    try:
+        return json.loads(manifest.read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def _read_holder(fd: int) -> str:
+    """'pid N, started T: COMMAND' from a lock file, as far as it says."""
+    try:
+        holder = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+    except (OSError, ValueError):
+        holder = {}
+    if not holder.get("pid"):
+        return "pid unknown"
+    return f"pid {holder['pid']}, started {holder.get('started', '?')}: {holder.get('command', '?')}"
+
+
+def is_stage_file(path: str | Path) -> bool:
+    """True for an HDF5 file with a pig `schema` attribute (of any version)."""
+    import h5py
+
+    try:
+        if not h5py.is_hdf5(path):
+            return False
+        with h5py.File(path, "r") as handle:
+            schema = handle.attrs.get("schema")
+    except (OSError, ValueError):
+        return False
+    schema = schema.decode() if isinstance(schema, bytes) else schema
+    return isinstance(schema, str) and schema.startswith("pig/")
+
+
+def check_output_path(output: Path, inputs) -> None:
+    """The one rule for every stage's -o, whatever the flags (--force included): never write over one of
+    the command's own inputs, nor over an existing file that is not a pig stage file."""
+    for item in inputs:
+        if item is None or str(item) == "-":
+            continue
+        path = Path(item)
+        if path.resolve() == output.resolve() or (path.exists() and output.exists() and os.path.samefile(path, output)):
+            raise PigError(f"{output} is an input of this command; writing the output there would destroy it: "
+                           "choose another -o")
+    if output.is_dir():
+        raise PigError(f"{output} is a folder; -o must name the file to write")
+    if output.exists() and not is_stage_file(output):
+        raise PigError(f"{output} exists and is not a pig stage file; pig does not overwrite it, even with "
+                       "--force: choose another -o (or remove it yourself)")
 
 
 def _h5_dtype(values):

@@ -268,9 +268,11 @@ def run_pig(pig_cache):
     return run
 
 
-def sigkill_after_first_block(args: list, output: Path, cache: Path, env: dict | None = None) -> int:
+def sigkill_after_first_block(args: list, output: Path, cache: Path, env: dict | None = None,
+                              replacing: bool = False) -> int:
     """Run `python -m pigcli ARGS` and SIGKILL it once its first crash-safe block of `output` is on disk,
-    as a user's kill -9 would; returns how many blocks were finished (the run must not have ended)."""
+    as a user's kill -9 would; returns how many blocks were finished (the run must not have ended).
+    replacing: `output` existed before (a --force run over it) and must still be the old file."""
     partial = Path(str(output) + ".partial.d")
     proc = subprocess.Popen([sys.executable, "-m", "pigcli", *map(str, args)], env=pig_env(cache, env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
@@ -285,5 +287,5 @@ def sigkill_after_first_block(args: list, output: Path, cache: Path, env: dict |
         proc.wait()
         proc.stderr.close()
     assert proc.returncode == -signal.SIGKILL
-    assert not Path(output).exists()
+    assert Path(output).exists() == replacing
     return len(list(partial.glob("block-*.h5")))

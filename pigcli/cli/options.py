@@ -65,7 +65,8 @@ QueryModel = Annotated[Optional[str], typer.Option(
 Device = Annotated[str, typer.Option("--device", help="auto | cpu | cuda | cuda:N")]
 PrecisionOpt = Annotated[Precision, typer.Option("--precision", help="auto: bf16 on GPU, fp32 on CPU")]
 Force = Annotated[bool, typer.Option(
-    "--force/--no-force", help="recompute even if the output exists with other settings (discards an unfinished run)")]
+    "--force/--no-force", help="recompute even if the output exists with other settings (discards an unfinished "
+    "run of other settings; an unfinished run of these settings resumes)")]
 StageJson = Annotated[bool, typer.Option(
     "--json", help="print one JSON object (output, counts, failures, timings) instead of the output path")]
 

@@ -29,10 +29,15 @@ class StageSummary:
 
 
 def start_stage(output: str | Path, provenance, total: int, force: bool = False,
-                replace_stale: bool = False) -> tuple[StageWriter, StageSummary]:
-    """The writer and summary of a stage run; `summary.skipped` when the output is already up to date."""
-    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale)
+                replace_stale: bool = False, inputs: tuple | list = ()) -> tuple[StageWriter, StageSummary]:
+    """The writer and summary of a stage run; `summary.skipped` when the output is already up to date.
+
+    inputs: the files the command reads. The writer refuses an output that is one of them or an existing
+    file that is not a pig stage file, and one that another process is writing (store.StageWriter)."""
+    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale, inputs=inputs)
     summary = StageSummary(Path(output), total=total, skipped=writer.up_to_date() and not force)
+    if summary.skipped:
+        writer.close()
     return writer, summary
 
 
@@ -48,16 +53,19 @@ def run_blocks(writer: StageWriter, summary: StageSummary, num_rows: int, comput
     if summary.resumed_rows:
         log(f"resuming: {summary.resumed_rows} of {num_rows} {unit} already done")
     start_time = time.perf_counter()
-    with progress(num_rows - summary.resumed_rows, label, unit) as bar:
-        for number, start in enumerate(starts):
-            if number in done:
-                continue
-            rows = np.arange(start, min(start + block_rows, num_rows))
-            writer.write_block(number, compute(rows))
-            summary.processed += len(rows)
-            bar.advance(len(rows))
-    summary.timings["wall"] = round(time.perf_counter() - start_time, 3)
-    writer.finish({"timings": summary.timings, **(extra_attrs or {})})
+    try:
+        with progress(num_rows - summary.resumed_rows, label, unit) as bar:
+            for number, start in enumerate(starts):
+                if number in done:
+                    continue
+                rows = np.arange(start, min(start + block_rows, num_rows))
+                writer.write_block(number, compute(rows))
+                summary.processed += len(rows)
+                bar.advance(len(rows))
+        summary.timings["wall"] = round(time.perf_counter() - start_time, 3)
+        writer.finish({"timings": summary.timings, **(extra_attrs or {})})
+    finally:
+        writer.close()
     return summary
 
 

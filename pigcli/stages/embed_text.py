@@ -70,7 +70,8 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
         str(loaded.path.resolve()),
     )
     replace_stale = not force and _stale_partial_only(Path(output), provenance.fingerprint)
-    writer, summary = start_stage(output, provenance, len(queries), force, replace_stale)
+    writer, summary = start_stage(output, provenance, len(queries), force, replace_stale,
+                                  inputs=[source] if isinstance(source, (str, Path)) else [])
     if summary.skipped:
         return summary
     all_truncated = np.zeros(len(queries), bool)

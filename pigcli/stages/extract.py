@@ -73,7 +73,8 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     num_frames = settings.num_frames or info.config.num_frames
     provenance = video_provenance("extract", settings.identity(info, decoder, precision), entries,
                                   model=info.identity.to_dict(), model_path=str(info.path.resolve()))
-    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale)
+    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
+                                  inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:
         return count_failures(summary)
     pig = info.load(torch_device).model

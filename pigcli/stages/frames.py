@@ -68,7 +68,8 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
         defaults_from = str(info.path.resolve())
     identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder}
     provenance = video_provenance("frames", identity, entries)
-    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale)
+    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
+                                  inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:
         return count_failures(summary)
 

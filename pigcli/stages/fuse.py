@@ -54,7 +54,7 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
             identity, model_path = folder.identity.to_dict(), str(folder.path.resolve())
         provenance = Provenance("fuse", {"method": method, "precision": precision}, identity,
                                 [input_record(source_path, source.attrs)], model_path)
-        writer, summary = start_stage(output, provenance, len(rows), force, replace_stale)
+        writer, summary = start_stage(output, provenance, len(rows), force, replace_stale, inputs=[source_path])
         if summary.skipped:
             return summary
 

@@ -25,7 +25,7 @@ def generate(selection: str | Path, output: str | Path, model: str | None = None
         provenance = Provenance("generate", {"precision": precision}, folder.identity.to_dict(),
                                 [input_record(selection, source.attrs)], str(folder.path.resolve()))
         total = source["ids"].shape[0]
-        writer, summary = start_stage(output, provenance, total, force, replace_stale)
+        writer, summary = start_stage(output, provenance, total, force, replace_stale, inputs=[selection])
         if summary.skipped:
             return summary
         ids, pig = read_ids(source), folder.load(torch_device).model

@@ -3,6 +3,11 @@
 Each stage's file sits next to the index (INDEX.feats.h5, INDEX.sel.h5, INDEX.gen.h5). A stage whose
 file already holds the same inputs and settings is skipped; one whose inputs or settings changed is
 recomputed, and so is everything after it (a changed input changes every later fingerprint).
+
+The costly file is the exception: INDEX.feats.h5 (decoding and the backbone, the bulk of the time) made
+from other videos, model or extract settings is refused unless --force, exactly as `pig extract` refuses
+it. The later files (select, generate, fuse) are cheap and derived: they are replaced whenever their
+inputs or settings changed (`pig index -k 8` after `pig index` reruns select..fuse only).
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..console import log
+from ..store import check_output_path
 from .extract import ExtractSettings, extract
 from .fuse import fuse
 from .generate import generate
@@ -28,10 +34,12 @@ def build_index(videos: list[str | Path], output: str | Path, model: str | None 
                 force: bool = False, selector: str = "its") -> dict:
     """Returns the StageSummary of every stage run, by stage name."""
     paths = stage_paths(output)
+    for path in (*paths.values(), Path(output)):  # none of the files written may be one of the videos
+        check_output_path(path, videos)
     common = dict(force=force, replace_stale=True)
     summaries = {"extract": extract(videos, paths["feats"], model, settings=settings, device=device,
                                     batch_size=batch_size, workers=workers, timeout=timeout,
-                                    relative_ids=relative_ids, **common)}
+                                    relative_ids=relative_ids, force=force, replace_stale=False)}
     _say("extract", summaries["extract"])
     if method == "pig":
         summaries["select"] = select(paths["feats"], paths["sel"], k=k, selector=selector, **common)

@@ -41,7 +41,7 @@ def select(features: str | Path, output: str | Path, k: int | None = None, model
         settings = {"k": k} if selector == "its" else {"k": k, "selector": selector}  # its: as files before
         provenance = Provenance("select", settings, recorded_model(source), [input_record(features, source.attrs)],
                                 recorded_model_path(source))
-        writer, summary = start_stage(output, provenance, len(rows), force, replace_stale)
+        writer, summary = start_stage(output, provenance, len(rows), force, replace_stale, inputs=[features])
         if summary.skipped:
             return summary
         ids = _read(features, read_ids, source)

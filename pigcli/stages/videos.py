@@ -107,18 +107,22 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[V
 
     timings = Counter()
     start = time.perf_counter()
-    stream = decode_videos([e for _, block in todo for e in block], num_frames, image_size, decoder, workers, timeout)
-    with progress(len(entries) - summary.resumed_rows, label, "videos") as bar:
-        for number, block in todo:
-            decoded = [next(stream) for _ in block]
-            timings["decode"] += sum(d.seconds for d in decoded)
-            columns = build_block(decoded, timings)
-            write_start = time.perf_counter()
-            writer.write_block(number, columns)
-            timings["write"] += time.perf_counter() - write_start
-            summary.processed += len(block)
-            bar.advance(len(block))
-    timings["wall"] = time.perf_counter() - start
-    summary.timings = {k: round(v, 3) for k, v in timings.items()}
-    writer.finish({"timings": summary.timings, **(extra_attrs or {})}, layouts=layouts)
+    try:
+        stream = decode_videos([e for _, block in todo for e in block], num_frames, image_size, decoder, workers,
+                               timeout)
+        with progress(len(entries) - summary.resumed_rows, label, "videos") as bar:
+            for number, block in todo:
+                decoded = [next(stream) for _ in block]
+                timings["decode"] += sum(d.seconds for d in decoded)
+                columns = build_block(decoded, timings)
+                write_start = time.perf_counter()
+                writer.write_block(number, columns)
+                timings["write"] += time.perf_counter() - write_start
+                summary.processed += len(block)
+                bar.advance(len(block))
+        timings["wall"] = time.perf_counter() - start
+        summary.timings = {k: round(v, 3) for k, v in timings.items()}
+        writer.finish({"timings": summary.timings, **(extra_attrs or {})}, layouts=layouts)
+    finally:
+        writer.close()
     return count_failures(summary)
