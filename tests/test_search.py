@@ -251,3 +251,102 @@ def test_bad_inputs() -> None:
     for bad in (-1.0, float("inf"), float("nan")):
         with pytest.raises(ValueError, match="row_norm_bound"):
             exact_topk(index, np.ones((1, 3), np.float32), 1, row_norm_bound=bad)
+
+
+# ---------------------------------------------------------------- edge cases: NaN, overflow, underflow
+
+
+def finite_brute_force(index: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """brute_force over the rows holding no NaN/inf, row numbers those of the whole index."""
+    finite = np.flatnonzero(np.isfinite(index).all(axis=1))
+    scores, order = brute_force(index[finite], queries, k)
+    return scores, finite[order]
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("with_bound", [False, True])
+def test_nan_rows_filling_a_block_never_hide_valid_rows(precision: str, with_bound: bool) -> None:
+    """A block with at least k NaN (and inf) rows: its valid rows still compete, scored exactly.
+    With a stored bound (true for the finite rows) the scan itself sees the NaN scores."""
+    rng = np.random.default_rng(11)
+    index, queries = unit_rows(rng, 3000, 32), unit_rows(rng, 2, 32)
+    want_scores, want_rows = finite_brute_force(index, queries, 10)
+    bad = np.setdiff1d(np.arange(0, 1000, 37), want_rows)[:20]  # 20 rows of block 0, none of the top
+    index[bad[:12]] = np.nan
+    index[bad[12:16], 3] = np.inf
+    index[bad[16:], 5] = -np.inf
+    bound = float(np.linalg.norm(index[np.isfinite(index).all(axis=1)].astype(np.float64), axis=1).max())
+    for q in (queries[:1], queries):
+        scores, rows = exact_topk(index, q, 10, block_rows=1000, precision=precision,
+                                  row_norm_bound=bound if with_bound else None)
+        np.testing.assert_array_equal(rows, want_rows[: len(q)])
+        np.testing.assert_allclose(scores, want_scores[: len(q)], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_non_finite_rows_rank_last_in_row_order(precision: str) -> None:
+    index = np.array([[np.nan, 1], [1, 2], [np.inf, 0], [0.5, 0.5], [3, -np.inf], [-1, 0]], np.float32)
+    queries = np.array([[1, 1], [0, 0]], np.float32)
+    scores, rows = exact_topk(index, queries, 6, block_rows=4, precision=precision)
+    np.testing.assert_array_equal(rows, [[1, 3, 5, 0, 2, 4], [1, 3, 5, 0, 2, 4]])
+    np.testing.assert_array_equal(scores[0], [3, 1, -1, -np.inf, -np.inf, -np.inf])
+    np.testing.assert_array_equal(scores[1], [0, 0, 0, -np.inf, -np.inf, -np.inf])
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_zero_query_with_rows_whose_fp32_norm_overflows(precision: str) -> None:
+    """|x| ~ 1e37: the squares overflow fp32. A zero query scores every row 0: k ties, by row."""
+    rng = np.random.default_rng(12)
+    index = (rng.standard_normal((300, 32)) * 1e37).astype(np.float32)
+    assert np.isfinite(index).all()
+    scores, rows = exact_topk(index, np.zeros((1, 32), np.float32), 5, block_rows=100, precision=precision)
+    np.testing.assert_array_equal(rows, [[0, 1, 2, 3, 4]])
+    np.testing.assert_array_equal(scores, np.zeros((1, 5), np.float32))
+    queries = unit_rows(rng, 2, 32)  # and nonzero queries: scores ~1e37, still within fp32
+    assert_matches((index / 10).astype(np.float32), queries, 5, block_rows=100, precision=precision)
+
+
+def assert_matches_relative(index: np.ndarray, queries: np.ndarray, k: int, **kwargs) -> None:
+    """assert_matches for scores of any magnitude: rows exact, scores to fp32 relative accuracy."""
+    scores, rows = exact_topk(index, queries, k, **kwargs)
+    want_scores, want_rows = brute_force(index, queries, k)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("kind", ["bf16", "fp16"])
+def test_tiny_entries_whose_fp32_norm_underflows(precision: str, kind: str) -> None:
+    """Entries ~1e-25: their squares underflow, so a plain fp32 norm says 0 and a filter built on
+    it has no margin; near ties at the scan's resolution then lose true top rows."""
+    index, queries = near_ties(kind)
+    index = (index * 1e-25).astype(np.float32)
+    for q in (queries[:1], queries[:2]):
+        assert_matches_relative(index, q, 10, block_rows=1024, precision=precision)
+
+
+@pytest.mark.parametrize("seed", range(7))
+def test_random_mixes_of_scales(seed: int) -> None:
+    """Property-style: groups of rows at scales from 1e-30 to 1e30 (scores within fp32) with near
+    ties inside each, stray rows of any scale, zero rows; every precision, 1 and 3 queries, with
+    and without a norm bound: always the exact answer. Each seed centres its scales on one band of
+    1e-27 .. 1e27, so both ends are covered; the largest group comes first, the strays last."""
+    rng = np.random.default_rng(100 + seed)
+    center = 10.0 ** (9 * seed - 27 + rng.uniform(-1, 1))
+    base = unit_rows(rng, 1, 24)
+    scales = np.sort(np.clip(center * 10.0 ** rng.uniform(-3, 3, size=6), 1e-30, 1e30))[::-1]
+    noise = 10.0 ** rng.uniform(-4, -2.5, size=(6, 1, 1)) * rng.standard_normal((6, 500, 24))
+    index = ((base + noise) * scales[:, None, None]).reshape(3000, 24)
+    # Rows at any scale that score below zero (the queries lie near `base`), and zero rows.
+    stray = 2100 + rng.choice(900, 40, replace=False)
+    index[stray[:30]] = -(base + 0.1 * unit_rows(rng, 30, 24)) * 10.0 ** rng.uniform(-30, 30, size=(30, 1))
+    index[stray[30:]] = 0
+    index = index.astype(np.float32)
+    queries = (base + 0.5 * unit_rows(rng, 3, 24)) * 10.0 ** rng.uniform(-4, 4, size=(3, 1))
+    queries = queries.astype(np.float32)
+    assert np.isfinite(index).all() and np.abs(index).max() <= 1.2e30
+    bound = float(np.linalg.norm(index.astype(np.float64), axis=1).max())
+    for precision in PRECISIONS:
+        for q in (queries[:1], queries):
+            assert_matches_relative(index, q, 10, block_rows=700, precision=precision)
+            assert_matches_relative(index, q, 10, block_rows=700, precision=precision, row_norm_bound=bound)

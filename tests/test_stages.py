@@ -362,6 +362,27 @@ def test_fuse_stores_row_norm_bounds_that_rank_uses(chain, monkeypatch) -> None:
     np.testing.assert_array_equal(rows, want)
 
 
+def test_fuse_refuses_nan_embeddings_in_one_line(tiny_extract, tmp_path, monkeypatch) -> None:
+    """A NaN or inf index row has no score to rank by: fuse writes no index and names the rows."""
+    import pigcli.stages.fuse as fuse_stage
+
+    real = fuse_stage.video_embedding
+
+    def broken(*args, **kwargs):
+        out = real(*args, **kwargs).clone()
+        out[1], out[3, 0] = float("nan"), float("inf")
+        return out
+
+    monkeypatch.setattr(fuse_stage, "video_embedding", broken)
+    output = tmp_path / "mean.h5"
+    code, out, err = pig("fuse", tiny_extract, "--method", "meanpool", "-o", output)
+    ids = read(tiny_extract)["ids"]
+    assert code == 1 and out == "", err
+    assert err.count("\n") == 1 and err.startswith("error: 2 videos in rows 0-")
+    assert f"({ids[1]}, {ids[3]})" in err and "NaN or inf" in err
+    assert not output.exists()
+
+
 # --- embed-text -------------------------------------------------------------------------------------
 
 def _check_embeddings(path, tiny_model, want_ids: list[str], want_texts: list[str]) -> None:

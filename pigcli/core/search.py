@@ -12,6 +12,13 @@ the k-th best fp32 score found so far (exact), and the k-th best s' in the block
 k rows all score at least that much). Every row passing that test is rescored, so the result is
 the same as an fp32 scan of everything. Returned scores all come from the one rescoring
 routine, so identical rows get identical scores and ties resolve by row number.
+
+Edge cases (any finite input is searched exactly): block norms are computed so that they neither
+overflow nor underflow (`_max_row_norm` rescales by a power of two when the plain fp32 norm could
+be off), and a block whose bound is not finite, or whose scores could overflow the scan, is
+rescored in full instead of filtered. A non-finite score (a row holding NaN or inf, or a score
+beyond the fp32 range) counts as -inf: such rows rank last, by row number, and never displace or
+hide a finite one. `pig fuse` refuses to write such rows in the first place.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ _FP16_MAX_SAFE = 32768.0  # bound on |entry| and |score| for an fp16 scan (fp16 
 _EXTRA_CANDIDATES = 32  # first guess of candidates beyond k per block; doubled when too few
 _TILE_ROWS = 4096  # rows norm-checked, cast and scored while in cache (L2/L3); measured
 _RESCORE_ELEMS = 1 << 22  # cap on gathered fp32 elements per rescoring chunk (16 MiB)
+_SCORE_LIMIT = 2.0**126  # bound on |score| (plus slack) below which no fp32/bf16 value can overflow
+_FP16_OVERFLOW = object()  # _scan_tiles: an fp16 value could overflow, redo the block in fp32
 
 
 def exact_topk(
@@ -52,6 +61,8 @@ def exact_topk(
     k' = min(k, N), each row sorted by descending score, ties broken by lower row number first.
     precision: "fp32" scans in fp32; "bf16"/"fp16" scan in that precision as a candidate filter
     (results are still exact fp32); "auto" picks the fastest measured on this project's benchmark.
+    Exact for any finite input. Scores that are not finite (rows holding NaN or inf, scores past
+    the fp32 range) count as -inf: those rows come last, in row order.
     row_norm_bound: an upper bound on the L2 norm of every index row (`pig fuse` stores one); it
     replaces the pass over each block that computes one, which costs about as much as a one-query
     scan. A bound that is too small breaks exactness: give only a true one (or None).
@@ -155,10 +166,11 @@ def _block_candidates(
     """Rows of block x (local numbers, ascending per query) that may enter the top-k, with their
     exact fp32 scores. floor: [Q] exact k-th best score so far (-inf until k rows are held)."""
     n_q, n = scanner.q.shape[0], x.shape[0]
-    if n <= k:  # every row is needed anyway
+    scan = scanner.scan_block(x) if n > k else None
+    if scan is None:  # every row is needed anyway, or the block has no finite error bound
         local = torch.arange(n).expand(n_q, n)
     else:
-        local = _select(scanner.scan_block(x), floor, k)
+        local = _select(scan, floor, k)
         local = torch.sort(local, dim=1).values  # ascending rows: ties then merge in row order
     return local, _rescore(scanner.q, x, local)
 
@@ -176,17 +188,20 @@ class _Scanner:
     def __init__(self, q: torch.Tensor, scan: torch.dtype, row_norm_bound: float | None = None) -> None:
         self.q, self.scan, self.row_norm_bound = q, scan, row_norm_bound
         self.q_norm = torch.linalg.vector_norm(q.double(), dim=1, keepdim=True)
+        self.q_peak = float(self.q_norm.max())  # NaN or inf when a query is not finite
         self.scale = _query_scale(q) if scan == torch.float16 else 1.0
         self._buffers: dict[str, torch.Tensor] = {}
 
-    def scan_block(self, x: torch.Tensor) -> _Scan:
-        """Approximate scores of the queries against block x, with their error bound."""
+    def scan_block(self, x: torch.Tensor) -> _Scan | None:
+        """Approximate scores of the queries against block x, with their error bound; None when
+        no finite bound holds (non-finite entries or queries, scores that could overflow)."""
         scan = self._scan_tiles(x, self.scan, self.scale)
-        # None: an fp16 value could overflow (entries or scores near 65504): redo in fp32.
-        return scan if scan is not None else self._scan_tiles(x, torch.float32, 1.0)
+        # An fp16 value could overflow (entries or scores near 65504): redo in fp32.
+        return self._scan_tiles(x, torch.float32, 1.0) if scan is _FP16_OVERFLOW else scan
 
-    def _scan_tiles(self, x: torch.Tensor, dtype: torch.dtype, scale: float) -> _Scan | None:
-        """Tile by tile, so the norm pass, the cast and the matmul read rows still in cache."""
+    def _scan_tiles(self, x: torch.Tensor, dtype: torch.dtype, scale: float) -> Any:
+        """Tile by tile, so the norm pass, the cast and the matmul read rows still in cache.
+        Returns a _Scan, None (no finite bound) or _FP16_OVERFLOW."""
         q_scan = (self.q * scale).to(dtype)
         q_bound = float(self.q_norm.max()) * scale
         out = self._buffer("scores", dtype, (self.q.shape[0], x.shape[0]))
@@ -200,13 +215,16 @@ class _Scanner:
             if self.row_norm_bound is not None:
                 x_norm = self.row_norm_bound
             else:
-                tile_norm = _max_row_norm(tile)
-                x_norm = math.inf if math.isnan(tile_norm) else max(x_norm, tile_norm)
-            if dtype == torch.float16 and not _fp16_safe(q_bound, x_norm):
+                x_norm = max(x_norm, _max_row_norm(tile))  # inf when the tile is not all finite
+            if not self.q_peak * x_norm < _SCORE_LIMIT:  # also False for NaN
                 return None
+            if dtype == torch.float16 and not _fp16_safe(q_bound, x_norm):
+                return _FP16_OVERFLOW
             torch.matmul(q_scan, self._cast(tile, dtype, "x_scan").T, out=out[:, t : t + rows])
-        slack = _error_bound(dtype, x.shape[1], self.q_norm * scale, x_norm) / scale
-        return _Scan(out, scale, slack.float())
+        slack = (_error_bound(dtype, x.shape[1], self.q_norm * scale, x_norm) / scale).float()
+        if not bool(torch.isfinite(slack).all()):  # e.g. gamma_D infinite for fp16 accumulation
+            return None
+        return _Scan(out, scale, slack)
 
     def _cast(self, x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
         return x if x.dtype == dtype else self._buffer(name, dtype, tuple(x.shape)).copy_(x)
@@ -226,6 +244,12 @@ def _select(scan: _Scan, floor: torch.Tensor, k: int) -> torch.Tensor:
     m = min(k + _EXTRA_CANDIDATES, n)
     while True:
         vals, idx = torch.topk(scan.values, m, dim=1)
+        top = vals[:, 0]
+        if bool((torch.isnan(top) | (top == math.inf)).any()):
+            # topk puts NaN and +inf first, and only rows holding NaN/inf make them (scores of
+            # finite rows cannot overflow here): they score -inf, so give them -inf and redo.
+            torch.nan_to_num_(scan.values, nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
+            continue
         vals = vals.float() / scan.scale
         lower = torch.maximum(floor.unsqueeze(1), vals[:, k - 1 : k] - scan.slack)
         keep = vals >= lower - scan.slack
@@ -239,7 +263,8 @@ def _select(scan: _Scan, floor: torch.Tensor, k: int) -> torch.Tensor:
 def _rescore(q: torch.Tensor, x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     """Exact fp32 scores of rows `local` [Q, m] of x. Each score is an elementwise product summed
     over D, so identical rows get bit-identical scores (matmul kernels give no such promise),
-    which keeps ties in row order. Chunked over m to bound the gathered copy."""
+    which keeps ties in row order. Non-finite scores become -inf (ranked last, module docstring).
+    Chunked over m to bound the gathered copy."""
     n_q, m = local.shape
     width = max(1, _RESCORE_ELEMS // max(1, n_q * x.shape[1]))
     parts = []
@@ -247,20 +272,41 @@ def _rescore(q: torch.Tensor, x: torch.Tensor, local: torch.Tensor) -> torch.Ten
         part = local[:, c : c + width]
         rows = x.index_select(0, part.reshape(-1)).view(*part.shape, -1).float()  # [Q, w, D]
         parts.append((rows * q.unsqueeze(1)).sum(dim=2))
-    return torch.cat(parts, dim=1) if parts else torch.empty(n_q, 0)
+    scores = torch.cat(parts, dim=1) if parts else torch.empty(n_q, 0)
+    return torch.nan_to_num_(scores, nan=-math.inf, posinf=-math.inf, neginf=-math.inf)
 
 
 # ---------------------------------------------------------------- error bound
 
 
 def _max_row_norm(x: torch.Tensor) -> float:
-    """An upper bound on the L2 norm of every row of x, from one cheap pass over the block."""
+    """An upper bound on the L2 norm of every row of x, from one cheap pass over the block; inf
+    when x holds NaN or inf. Holds for any finite x: the fp32 norm is trusted only when it can
+    have neither overflowed nor lost much to underflow; otherwise x is rescaled by a power of two."""
     if x.dtype == torch.float16:
         # fp16 norms are slow in torch; max|x| is one fast reduction and ||row|| <= sqrt(D) max|x|.
-        lo, hi = torch.aminmax(x)
-        return math.sqrt(x.shape[1]) * max(-float(lo), float(hi))
+        return math.sqrt(x.shape[1]) * _peak(x)
     norm = float(torch.linalg.vector_norm(x, dim=1).max())
-    return norm * (1.0 + 2.0 * _gamma(x.shape[1] + 2))  # the fp32 norm is itself rounded
+    if math.isnan(norm):
+        return math.inf
+    # Squares below 2^-126 may be lost (flushed or rounded as subnormals), and entries the
+    # rescaling pushes into subnormals rounded: together at most sqrt(D) 2^-62 on any row's norm.
+    underflow = math.sqrt(x.shape[1]) * 2.0**-62
+    rounding = 1.0 + 2.0 * _gamma(x.shape[1] + 2)  # the fp32 norm is itself rounded
+    if math.isfinite(norm) and underflow <= norm * 2.0**-24:
+        return norm * rounding + underflow  # the usual case: one pass, no rescaling
+    peak = _peak(x)  # the plain norm overflowed or may have underflowed
+    if peak == 0.0 or not math.isfinite(peak):
+        return peak
+    exponent = math.frexp(peak)[1]  # peak * 2^-exponent in [0.5, 1): no square overflows
+    scaled = float(torch.linalg.vector_norm(x * 2.0**-exponent, dim=1).max())
+    return math.ldexp(scaled * rounding + underflow, exponent)
+
+
+def _peak(x: torch.Tensor) -> float:
+    """max |x| as a Python float; inf when x holds NaN or inf."""
+    lo, hi = (float(v) for v in torch.aminmax(x))
+    return max(-lo, hi) if math.isfinite(lo) and math.isfinite(hi) else math.inf
 
 
 def _gamma(n: int, unit: float = _UNIT[torch.float32]) -> float:

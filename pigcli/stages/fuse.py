@@ -15,7 +15,7 @@ import numpy as np
 
 from ..core.device import autocast, resolve_device
 from ..core.methods import INDEX_METHODS, video_embedding
-from ..errors import UsageError
+from ..errors import PigError, UsageError
 from ..store import (Provenance, input_record, ok_rows, open_stage_file, read_ids, recorded_model,
                      recorded_model_path, take_rows)
 from .common import StageSummary, batched, run_blocks, start_stage
@@ -63,9 +63,21 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
             names = KEYS + (("pseudo_query",) if method == "pig" else ())
             columns = {name: take_rows(source[name], source_rows) for name in names}
             embedding = _embed(pig, method, columns, batch_size, torch_device, precision)
-            return {"ids": [ids[r] for r in source_rows], "embedding": embedding, "norm": row_norm_bounds(embedding)}
+            block_ids = [ids[r] for r in source_rows]
+            _refuse_non_finite(embedding, block_ids, int(block[0]))
+            return {"ids": block_ids, "embedding": embedding, "norm": row_norm_bounds(embedding)}
 
         return run_blocks(writer, summary, len(rows), compute, "fuse", "videos", extra_attrs={"method": method})
+
+
+def _refuse_non_finite(embedding: np.ndarray, ids: list[str], first_row: int, shown: int = 3) -> None:
+    """An index row holding NaN or inf has no meaningful score (search ranks it last): refuse to
+    write one, before its block is stored, naming how many rows of the block and the first ids."""
+    bad = np.flatnonzero(~np.isfinite(embedding).all(axis=1))
+    if bad.size:
+        names = ", ".join(str(ids[i]) for i in bad[:shown]) + (", ..." if bad.size > shown else "")
+        raise PigError(f"{bad.size} videos in rows {first_row}-{first_row + len(ids) - 1} get a NaN or "
+                       f"inf embedding ({names}); no index written: check the input file and the model")
 
 
 def row_norm_bounds(embedding: np.ndarray) -> np.ndarray:
