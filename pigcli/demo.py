@@ -1,6 +1,6 @@
 """`pig demo`: the whole method on a machine with no GPU and no network, in about ten minutes.
 
-The recipe (docs/toy-corpus.md), each step a library call that a `pig` command also makes:
+The recipe (docs/toy_corpus.md), each step a library call that a `pig` command also makes:
 1. a toy corpus (`pig toy make`): multi-shot videos whose captions describe the salient shot, and
    still images for pretraining;
 2. frames decoded once (`pig frames`): the images (T = 1) and the videos (T = frames);
@@ -35,7 +35,7 @@ class DemoSettings:
     epochs: int = 6              # phase 2 epochs per method
     generator_epochs: int = 2    # PIG's phase 1 (generator pretraining)
     batch_size: int = 64
-    lr: float = 5e-4             # small model from scratch: one rate for every weight (docs/toy-corpus.md)
+    lr: float = 5e-4             # small model from scratch: one rate for every weight (docs/toy_corpus.md)
     seed: int = 0
     workers: int = 1             # decoding processes
 

@@ -5,7 +5,7 @@
     DIR/pretrain/<id>.mp4 and DIR/pretrain.csv           still images (1-frame videos) for pretraining
     DIR/objects.jsonl, DIR/corpus.json                   boxes per frame, settings and R@1 ceilings
 
-Why it is built this way (docs/toy-corpus.md):
+Why it is built this way (docs/toy_corpus.md):
 - Real captions describe what is salient in a video and rarely name the clutter around it. Here a video
   is 2 or 3 shots, each on its own background with objects of the same kinds; the longest shot (8 to
   10 of 16 frames) holds the salient event, a target object moving in one direction, and the captions

@@ -289,3 +289,30 @@ def sigkill_after_first_block(args: list, output: Path, cache: Path, env: dict |
     assert proc.returncode == -signal.SIGKILL
     assert Path(output).exists() == replacing
     return len(list(partial.glob("block-*.h5")))
+
+
+def read_h5(path: Path) -> dict:
+    """Every dataset of a stage file as numpy (strings decoded), plus the root attrs."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as handle:
+        for name in handle:
+            data = handle[name][:]
+            if h5py.check_string_dtype(handle[name].dtype) is not None:
+                data = np.array([x.decode() if isinstance(x, bytes) else x for x in data], dtype=object)
+            out[name] = data
+        out["attrs"] = dict(handle.attrs)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models on 2 shared cores: one torch thread avoids oversubscription (a tiny layer's backward
+    was about 100x slower with 2 threads on busy cores). Modules that train use it for every test."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

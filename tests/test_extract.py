@@ -14,26 +14,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_DIM, TINY_L, TINY_P, TINY_T, VIDEO_FOLDER_SPECS, sigkill_after_first_block, write_broken, write_test_video
+from conftest import TINY_DIM, TINY_L, TINY_P, TINY_T, VIDEO_FOLDER_SPECS, read_h5, sigkill_after_first_block, write_broken, write_test_video
 from pigcli.errors import PigError
 from pigcli.stages.extract import ExtractSettings, extract
 
 BROKEN = {"garbage": "cannot decode", "empty": "empty file (0 bytes)", "truncated": "cannot decode",
           "audio": "no video stream"}
 SHORT = "zshort"  # a valid 5-frame video (fewer than T): must be ok, with repeated frames
-
-
-def read_h5(path: Path) -> dict:
-    """Every dataset of a stage file as numpy (strings decoded), plus the root attrs."""
-    out = {}
-    with h5py.File(path, "r") as handle:
-        for name in handle:
-            data = handle[name][:]
-            if h5py.check_string_dtype(handle[name].dtype) is not None:
-                data = np.array([x.decode() if isinstance(x, bytes) else x for x in data], dtype=object)
-            out[name] = data
-        out["attrs"] = dict(handle.attrs)
-    return out
 
 
 def assert_same_rows(a: dict, b: dict, skip=("attrs",)) -> None:

@@ -21,7 +21,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import TINY_IMAGE, TINY_T, VIDEO_FOLDER_SPECS, pig_env, sigkill_after_first_block, write_broken, write_test_video
+from conftest import TINY_IMAGE, TINY_T, VIDEO_FOLDER_SPECS, pig_env, read_h5, sigkill_after_first_block, write_broken, write_test_video
 from pigcli.errors import StaleInputError, UsageError
 from pigcli.stages.frames import FramesSettings, frames
 from pigcli.train import TrainConfig, train
@@ -29,27 +29,7 @@ from pigcli.video import read_clip
 
 BROKEN = {"garbage": "cannot decode", "empty": "empty file (0 bytes)", "audio": "no video stream"}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: one torch thread avoids oversubscription (as in test_train.py)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def read_h5(path: Path) -> dict:
-    """Every dataset (strings decoded) and the root attrs of a stage file."""
-    out = {}
-    with h5py.File(path, "r") as handle:
-        for name in handle:
-            data = handle[name][:]
-            if h5py.check_string_dtype(handle[name].dtype) is not None:
-                data = np.array([x.decode() if isinstance(x, bytes) else x for x in data], dtype=object)
-            out[name] = data
-        out["attrs"] = dict(handle.attrs)
-    return out
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def by_id(data: dict) -> dict:

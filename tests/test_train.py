@@ -27,14 +27,7 @@ from pigcli.train.config import per_phase
 
 COLOURS = {"red": (230, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 230), "yellow": (235, 220, 30)}
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: one torch thread avoids oversubscription (about 100x faster here)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_corpus(root: Path, frames: int = 16, size: int = 32) -> tuple[Path, Path, Path]:

@@ -16,7 +16,7 @@ from .clip_compat import write_byte_tokenizer
 from .pig import PigConfig, PigModel
 
 # Small random CLIPs for tests, demos and CPU experiments. 'toy' is the setting that trained best on
-# 2 CPU cores (docs/toy-corpus.md); 'b32' has ViT-B/32's shape, for speed measurements.
+# 2 CPU cores (docs/toy_corpus.md); 'b32' has ViT-B/32's shape, for speed measurements.
 PRESETS: dict[str, dict] = {
     "tiny": dict(image_size=32, patch_size=8, vision_width=32, vision_layers=2, vision_heads=2,
                  text_width=32, text_layers=2, text_heads=2, projection_dim=32),
@@ -49,7 +49,7 @@ def random_clip(preset: str = "tiny", seed: int = 0, vocab_size: int = BYTE_VOCA
         ),
         projection_dim=sizes["projection_dim"],
         # From scratch, CLIP's own initial temperature log(1/0.07) (what trained best on the toy corpus,
-        # docs/toy-corpus.md). docs/method.md's log(100) is a pretrained CLIP's value, kept by `--from`.
+        # docs/toy_corpus.md). docs/method.md's log(100) is a pretrained CLIP's value, kept by `--from`.
         logit_scale_init_value=2.6592,
     )
     torch.manual_seed(seed)
