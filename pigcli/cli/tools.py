@@ -45,7 +45,7 @@ def demo_cmd(
     (two tower), PIG (hybrid) and xpool (single tower), with the R@1 ceiling.
 
     Example:
-      pig demo                      # about 10 minutes on 2 CPU cores
+      pig demo                      # about 6 minutes on 2 CPU cores
     """
     from ..demo import DemoSettings, ceiling, format_demo, run_demo
 
