@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pigcli.demo import (DemoRun, DemoSettings, _test_video_list, ceiling, index_test_videos, prepare_demo,
+from pigcli.demo import (DemoRun, DemoSettings, split_video_list, ceiling, index_test_videos, prepare_demo,
                          start_model, train_method)
 
 METRICS = ("R@1", "R@5", "R@10", "MdR")
@@ -78,7 +78,7 @@ def tuned_rerank(work: Path, run: DemoRun, settings: DemoSettings) -> dict:
     from pigcli.store import read_attrs
 
     model = Path(read_attrs(run.indexes["pig"])["model_path"])
-    val_index = index_test_videos(work / "index" / "pig-val" / "index.h5", _test_video_list(work, run.corpus, "val"),
+    val_index = index_test_videos(work / "index" / "pig-val" / "index.h5", split_video_list(work, run.corpus, "val"),
                                   model, "pig", settings)
     report = tune_rerank(val_index, run.corpus / "val.csv", report=False)
     chosen = {**report.tuned.to_dict(), "val_r1_plain": report.baseline.metrics["R@1"]}

@@ -77,7 +77,7 @@ def prepare_demo(work: Path, settings: DemoSettings) -> DemoRun:
     video_frames = decode_frames(work / "frames" / "videos.h5", corpus / "videos", settings.frames, settings)
     pretrained = pretrain(work, corpus, image_frames, settings)
     model = start_model(work / "model", pretrained, settings)
-    test_list = _test_video_list(work, corpus)
+    test_list = split_video_list(work, corpus)
     indexes = {}
     for method in ("meanpool", "pig"):
         best = train_method(work / "runs" / method, model, corpus, video_frames, method, settings)
@@ -147,7 +147,7 @@ def start_model(folder: Path, pretrained: Path, settings: DemoSettings, select_k
     return folder
 
 
-def _test_video_list(work: Path, corpus: Path, split: str = "test") -> Path:
+def split_video_list(work: Path, corpus: Path, split: str = "test") -> Path:
     """A list file of a split's videos (paths relative to the work folder)."""
     from .captions import load_captions
 

@@ -190,10 +190,13 @@ class StageWriter:
     """Crash-safe, resumable writer of one stage output, in numbered blocks of rows."""
 
     def __init__(self, output: str | Path, provenance: Provenance, force: bool = False, replace_stale: bool = False,
-                 inputs: tuple | list = ()):
+                 inputs: tuple | list = (), discard_stale_partial: bool = False):
         """force: recompute even an up-to-date output. replace_stale: overwrite an output (or unfinished
         run) made from other inputs or settings instead of refusing (the staged cache of `pig index`).
-        inputs: the paths the command reads; the output may never be one of them."""
+        inputs: the paths the command reads; the output may never be one of them. discard_stale_partial:
+        an unfinished run with other inputs or settings is discarded with a note instead of refused (for
+        cheap stages, so that a failed run never blocks the corrected rerun); a finished output made
+        from other inputs still needs --force."""
         self.output = Path(output)
         self.provenance = provenance
         self.partial = Path(str(self.output) + ".partial.d")
@@ -202,7 +205,7 @@ class StageWriter:
         check_output_path(self.output, inputs)
         self._acquire_lock()
         try:
-            self._prepare(force, replace_stale)
+            self._prepare(force, replace_stale, discard_stale_partial)
         except BaseException:
             self.close()
             raise
@@ -266,7 +269,7 @@ class StageWriter:
         except OSError:
             return None
 
-    def _prepare(self, force: bool, replace_stale: bool) -> None:
+    def _prepare(self, force: bool, replace_stale: bool, discard_stale_partial: bool = False) -> None:
         manifest = self.partial / "manifest.json"
         # an unfinished run of this very command (same fingerprint) is resumed, also when it was a
         # --force run over an output made with other settings: its blocks are what was asked for
@@ -277,7 +280,11 @@ class StageWriter:
             raise PigError(f"{self.output} exists with other inputs or settings; use --force to recompute it "
                            "or -o to write elsewhere")
         if self.partial.exists() and not same:
-            if not (force or replace_stale):
+            if discard_stale_partial and not (force or replace_stale):
+                from .console import log
+
+                log(f"discarding {self.partial}: an unfinished {self.provenance.stage} run over other inputs or settings")
+            elif not (force or replace_stale):
                 raise PigError(f"{self.partial} holds an unfinished run with other inputs or settings; "
                                "rerun that command to finish it, or add --force to discard it")
             shutil.rmtree(self.partial)

@@ -29,12 +29,14 @@ class StageSummary:
 
 
 def start_stage(output: str | Path, provenance, total: int, force: bool = False,
-                replace_stale: bool = False, inputs: tuple | list = ()) -> tuple[StageWriter, StageSummary]:
+                replace_stale: bool = False, inputs: tuple | list = (),
+                discard_stale_partial: bool = False) -> tuple[StageWriter, StageSummary]:
     """The writer and summary of a stage run; `summary.skipped` when the output is already up to date.
 
     inputs: the files the command reads. The writer refuses an output that is one of them or an existing
     file that is not a pig stage file, and one that another process is writing (store.StageWriter)."""
-    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale, inputs=inputs)
+    writer = StageWriter(output, provenance, force=force, replace_stale=replace_stale, inputs=inputs,
+                         discard_stale_partial=discard_stale_partial)
     summary = StageSummary(Path(output), total=total, skipped=writer.up_to_date() and not force)
     if summary.skipped:
         writer.close()

@@ -10,16 +10,15 @@ An existing finished output made from other queries is still only replaced with 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..captions import Query, load_queries
-from ..console import log, warn
+from ..console import warn
 from ..core.device import resolve_device
 from ..core.text import embed_texts
-from ..store import Provenance, json_hash, read_attrs
+from ..store import Provenance, json_hash
 from .common import StageSummary, run_blocks, start_stage
 
 
@@ -28,28 +27,6 @@ def report_truncated(queries: list[Query], truncated: np.ndarray, max_tokens: in
     if cut:
         shown = ", ".join(cut[:10]) + (f" (+{len(cut) - 10} more)" if len(cut) > 10 else "")
         warn(f"{len(cut)} queries longer than {max_tokens} tokens were truncated: {shown}")
-
-
-def _stale_partial_only(output: Path, fingerprint: str) -> bool:
-    """True (after a one-line note) when OUTPUT.partial.d holds an unfinished run over other queries or
-    settings and no finished OUTPUT from other inputs exists (that one still needs --force)."""
-    partial = Path(str(output) + ".partial.d")
-    if not partial.is_dir():
-        return False
-    try:
-        recorded = json.loads((partial / "manifest.json").read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        recorded = None
-    if recorded == fingerprint:
-        return False  # the same run: resume it
-    if output.exists():
-        try:
-            if str(read_attrs(output).get("fingerprint")) != fingerprint:
-                return False  # let the writer refuse: a finished file is only replaced with --force
-        except OSError:
-            return False
-    log(f"discarding {partial}: an unfinished embed-text run over other queries or settings")
-    return True
 
 
 def embed_text(source, output: str | Path, model: str | None = None, *, max_tokens: int | None = None,
@@ -69,8 +46,9 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
         [{"path": str(source), "queries": len(queries), "fingerprint": json_hash([(q.id, q.text) for q in queries])}],
         str(loaded.path.resolve()),
     )
-    replace_stale = not force and _stale_partial_only(Path(output), provenance.fingerprint)
-    writer, summary = start_stage(output, provenance, len(queries), force, replace_stale,
+    # embedding text is cheap: a run over other queries left unfinished (e.g. one that failed on a bad
+    # file) is discarded rather than blocking the corrected rerun
+    writer, summary = start_stage(output, provenance, len(queries), force, discard_stale_partial=True,
                                   inputs=[source] if isinstance(source, (str, Path)) else [])
     if summary.skipped:
         return summary
