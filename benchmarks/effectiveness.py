@@ -53,6 +53,15 @@ ABLATIONS = {
     "pig, no phase 1": (16, {"phase1": False}, {}),
     "pig, frames backbone": (16, {"backbone": "frames"}, {"backbone": "frames"}),
 }
+# --lr-study: phase 2's learning rates of pig (docs/method.md s.6). pig's default gives the new modules
+# (mapper, fusioner, proxies, temporal embedding) 10x CLIP's rate; the spec one rate for all. The toy
+# corpus trains from a small pretrained two tower at 5e-4, so the study keeps that scale: CLIP's weights
+# at 5e-5 in phase 2 (10x below the from-scratch rate, as 1e-6 is a fine-tuning rate for a real CLIP),
+# new modules at 5e-4 (the split) or 5e-5 (one rate). Phase 1 is the demo's (5e-4) in both.
+LR_STUDY = {
+    "pig, phase 2: new 5e-4, CLIP 5e-5 (10x split)": {"lr": "5e-4,5e-4", "lr_clip": "5e-4,5e-5"},
+    "pig, phase 2: all 5e-5 (one rate)": {"lr": "5e-4,5e-5", "lr_clip": "5e-4,5e-5"},
+}
 
 
 # ---------------------------------------------------------------- retrieval
@@ -96,10 +105,12 @@ def retrieval_rows(work: Path, run: DemoRun, settings: DemoSettings) -> tuple[di
     return rows, rerank["tuned"]
 
 
-def ablation_rows(work: Path, run: DemoRun, settings: DemoSettings) -> dict:
+def ablation_rows(work: Path, run: DemoRun, settings: DemoSettings, study: dict | None = None) -> dict:
+    """pig variants (ABLATIONS, or study: name -> train options) trained from the seed's start model."""
+    variants = ABLATIONS if study is None else {name: (16, options, {}) for name, options in study.items()}
     rows = {}
-    for name, (k, train_options, index_options) in ABLATIONS.items():
-        slug = name.replace(", ", "-").replace(" ", "-").replace("=", "")
+    for name, (k, train_options, index_options) in variants.items():
+        slug = "".join(c for c in name.replace(", ", "-").replace(" ", "-").replace("=", "") if c.isalnum() or c in "-.")
         model = run.model if k == 16 else start_model(work / f"model-k{k}", run.pretrained, settings, select_k=k)
         best = train_method(work / "runs" / slug, model, run.corpus, run.frames, "pig", settings, **train_options)
         index = index_test_videos(work / "index" / slug / "index.h5", work / "test_videos.txt", best, "pig", settings,
@@ -195,7 +206,7 @@ def its_precision(run: DemoRun) -> dict:
 # ---------------------------------------------------------------- one seed, all seeds
 
 
-def run_seed(work: Path, settings: DemoSettings, ablations: bool) -> dict:
+def run_seed(work: Path, settings: DemoSettings, ablations: bool, lr_study: bool = False) -> dict:
     started = time.perf_counter()
     run = prepare_demo(work, settings)
     rows, tuned = retrieval_rows(work, run, settings)
@@ -203,6 +214,8 @@ def run_seed(work: Path, settings: DemoSettings, ablations: bool) -> dict:
               "ceiling": ceiling(run.corpus)}
     if ablations:
         result["ablations"] = ablation_rows(work, run, settings)
+    if lr_study:
+        result["lr_study"] = ablation_rows(work, run, settings, LR_STUDY)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -257,6 +270,11 @@ def format_report(settings: dict, command: str, per_seed: list[dict]) -> str:
         base = {"pig (k=16, ITS, phases 1+2, ViP)": summarize([s for s in per_seed if "ablations" in s])["pig"],
                 "xpool oracle (real query)": summarize([s for s in per_seed if "ablations" in s])["xpool oracle"]}
         lines += ["", f"## Ablations of pig (seed(s) {with_ablations})", ""] + _table({**base, **ablated})
+    studied = summarize(per_seed, "lr_study")
+    if studied:
+        demo_rates = {"pig, phase 2: all 5e-4 (the demo's one rate)": summarize(
+            [s for s in per_seed if "lr_study" in s])["pig"]}
+        lines += ["", "## Phase 2 learning rates of pig (--lr-study)", ""] + _table({**demo_rates, **studied})
     lines += ["", f"## ITS precision (pig model, k = {first['its']['intersect']['k']} selected patches per video)", "",
               "| on the object when | ITS precision % | chance % | ratio | per seed (precision / chance) |",
               "|---|---|---|---|---|"]
@@ -286,6 +304,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generator-epochs", type=int, default=defaults.generator_epochs, help="pig's phase 1")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="decoding processes")
     parser.add_argument("--ablations", action="store_true", help="also the ablations of pig, on the first seed")
+    parser.add_argument("--lr-study", action="store_true",
+                        help="also pig with phase 2 rates new 10x CLIP's vs one rate, on the first seed")
     parser.add_argument("--work", type=Path, default=Path("/tmp/pig-eff"), help="one sub-folder per seed; reused")
     return parser.parse_args(argv)
 
@@ -295,7 +315,8 @@ def main(argv=None) -> None:
     command = "python benchmarks/effectiveness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     base = DemoSettings(videos=args.videos, images=args.images, pretrain_epochs=args.pretrain_epochs,
                         epochs=args.epochs, generator_epochs=args.generator_epochs, workers=args.workers)
-    per_seed = [run_seed(args.work / f"seed{seed}", replace(base, seed=seed), args.ablations and n == 0)
+    per_seed = [run_seed(args.work / f"seed{seed}", replace(base, seed=seed), args.ablations and n == 0,
+                         args.lr_study and n == 0)
                 for n, seed in enumerate(args.seeds)]
     settings = {k: v for k, v in asdict(base).items() if k != "seed"}
     report = format_report(settings, command, per_seed)

@@ -411,7 +411,7 @@ def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline
     (dict(method="nope"), "--method"),
     (dict(phases="3"), "--phases"),
     (dict(lr="1,2,3"), "--lr"),
-    (dict(precision="fp16"), "bf16"),
+    (dict(loss_scale=0.0), "loss scale"),
     (dict(method="eercf", eercf_weight=1.0), "--eercf-weight"),
     (dict(eercf_weight=-1.0), "--eercf-weight"),
     (dict(method="eercf", phases="1,2"), "phase 1"),

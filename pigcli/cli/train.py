@@ -64,7 +64,12 @@ def train_cmd(
         help="decoding processes with --videos, reading processes with --frames (0: in this process)")] = 2,
     device: Annotated[str, typer.Option(
         help="auto | cpu | cuda | cuda:N (torchrun: each process its LOCAL_RANK GPU)")] = "auto",
-    precision: Annotated[TrainPrecision, typer.Option(help="auto: bf16 on GPU, fp32 on CPU")] = TrainPrecision.auto,
+    precision: Annotated[TrainPrecision, typer.Option(
+        help="auto: bf16 on a GPU that has it, else fp16; fp32 on CPU. fp16 scales the loss (dynamic, "
+        "skipping overflowing steps), as the official recipe does")] = TrainPrecision.auto,
+    grad_checkpointing: Annotated[bool, typer.Option(
+        help="recompute the video tower's and generator's layer activations in backward: much less memory "
+        "for about a third more compute (larger backbones, frames or batches per GPU)")] = False,
     seed: Annotated[int, typer.Option(help="seed for batches, captions and dropout")] = 0,
     resume: Annotated[bool, typer.Option(help="continue the run in OUTPUT from OUTPUT/state.pt (same options)")] = False,
     stop_after: Annotated[Optional[int], typer.Option(
@@ -95,7 +100,8 @@ def train_cmd(
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
         freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
-        selector=selector.value, workers=workers, device=device, precision=precision.value, seed=seed, resume=resume, stop_after=stop_after)
+        selector=selector.value, workers=workers, device=device, precision=precision.value,
+        grad_checkpointing=grad_checkpointing, seed=seed, resume=resume, stop_after=stop_after)
     result = train(config)
     if os.environ.get("RANK", "0") != "0":  # torchrun: one process reports
         return
