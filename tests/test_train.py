@@ -433,7 +433,8 @@ def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
     from pigcli.cli import app
     from pigcli.cli.train import train_cmd
 
-    defaults = {name: p.default for name, p in inspect.signature(train_cmd).parameters.items() if name != "as_json"}
+    defaults = {name: p.default for name, p in inspect.signature(train_cmd).parameters.items()
+                if name not in ("as_json", "ctx")}
     for option, value in defaults.items():
         field = option
         expected = TrainConfig.__dataclass_fields__[field].default
