@@ -143,10 +143,12 @@ def test_not_an_official_checkpoint_is_one_clear_error(tmp_path, tiny_model_dir)
     assert outcome.exit_code == 1 and "neither an official PIG checkpoint" in outcome.stderr
 
 
-def test_clip_vip_weights_start_pig_heads_as_init_does(source_model, tiny_model_dir, tmp_path):
-    """CLIP-ViP's VidCLIP state dict (keys under 'clipmodel.', no frame CLS, generator or fusioner)."""
+@pytest.mark.parametrize("prefix", ["clipmodel.", ""])
+def test_clip_vip_weights_start_pig_heads_as_init_does(source_model, tiny_model_dir, tmp_path, prefix):
+    """CLIP-ViP's VidCLIP state dict (keys under 'clipmodel.', no frame CLS, generator or fusioner), or its
+    CLIPModel's alone."""
     official = official_pig_state(source_model)
-    clip_vip = {k.replace("encoder.clipmodel.", "clipmodel.", 1): v for k, v in official.items()
+    clip_vip = {k.replace("encoder.clipmodel.", prefix, 1): v for k, v in official.items()
                 if k.startswith("encoder.clipmodel.") and not k.endswith("cls_in_frames")}
     torch.save(clip_vip, tmp_path / "pretrain_clipvip.pt")
     outcome = init_official(tmp_path / "pretrain_clipvip.pt", tmp_path / "converted", "--from", str(tiny_model_dir))
@@ -163,3 +165,10 @@ def test_clip_vip_weights_start_pig_heads_as_init_does(source_model, tiny_model_
     assert torch.equal(pig.fusioner.q_proj.weight, torch.eye(text_layer.shape[0]))
     text = embeddings(pig)["e_t"]
     assert torch.allclose(text, embeddings(source_model)["e_t"], atol=1e-6)
+
+
+def test_from_official_and_preset_are_one_usage_error(tmp_path):
+    outcome = CliRunner().invoke(app, ["init", "--from-official", str(tmp_path / "x.pt"), "--preset", "tiny",
+                                       "-o", str(tmp_path / "m")])
+    assert outcome.exit_code == 2 and "--from-official" in outcome.stderr
+

@@ -6,7 +6,8 @@ PIG (lbx73737373/PIG): `OUT/ckpt/model_best.pt`, which `BestModelSaver.save` (sr
 writes as the plain `model.state_dict()` of `PIG` (src/modeling/modeling_pig.py); Horovod does not wrap
 the model, so keys have no `module.` prefix (stripped anyway, as are "model"/"state_dict" wrappers).
 CLIP-ViP (microsoft/XPretrain, CLIP-ViP): the pretrained weights its configs load with
-`e2e_weights_path` into `VidCLIP` (src/modeling/VidCLIP.py), i.e. VidCLIP's state dict.
+`e2e_weights_path` into `VidCLIP` (src/modeling/VidCLIP.py), i.e. VidCLIP's state dict (its CLIPModel's
+keys alone, without the `clipmodel.` prefix, are taken too).
 
 Keys and shapes relied on (W vision width, H text width, D projection dim, P proxies, T frames, V vocab);
 CLIP is HF's CLIPModel layout (src/modeling/PIG.py, CLIP-ViP's src/modeling/CLIP_ViP.py), under
@@ -111,6 +112,8 @@ def sort_keys(state: dict[str, torch.Tensor], path) -> Mapped:
         mapped, prefix = Mapped("pig"), PIG_PREFIX
     elif any(k.startswith(CLIPVIP_PREFIX) for k in state):
         mapped, prefix = Mapped("clip-vip"), CLIPVIP_PREFIX
+    elif EMBEDDINGS + "added_cls" in state:  # the CLIPModel alone, saved without VidCLIP around it
+        mapped, prefix = Mapped("clip-vip"), ""
     else:
         raise PigError(f"{path} is neither an official PIG checkpoint (keys under {PIG_PREFIX!r}) nor CLIP-ViP "
                        f"weights (keys under {CLIPVIP_PREFIX!r}); its first keys: {', '.join(list(state)[:5])}")
