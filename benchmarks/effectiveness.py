@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pigcli.demo import (DemoRun, DemoSettings, split_video_list, ceiling, index_test_videos, prepare_demo,
                          start_model, train_method)
@@ -53,15 +54,48 @@ ABLATIONS = {
     "pig, no phase 1": (16, {"phase1": False}, {}),
     "pig, frames backbone": (16, {"backbone": "frames"}, {"backbone": "frames"}),
 }
-# --lr-study: phase 2's learning rates of pig (docs/method.md s.6). pig's default gives the new modules
-# (mapper, fusioner, proxies, temporal embedding) 10x CLIP's rate; the spec one rate for all. The toy
-# corpus trains from a small pretrained two tower at 5e-4, so the study keeps that scale: CLIP's weights
-# at 5e-5 in phase 2 (10x below the from-scratch rate, as 1e-6 is a fine-tuning rate for a real CLIP),
-# new modules at 5e-4 (the split) or 5e-5 (one rate). Phase 1 is the demo's (5e-4) in both.
+# --lr-study SEED_WORK: phase 2's learning rates of pig (docs/method.md s.6). pig's default gives the new
+# modules (mapper, fusioner, proxies, temporal embedding) 10x CLIP's rate; the spec one rate for all. On
+# an existing seed folder (its corpus and start model, read only), pig trains from frozen-backbone
+# features (phases 1+2 with the demo's epochs, batch and warm-up), so what phase 2 trains is the
+# generator, fusioner and CLIP's text tower; the toy corpus's scale of rates is the demo's 5e-4. Rows:
+# the demo's one rate; new 5e-4 with CLIP 5e-5 (the 10x split); all 5e-5 (the spec's one rate, at the
+# split's CLIP rate). Phase 1 is 5e-4 in every row. Test metrics of OUT/best (chosen on validation).
 LR_STUDY = {
-    "pig, phase 2: new 5e-4, CLIP 5e-5 (10x split)": {"lr": "5e-4,5e-4", "lr_clip": "5e-4,5e-5"},
-    "pig, phase 2: all 5e-5 (one rate)": {"lr": "5e-4,5e-5", "lr_clip": "5e-4,5e-5"},
+    "phase 2 all 5e-4 (the demo's one rate)": {"lr": "5e-4,5e-4", "lr_clip": "5e-4,5e-4"},
+    "phase 2 new 5e-4, CLIP 5e-5 (10x split)": {"lr": "5e-4,5e-4", "lr_clip": "5e-4,5e-5"},
+    "phase 2 all 5e-5 (one rate)": {"lr": "5e-4,5e-5", "lr_clip": "5e-4,5e-5"},
 }
+
+
+def lr_study(work: Path, seed_work: Path, settings: DemoSettings) -> dict:
+    """{row: test t2v metrics} of pig trained from frozen features with each LR_STUDY setting."""
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.stages.extract import extract
+    from pigcli.train import TrainConfig, train
+    from pigcli.train.data import FeatureSource, load_pairs
+    from pigcli.train.validate import Validator
+
+    corpus, start = seed_work / "corpus", seed_work / "model"
+    features = work / "feats.h5"
+    work.mkdir(parents=True, exist_ok=True)
+    extract([corpus / "videos"], features, str(start), device="cpu", workers=settings.workers)
+    rows = {}
+    for name, rates in LR_STUDY.items():
+        run = work / "runs" / "".join(c if c.isalnum() else "-" for c in name)
+        if not (run / "best").is_dir():
+            train(TrainConfig(output=run, captions=corpus / "train.csv", val_captions=corpus / "val.csv",
+                              model=str(start), features=features, phases="1,2",
+                              epochs=f"{settings.generator_epochs},{settings.epochs}", freeze_backbone=True,
+                              batch_size=settings.batch_size, warmup=0.05, seed=settings.seed, device="cpu",
+                              workers=0, **rates))
+        best = load_checkpoint(run / "best")
+        source = FeatureSource(features, best, best.model.config.select_k)
+        pairs = load_pairs(corpus / "test.csv", set(source.ids), "test captions")
+        source.load(pairs.video_ids)
+        metrics = Validator(best, source, pairs, "pig", source.backbone, 256, torch.device("cpu"), "fp32")()
+        rows[name] = {k: metrics["t2v"][k] for k in METRICS}
+    return rows
 
 
 # ---------------------------------------------------------------- retrieval
@@ -105,12 +139,10 @@ def retrieval_rows(work: Path, run: DemoRun, settings: DemoSettings) -> tuple[di
     return rows, rerank["tuned"]
 
 
-def ablation_rows(work: Path, run: DemoRun, settings: DemoSettings, study: dict | None = None) -> dict:
-    """pig variants (ABLATIONS, or study: name -> train options) trained from the seed's start model."""
-    variants = ABLATIONS if study is None else {name: (16, options, {}) for name, options in study.items()}
+def ablation_rows(work: Path, run: DemoRun, settings: DemoSettings) -> dict:
     rows = {}
-    for name, (k, train_options, index_options) in variants.items():
-        slug = "".join(c for c in name.replace(", ", "-").replace(" ", "-").replace("=", "") if c.isalnum() or c in "-.")
+    for name, (k, train_options, index_options) in ABLATIONS.items():
+        slug = name.replace(", ", "-").replace(" ", "-").replace("=", "")
         model = run.model if k == 16 else start_model(work / f"model-k{k}", run.pretrained, settings, select_k=k)
         best = train_method(work / "runs" / slug, model, run.corpus, run.frames, "pig", settings, **train_options)
         index = index_test_videos(work / "index" / slug / "index.h5", work / "test_videos.txt", best, "pig", settings,
@@ -206,7 +238,7 @@ def its_precision(run: DemoRun) -> dict:
 # ---------------------------------------------------------------- one seed, all seeds
 
 
-def run_seed(work: Path, settings: DemoSettings, ablations: bool, lr_study: bool = False) -> dict:
+def run_seed(work: Path, settings: DemoSettings, ablations: bool) -> dict:
     started = time.perf_counter()
     run = prepare_demo(work, settings)
     rows, tuned = retrieval_rows(work, run, settings)
@@ -214,8 +246,6 @@ def run_seed(work: Path, settings: DemoSettings, ablations: bool, lr_study: bool
               "ceiling": ceiling(run.corpus)}
     if ablations:
         result["ablations"] = ablation_rows(work, run, settings)
-    if lr_study:
-        result["lr_study"] = ablation_rows(work, run, settings, LR_STUDY)
     result["seconds"] = round(time.perf_counter() - started, 1)
     return result
 
@@ -270,11 +300,6 @@ def format_report(settings: dict, command: str, per_seed: list[dict]) -> str:
         base = {"pig (k=16, ITS, phases 1+2, ViP)": summarize([s for s in per_seed if "ablations" in s])["pig"],
                 "xpool oracle (real query)": summarize([s for s in per_seed if "ablations" in s])["xpool oracle"]}
         lines += ["", f"## Ablations of pig (seed(s) {with_ablations})", ""] + _table({**base, **ablated})
-    studied = summarize(per_seed, "lr_study")
-    if studied:
-        demo_rates = {"pig, phase 2: all 5e-4 (the demo's one rate)": summarize(
-            [s for s in per_seed if "lr_study" in s])["pig"]}
-        lines += ["", "## Phase 2 learning rates of pig (--lr-study)", ""] + _table({**demo_rates, **studied})
     lines += ["", f"## ITS precision (pig model, k = {first['its']['intersect']['k']} selected patches per video)", "",
               "| on the object when | ITS precision % | chance % | ratio | per seed (precision / chance) |",
               "|---|---|---|---|---|"]
@@ -287,6 +312,13 @@ def format_report(settings: dict, command: str, per_seed: list[dict]) -> str:
     lines += ["", "Captioned object: the target of the salient shot (clutter and still distractors are never "
               "captioned). Precision: share of the selected patches on it in their sampled frame; chance: share "
               "of all patches of the sampled frames on it; both averaged over videos."]
+    return "\n".join(lines)
+
+
+def format_lr_study(command: str, rows: dict) -> str:
+    lines = ["## Phase 2 learning rates of pig (frozen backbone)", "", f"Command: `{command}`", "",
+             "| phase 2 rates | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |" for name, m in rows.items()]
     return "\n".join(lines)
 
 
@@ -304,8 +336,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generator-epochs", type=int, default=defaults.generator_epochs, help="pig's phase 1")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="decoding processes")
     parser.add_argument("--ablations", action="store_true", help="also the ablations of pig, on the first seed")
-    parser.add_argument("--lr-study", action="store_true",
-                        help="also pig with phase 2 rates new 10x CLIP's vs one rate, on the first seed")
+    parser.add_argument("--lr-study", type=Path, metavar="SEED_WORK",
+                        help="only the study of pig's phase 2 rates, from frozen features, on the corpus and "
+                        "start model of an existing seed folder (read only); results in WORK")
     parser.add_argument("--work", type=Path, default=Path("/tmp/pig-eff"), help="one sub-folder per seed; reused")
     return parser.parse_args(argv)
 
@@ -315,8 +348,10 @@ def main(argv=None) -> None:
     command = "python benchmarks/effectiveness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     base = DemoSettings(videos=args.videos, images=args.images, pretrain_epochs=args.pretrain_epochs,
                         epochs=args.epochs, generator_epochs=args.generator_epochs, workers=args.workers)
-    per_seed = [run_seed(args.work / f"seed{seed}", replace(base, seed=seed), args.ablations and n == 0,
-                         args.lr_study and n == 0)
+    if args.lr_study:
+        print(format_lr_study(command, lr_study(args.work, args.lr_study, replace(base, seed=args.seeds[0]))))
+        return
+    per_seed = [run_seed(args.work / f"seed{seed}", replace(base, seed=seed), args.ablations and n == 0)
                 for n, seed in enumerate(args.seeds)]
     settings = {k: v for k, v in asdict(base).items() if k != "seed"}
     report = format_report(settings, command, per_seed)

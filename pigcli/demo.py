@@ -179,11 +179,10 @@ def _train(run: Path, model: Path, captions: Path, val_captions: Path | None, fr
         log(f"train {run.name}: reusing {result}")
         return result
     log(f"train {run.name}: {method}, phases {phases}, epochs {epochs}")
-    rates = {"lr": settings.lr, "lr_clip": settings.lr, **options}  # options may set per-phase rates (a study)
     config = TrainConfig(output=run, captions=captions, val_captions=val_captions, model=str(model), frames=frames,
                          method=method, phases=phases, epochs=epochs,
-                         batch_size=batch_size or settings.batch_size, warmup=0.05, seed=settings.seed, workers=0,
-                         resume=(run / "state.pt").is_file(), **rates)
+                         batch_size=batch_size or settings.batch_size, lr=settings.lr, lr_clip=settings.lr,
+                         warmup=0.05, seed=settings.seed, workers=0, resume=(run / "state.pt").is_file(), **options)
     outcome = train(config)
     (run / "done").write_text(json.dumps(outcome.best_metrics))
     return result
