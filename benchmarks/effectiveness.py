@@ -2,6 +2,7 @@
 
     python benchmarks/effectiveness.py --seeds 0 1 2 --work /tmp/pig-eff            # main table
     python benchmarks/effectiveness.py --seeds 0 --ablations --work /tmp/pig-eff     # + ablations, seed 0
+    python benchmarks/effectiveness.py --lr-study /tmp/pig-eff/seed0 --work /tmp/pig-lr   # pig's phase 2 rates
 
 For each seed, in WORK/seed<S>, the demo's recipe (pigcli.demo.prepare_demo) with that seed for the
 corpus, the pretraining and every training: a 'shots' toy corpus, a two tower pretrained on its still
