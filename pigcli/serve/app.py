@@ -2,10 +2,10 @@
 
     GET  /search?q=TEXT&k=10&rerank=K   {"query": TEXT, "truncated": bool, "results": [{"rank", "video", "score"}]}
     POST /search?k=10&rerank=K          body: a JSON list of query texts; answers: a list of the above, one batch
-    GET  /health                        {"status": "ok", "videos", "model", "rerank"}
+    GET  /health                        {"status": "ok", "videos", "model", "rerank", "pictures"}
     GET  /video?id=ID                   the video's own file (HTTP range requests: the page's player seeks)
     GET  /thumb?id=ID&n=4               n of the frames the model saw, side by side (JPEG)
-    GET  /patches?id=ID                 the patches the ITS selector chose: {"frames", "grid", "patches"}
+    GET  /patches?id=ID                 the patches the ITS selector chose: {"frames", "image_size", "boxes"}
     GET  /                              the search page (static/)
 
 Every error is a JSON {"error": MESSAGE} with a 4xx status: 400 bad parameters or body, 404 unknown
@@ -46,7 +46,7 @@ def create_app(index: str | Path, *, model: str | None = None, device: str = "cp
     """Load the index (into RAM), the query encoder and, with rerank, the EERCF head once; return the app."""
     searcher = Searcher(index, model=model, device=device, rerank=rerank, rerank_weights=rerank_weights,
                         features=features)
-    catalog = VideoCatalog(index, searcher.folder.clip_config["vision_config"]["patch_size"])
+    catalog = VideoCatalog(index)
     return build_app(searcher, catalog)
 
 
@@ -58,7 +58,7 @@ def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
     @app.get("/health")
     def health():
         return {"status": "ok", "videos": searcher.size, "model": searcher.index_model,
-                "rerank": searcher.rerank_k, "video_files": len(catalog.paths)}
+                "rerank": searcher.rerank_k, "pictures": catalog.available}
 
     @app.get("/search")
     def search_one(q: str | None = None, k: int = 10, rerank: int | None = None):
@@ -79,11 +79,11 @@ def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
 
     @app.get("/thumb")
     def thumb(id: str, n: int = 4):
-        from .media import frame_strip, jpeg
+        from .thumbs import strip_jpeg
 
         if not 1 <= n <= 64:
             raise RequestError(400, f"n must be between 1 and 64 frames, not {n}")
-        return Response(jpeg(frame_strip(catalog.frames(id), n)), media_type="image/jpeg",
+        return Response(strip_jpeg(catalog.frames(id), n), media_type="image/jpeg",
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/patches")

@@ -100,13 +100,15 @@ function drawFrames(id, chosen) {
     }
   };
   strip.src = `/thumb?id=${id}&n=${chosen.frames}`;
-  const cell = 100 / chosen.grid;
-  chosen.patches.forEach((p, order) => {
+  const side = chosen.image_size;
+  chosen.boxes.forEach((b, order) => {
     const box = document.createElement("div");
     box.className = "box";
-    Object.assign(box.style, { left: `${p.col * cell}%`, top: `${p.row * cell}%`, width: `${cell}%`, height: `${cell}%` });
+    box.title = `ITS score ${b.score.toPrecision(2)}`;
+    Object.assign(box.style, { left: `${100 * b.x0 / side}%`, top: `${100 * b.y0 / side}%`,
+      width: `${100 * (b.x1 - b.x0) / side}%`, height: `${100 * (b.y1 - b.y0) / side}%` });
     box.textContent = order + 1;
-    cells[p.frame].append(box);
+    cells[b.frame].append(box);
   });
 }
 
