@@ -285,3 +285,21 @@ def test_page_renders_results_in_a_headless_browser(live_server, served, tmp_pat
     shot = tmp_path / "page.png"
     subprocess.run([*flags, f"--screenshot={shot}", url], capture_output=True, timeout=120)
     assert shot.is_file() and shot.stat().st_size > 10_000
+
+
+def test_concurrent_requests_share_one_scan_and_get_their_own_answers(served) -> None:
+    searcher = served.client.app.state.searcher
+    alone = {text: searcher.search([text], k=3) for text in QUERIES}
+    answers = {}
+    with searcher._lock:  # a scan is running: the requests below queue up behind it
+        threads = [threading.Thread(target=lambda t=text, k=k: answers.__setitem__(t, searcher.search([t], k=k)))
+                   for text, k in zip(QUERIES, (3, 2, 1))]
+        for thread in threads:
+            thread.start()
+        while len(searcher._queue) < len(QUERIES):
+            time.sleep(0.01)
+    for thread in threads:
+        thread.join()
+    for text, k in zip(QUERIES, (3, 2, 1)):
+        assert answers[text].batch == len(QUERIES)  # one scan answered all three
+        assert answers[text].hits == [alone[text].hits[0][:k]]

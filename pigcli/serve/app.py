@@ -10,7 +10,8 @@
 
 Every error is a JSON {"error": MESSAGE} with a 4xx status: 400 bad parameters or body, 404 unknown
 video or route, 413 a body over MAX_BODY_BYTES. Scores are rounded to 6 decimals, as `pig rank
---format jsonl` writes them. Each search answer carries a Server-Timing header (encode, scan, rerank).
+--format jsonl` writes them. Each search answer carries a Server-Timing header: the encode, scan and
+rerank times of the batch its queries were scanned with (searcher.py), and that batch's size.
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ def _results(answer: Answer, texts: list[str]) -> list[dict]:
 
 
 def _json(content, answer: Answer) -> JSONResponse:
-    timing = ", ".join(f"{name};dur={seconds * 1e3:.2f}" for name, seconds in answer.timings.items())
+    timing = ", ".join([f"{name};dur={seconds * 1e3:.2f}" for name, seconds in answer.timings.items()]
+                       + [f'batch;desc="{answer.batch} queries"'])
     return JSONResponse(content, headers={"Server-Timing": timing})
 
 

@@ -33,11 +33,27 @@ class Answer:
     hits: list[list[Hit]]                         # per query, best first
     timings: dict = field(default_factory=dict)   # seconds: encode, scan, rerank
     truncated: list[bool] = field(default_factory=list)
+    batch: int = 1                                # queries in the scan that answered these
+
+
+@dataclass
+class _Request:
+    """One caller's queries, waiting for the next scan; `done` once answer or error is set."""
+    texts: list[str]
+    k: int
+    rerank: int
+    answer: Answer | None = None
+    error: BaseException | None = None
+    done: bool = False
 
 
 class Searcher:
-    """Everything a query needs, loaded once. Searches run one at a time (a lock): each already uses
-    every torch thread, and two at once would only compete for them."""
+    """Everything a query needs, loaded once.
+
+    Scans run one at a time, and requests that arrive while one runs share the next: each caller's
+    texts are encoded on their own (so each gets exactly the embedding `pig rank` computes for them),
+    then one exact scan serves them all (a scan reads the whole index once, whatever the number of
+    queries: benchmarks/RESULTS_rank.md). The first caller to get the lock runs every request queued."""
 
     def __init__(self, index: str | Path, *, model: str | None = None, device: str = "cpu", rerank: int | str = 0,
                  rerank_weights=None, features: str | Path | None = None):
@@ -59,7 +75,9 @@ class Searcher:
         self.rerank_k, self.rerank_weights = plan.k, plan.weights
         self.features = find_features(self.index_path, features) if plan.k else None
         self.head = self.folder.load_eercf_head() if plan.k else None
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()        # one batch at a time
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()
 
     @property
     def size(self) -> int:
@@ -78,24 +96,54 @@ class Searcher:
 
     def search(self, texts: list[str], k: int = 10, rerank: int | None = None) -> Answer:
         """Top-k videos of each text (rerank: EERCF on the top `rerank`; None: the server's setting)."""
-        from ..core.search import exact_topk
-
         rerank = self.check_request(k, rerank)
         if not texts or any(not text.strip() for text in texts):
             raise UsageError("empty query: give the text to search for, e.g. q=a red car")
-        timings = {}
+        request = _Request(list(texts), k, rerank)
+        with self._queue_lock:
+            self._queue.append(request)
         with self._lock:
+            if not request.done:  # nobody took it along yet: run everything waiting
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run(batch)
+        if request.error is not None:
+            raise request.error
+        return request.answer
+
+    def _run(self, batch: list[_Request]) -> None:
+        from ..core.search import exact_topk
+
+        try:
             start = time.perf_counter()
-            text, truncated = self.encoder.encode(texts)
-            timings["encode"] = time.perf_counter() - start
-            scores, rows = exact_topk(self.embedding, text, max(k, rerank), row_norm_bound=self.norm_bound)
-            timings["scan"] = time.perf_counter() - start - timings["encode"]
-            if rerank:
-                rows, scores = self._rerank(text, rows, scores, rerank)
-                timings["rerank"] = time.perf_counter() - start - timings["encode"] - timings["scan"]
+            encoded = [self.encoder.encode(request.texts) for request in batch]
+            encode = time.perf_counter() - start
+            text = np.concatenate([embedding for embedding, _ in encoded])
+            widest = max(max(request.k, request.rerank) for request in batch)
+            scores, rows = exact_topk(self.embedding, text, widest, row_norm_bound=self.norm_bound)
+            scan = time.perf_counter() - start - encode
+            first = 0
+            for request, (embedding, truncated) in zip(batch, encoded):
+                mine = slice(first, first + len(request.texts))
+                first = mine.stop
+                request.answer = self._answer(request, embedding, rows[mine], scores[mine], truncated,
+                                              {"encode": encode, "scan": scan})
+                request.answer.batch = len(text)
+                request.done = True
+        except BaseException as err:  # every caller of the batch gets the error, none waits forever
+            for request in batch:
+                if not request.done:
+                    request.error, request.done = err, True
+
+    def _answer(self, request: _Request, text, rows, scores, truncated, timings: dict) -> Answer:
+        if request.rerank:
+            start = time.perf_counter()
+            rows, scores = self._rerank(text, rows, scores, request.rerank)
+            timings["rerank"] = time.perf_counter() - start
+        k = request.k
         hits = [[Hit(position, self.ids[row], float(score))
                  for position, (row, score) in enumerate(zip(rows[q, :k], scores[q, :k]), start=1)]
-                for q in range(len(texts))]
+                for q in range(len(rows))]
         return Answer(hits, timings, [bool(t) for t in truncated])
 
     def _rerank(self, text, rows, scores, k: int):
