@@ -16,7 +16,7 @@ def serve_cmd(
     host: Annotated[str, typer.Option("--host", help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", help="TCP port")] = 8000,
     model: QueryModel = None,
-    device: Device = "cpu",
+    device: Device = "auto",
     rerank: Rerank = 0,
     w_fw: WeightFw = None,
     w_fs: WeightFs = None,

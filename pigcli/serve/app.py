@@ -42,7 +42,7 @@ class RequestError(Exception):
         self.status = status
 
 
-def create_app(index: str | Path, *, model: str | None = None, device: str = "cpu", rerank: int | str = 0,
+def create_app(index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
                rerank_weights=None, features: str | Path | None = None) -> FastAPI:
     """Load the index (into RAM), the query encoder and, with rerank, the EERCF head once; return the app."""
     searcher = Searcher(index, model=model, device=device, rerank=rerank, rerank_weights=rerank_weights,

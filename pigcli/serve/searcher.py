@@ -55,7 +55,7 @@ class Searcher:
     then one exact scan serves them all (a scan reads the whole index once, whatever the number of
     queries: benchmarks/RESULTS_rank.md). The first caller to get the lock runs every request queued."""
 
-    def __init__(self, index: str | Path, *, model: str | None = None, device: str = "cpu", rerank: int | str = 0,
+    def __init__(self, index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
                  rerank_weights=None, features: str | Path | None = None):
         from ..model.resolve import folder_for_file
         from ..stages.rerank import find_features, resolve_rerank
