@@ -12,6 +12,7 @@ Public API (stable; `pig explain`, `pig rank --format html` and the web page of 
     patch_boxes(view) -> list[PatchBox]  (frame, x0, y0, x1, y1, score) in model-frame pixels
     jpeg(frame, max_side=160, quality=85) -> bytes
     explain_image(view, frames, title="") -> PIL.Image.Image   the T frames, selected patches outlined
+    explain(features_path, video_id, k=None) -> PIL.Image.Image  selected_patches + frames + explain_image
     ExplainLayout                        where explain_image puts each frame (and the image size)
     outline_colour(fraction) -> (r, g, b)  the outline of a patch whose score is `fraction` of the way
                                            from the lowest to the highest selected score
@@ -186,6 +187,7 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
 
     with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
         stage = str(handle.attrs["stage"])
+        _row_in(handle, features_path, video_id)  # the file asked about names the missing id
     chosen_from = Path(features_path) if stage in ("select", "extract") else upstream_file(features_path,
                                                                                           ("select", "extract"))
     if chosen_from is None:
@@ -338,6 +340,16 @@ def explain_image(view: PatchView, frames: np.ndarray, title: str = ""):
     _draw_boxes(draw, view, layout)
     _draw_labels(draw, view, layout, title or f"{view.video_id}: {len(view.scores)} ITS-selected patches")
     return canvas
+
+
+def explain(features_path: str | Path, video_id: str, k: int | None = None):
+    """`pig explain`: the picture of `video_id`'s selected patches (selected_patches' file rules), drawn on
+    its frames decoded again from the source video."""
+    view = selected_patches(features_path, video_id, k)
+    frames = SourceVideos(view.source).frames(video_id)
+    title = (f"{video_id}: {len(view.scores)} ITS-selected patches of {view.num_frames} frames x {view.grid * view.grid} "
+             f"({view.image_size} px, {view.source.name})")
+    return explain_image(view, frames, title)
 
 
 def _draw_boxes(draw, view: PatchView, layout: ExplainLayout) -> None:
