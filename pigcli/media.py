@@ -449,7 +449,10 @@ def _thumbnail_cell(video_id: str, thumbnails) -> str:
         return ""
     try:
         images = thumbnails(video_id)
-    except PigError as err:
+    except PigError as err:  # one video gone does not spoil the page: the reason goes in its row
+        from .console import warn
+
+        warn(f"no thumbnails: {err}")
         return f"<span class=\"missing\">{_esc(str(err))}</span>"
     alt = _esc(video_id)
     return "".join(f"<img alt=\"{alt}\" src=\"data:image/jpeg;base64,{base64.b64encode(b).decode()}\">"
