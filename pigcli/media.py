@@ -347,8 +347,8 @@ def explain(features_path: str | Path, video_id: str, k: int | None = None):
     its frames decoded again from the source video."""
     view = selected_patches(features_path, video_id, k)
     frames = SourceVideos(view.source).frames(video_id)
-    title = (f"{video_id}: {len(view.scores)} ITS-selected patches of {view.num_frames} frames x {view.grid * view.grid} "
-             f"({view.image_size} px, {view.source.name})")
+    title = (f"{video_id}: the {len(view.scores)} patches ITS selected of {view.num_frames} frames x "
+             f"{view.grid * view.grid} ({view.image_size} px; {view.source.name})")
     return explain_image(view, frames, title)
 
 

@@ -4,7 +4,8 @@ stdout carries results only, so that `out=$(pig ...)` and pipes work:
   - stage commands (init, extract, frames, select, generate, fuse, embed-text, index) print the path they
     wrote, one line; with --json, one JSON object instead (`stage_record`, `index_record`; init:
     path, name, hash);
-  - rank prints the ranking (tsv | jsonl | trec); eval a table or --json; tune-rerank the rerank.json
+  - rank prints the ranking (tsv | jsonl | trec | html), or with -o the path it wrote; explain the PNG's
+    path; eval a table or --json; tune-rerank the rerank.json
     it wrote (its table on stderr) or --json; inspect text or --json;
     train 'best<TAB>PATH<TAB>R@1' and 'last<TAB>PATH' lines or --json; toy make the corpus folder.
 stderr carries everything else: logs, progress bars, warnings, and errors (one line, 'error: ...').
