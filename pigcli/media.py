@@ -181,8 +181,9 @@ class PatchBox(NamedTuple):
 
 def selected_patches(features_path: str | Path, video_id: str, k: int | None = None) -> PatchView:
     """The patches ITS selected for `video_id`, read from a select file (also found from a generate or
-    fuse file's recorded inputs), or chosen from an extract file's ITS scores (top k; k default: the
-    model's select_k, else 16). The grid comes from the extract file (its T and image size)."""
+    fuse file's recorded inputs; k: only its first, best k), or chosen from an extract file's ITS scores
+    (top k; k default: the model's select_k, else 16). The grid comes from the extract file (its T and
+    image size)."""
     from .stages.scoring import upstream_file
 
     with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
@@ -210,6 +211,10 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
         with open_stage_file(chosen_from, ("select",), "pig select feats.h5 -o sel.h5") as handle:
             select_row = _row_in(handle, chosen_from, video_id)
             flat, scores = handle["selected_index"][select_row], handle["selected_score"][select_row]
+        if k is not None and not 0 < k <= len(flat):
+            raise PigError(f"-k must be between 1 and {len(flat)} (the patches {chosen_from} selected), not {k}; "
+                           "pass the extract file to choose more")
+        flat, scores = flat[:k], scores[:k]  # best first: the top k of the selection
     per_frame = patches_total // num_frames
     grid = math.isqrt(per_frame)
     if grid * grid != per_frame or per_frame * num_frames != patches_total or image_size % grid:

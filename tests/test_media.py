@@ -98,6 +98,10 @@ def test_selected_patches_from_every_stage_file(chain) -> None:
     view = media.selected_patches(chain.feats, "bravo", k=5)
     np.testing.assert_array_equal(view.frames * 16 + view.patches, top5)
     np.testing.assert_array_equal(view.scores, its_score[top5])
+    best3 = media.selected_patches(chain.sel, "bravo", k=3)
+    np.testing.assert_array_equal(media.patch_boxes(best3), media.patch_boxes(from_sel)[:3])
+    with pytest.raises(PigError, match="-k must be between 1 and 16"):
+        media.selected_patches(chain.sel, "bravo", k=17)
     default = media.selected_patches(chain.feats, "bravo")        # the model's select_k, as select took it
     np.testing.assert_array_equal(default.frames * 16 + default.patches, from_sel.frames * 16 + from_sel.patches)
     assert (view.num_frames, view.grid, view.patch_size, view.image_size) == (TINY_T, 4, TINY_PATCH, TINY_S)

@@ -8,7 +8,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import ItsTokens
 from .output import check_result_path, emit, emit_json, write_result_file
 
 
@@ -36,7 +35,9 @@ def explain_cmd(
         "--features", help="select file (or its generate/index file: followed back), or an extract file (then "
         "the top -k by ITS score); default: $PIG_INDEX, else ./index.h5")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")] = Path("explain.png"),
-    k: ItsTokens = None,
+    k: Annotated[Optional[int], typer.Option(
+        "-k", help="patches to show: the top k by ITS score of an extract file (default: the model's select_k), "
+        "or the best k of a select file's (default: all it selected)")] = None,
 ):
     """Draw a video's sampled frames with the ITS-selected patches outlined (yellow: lowest score of the
     selection, red: highest; the score printed in each patch). The frames are decoded again from the
