@@ -46,6 +46,7 @@ import numpy as np
 
 from .errors import PigError
 from .store import EXTRACT_HINT, decode_ids, open_stage_file, read_ids
+from .video import VideoError, decord_available, read_clip, sample_indices
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -64,16 +65,14 @@ def model_frames(video_path: str | Path, num_frames: int, image_size: int, decod
     """The T frames of a video as extract samples, resizes and crops them: uint8 [T, S, S, 3] (RGB).
 
     Raises PigError (naming the path) for a video that is missing or cannot be decoded."""
-    from .video import VideoError, read_clip
-
-    return _sampled(video_path, num_frames, image_size, decoder, read_clip, VideoError)[0]
+    return _sampled(video_path, num_frames, image_size, decoder)[0]
 
 
-def _sampled(video_path, num_frames, image_size, decoder, read_clip, video_error):
+def _sampled(video_path, num_frames: int, image_size: int, decoder: str) -> tuple[np.ndarray, np.ndarray]:
     """(frames [T, S, S, 3], sampled source frame numbers [T])."""
     try:
         clip = read_clip(video_path, num_frames, image_size, decoder)
-    except video_error as err:
+    except VideoError as err:
         raise PigError(f"cannot read the source video {video_path}: {err}") from None
     return np.ascontiguousarray(clip.frames.transpose(0, 2, 3, 1)), clip.frame_index
 
@@ -82,11 +81,11 @@ class SourceVideos:
     """The source videos of the rows of a stage file: found through the extract (or frames) file it was
     made from, which records each video's path and how it was sampled (T, image size, decoder).
 
-    stage_file: any stage file (index, generate, select, extract, frames). features: the extract file to
-    use instead of following stage_file's recorded inputs (one that has been moved)."""
+    stage_file: any stage file (index, generate, select, extract, frames). features: a file to follow
+    instead (the extract file itself, when stage_file's recorded inputs have been moved)."""
 
     def __init__(self, stage_file: str | Path, features: str | Path | None = None):
-        self.file = Path(features) if features else _upstream_source(stage_file)
+        self.file = _upstream_source(features or stage_file)
         with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
             settings = _settings(handle)
             self.num_frames = int(settings["num_frames"])
@@ -117,12 +116,10 @@ class SourceVideos:
 
     def frames(self, video_id: str) -> np.ndarray:
         """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video."""
-        from .video import VideoError, decord_available, read_clip
-
         path = self.path(video_id)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
-        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, read_clip, VideoError)
+        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder)
         recorded = self._frame_index[self._row[video_id]]
         if not np.array_equal(sampled, recorded):
             raise PigError(f"{path} has changed since {self.file} was made (sampled frames {sampled.tolist()}, "
@@ -132,8 +129,7 @@ class SourceVideos:
     def thumbnails(self, video_id: str, count: int = 4, max_side: int = 160) -> list[bytes]:
         """JPEGs of `count` of the model's frames, spread evenly over the T sampled ones."""
         frames = self.frames(video_id)
-        picks = np.unique(np.floor((np.arange(min(count, len(frames))) + 0.5) * len(frames) / max(1, count)).astype(int))
-        return [jpeg(frames[i], max_side) for i in picks]
+        return [jpeg(frames[i], max_side) for i in sample_indices(len(frames), min(count, len(frames)))]
 
 
 def video_path_for(stage_file: str | Path, video_id: str) -> Path:
@@ -144,7 +140,7 @@ def video_path_for(stage_file: str | Path, video_id: str) -> Path:
 def _upstream_source(stage_file: str | Path) -> Path:
     from .stages.scoring import upstream_file
 
-    open_stage_file(stage_file, PATCH_STAGES + ("frames", "embed-text"), EXTRACT_HINT).close()
+    open_stage_file(stage_file, PATCH_STAGES + ("frames",), EXTRACT_HINT).close()  # exists, and is one of them
     found = upstream_file(stage_file, SOURCE_STAGES)
     if found is None:
         raise PigError(f"cannot find the extract file {stage_file} was made from (it records where its inputs "
@@ -184,6 +180,31 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
     fuse file's recorded inputs; k: only its first, best k), or chosen from an extract file's ITS scores
     (top k; k default: the model's select_k, else 16). The grid comes from the extract file (its T and
     image size)."""
+    chosen_from, extract = _patch_files(features_path, video_id)
+    with open_stage_file(extract, ("extract",), EXTRACT_HINT) as handle:
+        row = _row_in(handle, extract, video_id)
+        settings = _settings(handle)
+        num_frames, image_size = int(settings["num_frames"]), int(settings["image_size"])
+        patches_total = handle["its_score"].shape[1]
+        frame_index, timestamps = handle["frame_index"][row], handle["timestamps"][row]
+        its_score = handle["its_score"][row] if chosen_from == extract else None
+    if its_score is not None:
+        flat, scores = _top_k(its_score, k if k is not None else _model_select_k(extract))
+    else:
+        flat, scores = _selection(chosen_from, video_id, k)
+    per_frame = patches_total // num_frames
+    grid = math.isqrt(per_frame)
+    if grid * grid != per_frame or per_frame * num_frames != patches_total or image_size % grid:
+        raise PigError(f"{extract}: {patches_total} patches over {num_frames} frames of {image_size} px do not "
+                       f"form a square grid; rerun: {EXTRACT_HINT} --force")
+    flat = np.asarray(flat, np.int64)
+    return PatchView(video_id, flat // per_frame, flat % per_frame, np.asarray(scores, np.float32), num_frames,
+                     grid, image_size // grid, image_size, np.asarray(frame_index), np.asarray(timestamps),
+                     Path(chosen_from))
+
+
+def _patch_files(features_path: str | Path, video_id: str) -> tuple[Path, Path]:
+    """(the select or extract file the patches come from, the extract file with the frame grid)."""
     from .stages.scoring import upstream_file
 
     with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
@@ -198,32 +219,18 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
     if extract is None:
         raise PigError(f"cannot find the extract file {chosen_from} was made from (moved or deleted): it holds the "
                        "frame grid; pass the extract file instead")
-    with open_stage_file(extract, ("extract",), EXTRACT_HINT) as handle:
-        row = _row_in(handle, extract, video_id)
-        settings = _settings(handle)
-        num_frames, image_size = int(settings["num_frames"]), int(settings["image_size"])
-        patches_total = handle["its_score"].shape[1]
-        frame_index, timestamps = handle["frame_index"][row], handle["timestamps"][row]
-        its_score = handle["its_score"][row] if chosen_from == extract else None
-    if chosen_from == extract:
-        flat, scores = _top_k(its_score, k if k is not None else _model_select_k(extract))
-    else:
-        with open_stage_file(chosen_from, ("select",), "pig select feats.h5 -o sel.h5") as handle:
-            select_row = _row_in(handle, chosen_from, video_id)
-            flat, scores = handle["selected_index"][select_row], handle["selected_score"][select_row]
-        if k is not None and not 0 < k <= len(flat):
-            raise PigError(f"-k must be between 1 and {len(flat)} (the patches {chosen_from} selected), not {k}; "
-                           "pass the extract file to choose more")
-        flat, scores = flat[:k], scores[:k]  # best first: the top k of the selection
-    per_frame = patches_total // num_frames
-    grid = math.isqrt(per_frame)
-    if grid * grid != per_frame or per_frame * num_frames != patches_total or image_size % grid:
-        raise PigError(f"{extract}: {patches_total} patches over {num_frames} frames of {image_size} px do not "
-                       f"form a square grid; rerun: {EXTRACT_HINT} --force")
-    flat = np.asarray(flat, np.int64)
-    return PatchView(video_id, flat // per_frame, flat % per_frame, np.asarray(scores, np.float32), num_frames,
-                     grid, image_size // grid, image_size, np.asarray(frame_index), np.asarray(timestamps),
-                     Path(chosen_from))
+    return chosen_from, extract
+
+
+def _selection(select_file: Path, video_id: str, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A select file's patches of `video_id` (flat numbers, scores), best first; the first k if given."""
+    with open_stage_file(select_file, ("select",), "pig select feats.h5 -o sel.h5") as handle:
+        row = _row_in(handle, select_file, video_id)
+        flat, scores = handle["selected_index"][row], handle["selected_score"][row]
+    if k is not None and not 0 < k <= len(flat):
+        raise PigError(f"-k must be between 1 and {len(flat)} (the patches {select_file} selected), not {k}; "
+                       "pass the extract file to choose more")
+    return flat[:k], scores[:k]
 
 
 def patch_boxes(view: PatchView) -> list[PatchBox]:
