@@ -91,24 +91,25 @@ class SourceVideos:
             self.num_frames = int(settings["num_frames"])
             self.image_size = int(settings["image_size"])
             self.decoder = str(settings.get("decoder", "auto"))
-            ids = read_ids(handle)
-            self._row = {video_id: row for row, video_id in enumerate(ids)}
-            self._paths = decode_ids(handle["path"][:])
-            self._status = decode_ids(handle["status"][:])
-            self._errors = decode_ids(handle["error"][:])
-            self._frame_index = handle["frame_index"][:]
+            self._row = {video_id: row for row, video_id in enumerate(read_ids(handle))}
 
-    def _row_of(self, video_id: str) -> int:
+    def _record(self, video_id: str) -> tuple[Path, np.ndarray]:
+        """(recorded path, sampled frame numbers) of an ok row; only that row is read (indexes can be large)."""
         row = self._row.get(video_id)
         if row is None:
             raise PigError(f"video {video_id!r} is not in {self.file} ({_some_ids(list(self._row))})")
-        if self._status[row] != "ok":
-            raise PigError(f"video {video_id!r} failed in {self.file}: {self._errors[row]}")
-        return row
+        with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
+            path, status, error = (decode_ids(handle[name][row:row + 1])[0] for name in ("path", "status", "error"))
+            frame_index = handle["frame_index"][row]
+        if status != "ok":
+            raise PigError(f"video {video_id!r} failed in {self.file}: {error}")
+        return Path(path), frame_index
 
     def path(self, video_id: str) -> Path:
         """The source file of `video_id` as extract recorded it (a relative path: from the current folder)."""
-        path = Path(self._paths[self._row_of(video_id)])
+        return self._existing(video_id, self._record(video_id)[0])
+
+    def _existing(self, video_id: str, path: Path) -> Path:
         if not path.is_file():
             raise PigError(f"the source video of {video_id!r} is missing: {path} (moved or deleted since "
                            f"{self.file} was made); put it back, or rerun extract on its new place")
@@ -116,11 +117,11 @@ class SourceVideos:
 
     def frames(self, video_id: str) -> np.ndarray:
         """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video."""
-        path = self.path(video_id)
+        path, recorded = self._record(video_id)
+        self._existing(video_id, path)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
         frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder)
-        recorded = self._frame_index[self._row[video_id]]
         if not np.array_equal(sampled, recorded):
             raise PigError(f"{path} has changed since {self.file} was made (sampled frames {sampled.tolist()}, "
                            f"recorded {recorded.tolist()}); rerun extract")

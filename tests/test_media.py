@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import TINY_T, frame_number, write_test_video
+from conftest import TINY_T, frame_number, write_broken, write_test_video
 from pigcli import media
 from pigcli.cli import app
 from pigcli.errors import PigError
@@ -184,7 +184,10 @@ def test_explain_errors_say_what_is_wrong(chain, tmp_path, tiny_model_dir) -> No
     assert "is an input of this command" in err
 
     video = write_test_video(tmp_path / "videos" / "gone.mp4", 16, 48, 64, seed=3)
-    extract([video], tmp_path / "feats.h5", str(tiny_model_dir), device="cpu", workers=0)
+    write_broken("garbage", tmp_path / "videos" / "broken.mp4")
+    extract([tmp_path / "videos"], tmp_path / "feats.h5", str(tiny_model_dir), device="cpu", workers=0)
+    err = one_line_error(*pig("explain", "broken", "--features", tmp_path / "feats.h5", "-o", out)[::2])
+    assert "'broken' failed in" in err and "cannot decode" in err
     write_test_video(video, 30, 48, 64, seed=3)             # rewritten: other frames are sampled
     err = one_line_error(*pig("explain", "gone", "--features", tmp_path / "feats.h5", "-o", out)[::2])
     assert f"{video} has changed since" in err and "rerun extract" in err
