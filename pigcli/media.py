@@ -12,6 +12,7 @@ Public API (stable; `pig explain`, `pig rank --format html` and the web page of 
     patch_boxes(view) -> list[PatchBox]  (frame, x0, y0, x1, y1, score) in model-frame pixels
     jpeg(frame, max_side=160, quality=85) -> bytes
     explain_image(view, frames, title="") -> PIL.Image.Image   the T frames, selected patches outlined
+    explain(features_path, video_id, k=None) -> PIL.Image.Image  selected_patches + frames + explain_image
     ExplainLayout                        where explain_image puts each frame (and the image size)
     outline_colour(fraction) -> (r, g, b)  the outline of a patch whose score is `fraction` of the way
                                            from the lowest to the highest selected score
@@ -45,6 +46,7 @@ import numpy as np
 
 from .errors import PigError
 from .store import EXTRACT_HINT, decode_ids, open_stage_file, read_ids
+from .video import VideoError, decord_available, read_clip, sample_indices
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -63,16 +65,14 @@ def model_frames(video_path: str | Path, num_frames: int, image_size: int, decod
     """The T frames of a video as extract samples, resizes and crops them: uint8 [T, S, S, 3] (RGB).
 
     Raises PigError (naming the path) for a video that is missing or cannot be decoded."""
-    from .video import VideoError, read_clip
-
-    return _sampled(video_path, num_frames, image_size, decoder, read_clip, VideoError)[0]
+    return _sampled(video_path, num_frames, image_size, decoder)[0]
 
 
-def _sampled(video_path, num_frames, image_size, decoder, read_clip, video_error):
+def _sampled(video_path, num_frames: int, image_size: int, decoder: str) -> tuple[np.ndarray, np.ndarray]:
     """(frames [T, S, S, 3], sampled source frame numbers [T])."""
     try:
         clip = read_clip(video_path, num_frames, image_size, decoder)
-    except video_error as err:
+    except VideoError as err:
         raise PigError(f"cannot read the source video {video_path}: {err}") from None
     return np.ascontiguousarray(clip.frames.transpose(0, 2, 3, 1)), clip.frame_index
 
@@ -81,34 +81,35 @@ class SourceVideos:
     """The source videos of the rows of a stage file: found through the extract (or frames) file it was
     made from, which records each video's path and how it was sampled (T, image size, decoder).
 
-    stage_file: any stage file (index, generate, select, extract, frames). features: the extract file to
-    use instead of following stage_file's recorded inputs (one that has been moved)."""
+    stage_file: any stage file (index, generate, select, extract, frames). features: a file to follow
+    instead (the extract file itself, when stage_file's recorded inputs have been moved)."""
 
     def __init__(self, stage_file: str | Path, features: str | Path | None = None):
-        self.file = Path(features) if features else _upstream_source(stage_file)
+        self.file = _upstream_source(features or stage_file)
         with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
             settings = _settings(handle)
             self.num_frames = int(settings["num_frames"])
             self.image_size = int(settings["image_size"])
             self.decoder = str(settings.get("decoder", "auto"))
-            ids = read_ids(handle)
-            self._row = {video_id: row for row, video_id in enumerate(ids)}
-            self._paths = decode_ids(handle["path"][:])
-            self._status = decode_ids(handle["status"][:])
-            self._errors = decode_ids(handle["error"][:])
-            self._frame_index = handle["frame_index"][:]
+            self._row = {video_id: row for row, video_id in enumerate(read_ids(handle))}
 
-    def _row_of(self, video_id: str) -> int:
+    def _record(self, video_id: str) -> tuple[Path, np.ndarray]:
+        """(recorded path, sampled frame numbers) of an ok row; only that row is read (indexes can be large)."""
         row = self._row.get(video_id)
         if row is None:
             raise PigError(f"video {video_id!r} is not in {self.file} ({_some_ids(list(self._row))})")
-        if self._status[row] != "ok":
-            raise PigError(f"video {video_id!r} failed in {self.file}: {self._errors[row]}")
-        return row
+        with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
+            path, status, error = (decode_ids(handle[name][row:row + 1])[0] for name in ("path", "status", "error"))
+            frame_index = handle["frame_index"][row]
+        if status != "ok":
+            raise PigError(f"video {video_id!r} failed in {self.file}: {error}")
+        return Path(path), frame_index
 
     def path(self, video_id: str) -> Path:
         """The source file of `video_id` as extract recorded it (a relative path: from the current folder)."""
-        path = Path(self._paths[self._row_of(video_id)])
+        return self._existing(video_id, self._record(video_id)[0])
+
+    def _existing(self, video_id: str, path: Path) -> Path:
         if not path.is_file():
             raise PigError(f"the source video of {video_id!r} is missing: {path} (moved or deleted since "
                            f"{self.file} was made); put it back, or rerun extract on its new place")
@@ -116,13 +117,11 @@ class SourceVideos:
 
     def frames(self, video_id: str) -> np.ndarray:
         """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video."""
-        from .video import VideoError, decord_available, read_clip
-
-        path = self.path(video_id)
+        path, recorded = self._record(video_id)
+        self._existing(video_id, path)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
-        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, read_clip, VideoError)
-        recorded = self._frame_index[self._row[video_id]]
+        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder)
         if not np.array_equal(sampled, recorded):
             raise PigError(f"{path} has changed since {self.file} was made (sampled frames {sampled.tolist()}, "
                            f"recorded {recorded.tolist()}); rerun extract")
@@ -131,8 +130,7 @@ class SourceVideos:
     def thumbnails(self, video_id: str, count: int = 4, max_side: int = 160) -> list[bytes]:
         """JPEGs of `count` of the model's frames, spread evenly over the T sampled ones."""
         frames = self.frames(video_id)
-        picks = np.unique(np.floor((np.arange(min(count, len(frames))) + 0.5) * len(frames) / max(1, count)).astype(int))
-        return [jpeg(frames[i], max_side) for i in picks]
+        return [jpeg(frames[i], max_side) for i in sample_indices(len(frames), min(count, len(frames)))]
 
 
 def video_path_for(stage_file: str | Path, video_id: str) -> Path:
@@ -143,7 +141,7 @@ def video_path_for(stage_file: str | Path, video_id: str) -> Path:
 def _upstream_source(stage_file: str | Path) -> Path:
     from .stages.scoring import upstream_file
 
-    open_stage_file(stage_file, PATCH_STAGES + ("frames", "embed-text"), EXTRACT_HINT).close()
+    open_stage_file(stage_file, PATCH_STAGES + ("frames",), EXTRACT_HINT).close()  # exists, and is one of them
     found = upstream_file(stage_file, SOURCE_STAGES)
     if found is None:
         raise PigError(f"cannot find the extract file {stage_file} was made from (it records where its inputs "
@@ -180,21 +178,10 @@ class PatchBox(NamedTuple):
 
 def selected_patches(features_path: str | Path, video_id: str, k: int | None = None) -> PatchView:
     """The patches ITS selected for `video_id`, read from a select file (also found from a generate or
-    fuse file's recorded inputs), or chosen from an extract file's ITS scores (top k; k default: the
-    model's select_k, else 16). The grid comes from the extract file (its T and image size)."""
-    from .stages.scoring import upstream_file
-
-    with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
-        stage = str(handle.attrs["stage"])
-    chosen_from = Path(features_path) if stage in ("select", "extract") else upstream_file(features_path,
-                                                                                          ("select", "extract"))
-    if chosen_from is None:
-        raise PigError(f"cannot find the select or extract file {features_path} was made from (moved or deleted); "
-                       "pass that file instead")
-    extract = chosen_from if _stage_of(chosen_from) == "extract" else upstream_file(chosen_from, ("extract",))
-    if extract is None:
-        raise PigError(f"cannot find the extract file {chosen_from} was made from (moved or deleted): it holds the "
-                       "frame grid; pass the extract file instead")
+    fuse file's recorded inputs; k: only its first, best k), or chosen from an extract file's ITS scores
+    (top k; k default: the model's select_k, else 16). The grid comes from the extract file (its T and
+    image size)."""
+    chosen_from, extract = _patch_files(features_path, video_id)
     with open_stage_file(extract, ("extract",), EXTRACT_HINT) as handle:
         row = _row_in(handle, extract, video_id)
         settings = _settings(handle)
@@ -202,12 +189,10 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
         patches_total = handle["its_score"].shape[1]
         frame_index, timestamps = handle["frame_index"][row], handle["timestamps"][row]
         its_score = handle["its_score"][row] if chosen_from == extract else None
-    if chosen_from == extract:
+    if its_score is not None:
         flat, scores = _top_k(its_score, k if k is not None else _model_select_k(extract))
     else:
-        with open_stage_file(chosen_from, ("select",), "pig select feats.h5 -o sel.h5") as handle:
-            select_row = _row_in(handle, chosen_from, video_id)
-            flat, scores = handle["selected_index"][select_row], handle["selected_score"][select_row]
+        flat, scores = _selection(chosen_from, video_id, k)
     per_frame = patches_total // num_frames
     grid = math.isqrt(per_frame)
     if grid * grid != per_frame or per_frame * num_frames != patches_total or image_size % grid:
@@ -217,6 +202,36 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
     return PatchView(video_id, flat // per_frame, flat % per_frame, np.asarray(scores, np.float32), num_frames,
                      grid, image_size // grid, image_size, np.asarray(frame_index), np.asarray(timestamps),
                      Path(chosen_from))
+
+
+def _patch_files(features_path: str | Path, video_id: str) -> tuple[Path, Path]:
+    """(the select or extract file the patches come from, the extract file with the frame grid)."""
+    from .stages.scoring import upstream_file
+
+    with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
+        stage = str(handle.attrs["stage"])
+        _row_in(handle, features_path, video_id)  # the file asked about names the missing id
+    chosen_from = Path(features_path) if stage in ("select", "extract") else upstream_file(features_path,
+                                                                                          ("select", "extract"))
+    if chosen_from is None:
+        raise PigError(f"cannot find the select or extract file {features_path} was made from (moved or deleted); "
+                       "pass that file instead")
+    extract = chosen_from if _stage_of(chosen_from) == "extract" else upstream_file(chosen_from, ("extract",))
+    if extract is None:
+        raise PigError(f"cannot find the extract file {chosen_from} was made from (moved or deleted): it holds the "
+                       "frame grid; pass the extract file instead")
+    return chosen_from, extract
+
+
+def _selection(select_file: Path, video_id: str, k: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """A select file's patches of `video_id` (flat numbers, scores), best first; the first k if given."""
+    with open_stage_file(select_file, ("select",), "pig select feats.h5 -o sel.h5") as handle:
+        row = _row_in(handle, select_file, video_id)
+        flat, scores = handle["selected_index"][row], handle["selected_score"][row]
+    if k is not None and not 0 < k <= len(flat):
+        raise PigError(f"-k must be between 1 and {len(flat)} (the patches {select_file} selected), not {k}; "
+                       "pass the extract file to choose more")
+    return flat[:k], scores[:k]
 
 
 def patch_boxes(view: PatchView) -> list[PatchBox]:
@@ -340,6 +355,16 @@ def explain_image(view: PatchView, frames: np.ndarray, title: str = ""):
     return canvas
 
 
+def explain(features_path: str | Path, video_id: str, k: int | None = None):
+    """`pig explain`: the picture of `video_id`'s selected patches (selected_patches' file rules), drawn on
+    its frames decoded again from the source video."""
+    view = selected_patches(features_path, video_id, k)
+    frames = SourceVideos(view.source).frames(video_id)
+    title = (f"{video_id}: the {len(view.scores)} patches ITS selected of {view.num_frames} frames x "
+             f"{view.grid * view.grid} ({view.image_size} px; {view.source.name})")
+    return explain_image(view, frames, title)
+
+
 def _draw_boxes(draw, view: PatchView, layout: ExplainLayout) -> None:
     boxes = patch_boxes(view)
     if not boxes:
@@ -437,7 +462,10 @@ def _thumbnail_cell(video_id: str, thumbnails) -> str:
         return ""
     try:
         images = thumbnails(video_id)
-    except PigError as err:
+    except PigError as err:  # one video gone does not spoil the page: the reason goes in its row
+        from .console import warn
+
+        warn(f"no thumbnails: {err}")
         return f"<span class=\"missing\">{_esc(str(err))}</span>"
     alt = _esc(video_id)
     return "".join(f"<img alt=\"{alt}\" src=\"data:image/jpeg;base64,{base64.b64encode(b).decode()}\">"
