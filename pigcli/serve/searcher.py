@@ -1,8 +1,8 @@
 """The served query path without HTTP: the index in RAM, the query encoder and the rerank head loaded once.
 
 `Searcher.search` gives the ranking `pig rank --query` gives on the same index and model: the same text
-embedding (pigcli.core.text), the same exact scan (pigcli.core.search.exact_topk with the index's stored
-norm bound, as stages/scoring.rank_index runs it) and the same EERCF rerank (stages/rerank.py), only
+embedding (pigcli.model.text_encoder, the model's text side alone), the same exact scan
+(pigcli.core.search.exact_topk with the index's stored norm bound, as stages/scoring.rank_index runs it) and the same EERCF rerank (stages/rerank.py), only
 over an array held in memory instead of the HDF5 file read block by block.
 """
 
@@ -61,7 +61,7 @@ class Searcher:
         from ..stages.rerank import find_features, resolve_rerank
         from ..stages.scoring import INDEX_HINT, stored_norm_bound
         from ..store import open_stage_file, read_ids, recorded_model
-        from .text_encoder import load_text_encoder
+        from ..model.text_encoder import load_text_encoder
 
         self.index_path = Path(index)
         with open_stage_file(self.index_path, ("fuse",), INDEX_HINT) as handle:
@@ -70,7 +70,7 @@ class Searcher:
             self.ids = read_ids(handle)
             self.index_model = recorded_model(handle)
             self.folder = folder_for_file(model, handle, self.index_path, "pig index with this model")
-        self.encoder = load_text_encoder(self.folder, device)
+        self.encoder = load_text_encoder(self.folder.path, device)  # the text side alone
         plan = resolve_rerank(rerank, rerank_weights, self.folder)
         self.rerank_k, self.rerank_weights = plan.k, plan.weights
         self.features = find_features(self.index_path, features) if plan.k else None
