@@ -2,8 +2,9 @@
 
 `Searcher.search` gives the ranking `pig rank --query` gives on the same index and model: the same text
 embedding (pigcli.model.text_encoder, the model's text side alone), the same exact scan
-(pigcli.core.search.exact_topk with the index's stored norm bound, as stages/scoring.rank_index runs it) and the same EERCF rerank (stages/rerank.py), only
-over an array held in memory instead of the HDF5 file read block by block.
+(pigcli.core.search.exact_topk with the index's stored norm bound, as stages/scoring.rank_index runs
+it) and the same EERCF rerank (stages/rerank.py), only over an array held in memory instead of the
+HDF5 file read block by block.
 """
 
 from __future__ import annotations
