@@ -24,7 +24,8 @@ def serve_cmd(
     w_coarse: WeightCoarse = None,
     features: TokenFeatures = None,
     threads: Annotated[Optional[int], typer.Option(
-        "--threads", help="torch threads per search (default: torch's, one per core)")] = None,
+        "--threads", help="torch threads per search (default: torch's, one per core); 1 where other processes "
+        "share the cores: spinning threads made scans 12x slower there (benchmarks/RESULTS_serve.md)")] = None,
 ):
     """Search an index over HTTP: a JSON API and a search page with the videos and their ITS patches.
 

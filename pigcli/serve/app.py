@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -75,7 +75,7 @@ def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
         return _json(_results(answer, texts), answer)
 
     @app.get("/video")
-    def video(id: str = Query(..., description="video id")):
+    def video(id: str):
         return FileResponse(catalog.video_file(id))
 
     @app.get("/thumb")
