@@ -1,4 +1,5 @@
-"""The pipeline stages: init, extract, frames, select, generate, fuse, embed-text, and index (all of them).
+"""The pipeline stages: init, extract, frames, select, generate, fuse, embed-text, merge (stage files of
+shards), and index (all of them).
 
 Each prints the path it wrote on stdout, or one JSON object with --json (cli/output.py); logs and
 progress go to stderr. Library imports happen inside the commands (`pig --help` stays instant).
@@ -14,7 +15,7 @@ import typer
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Selector, SelectorOpt, StageJson, Workers)
+                      Preset, RelativeIds, Selector, SelectorOpt, ShardOpt, StageJson, Workers)
 from .output import emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -83,6 +84,7 @@ def extract_cmd(
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
+    shard: ShardOpt = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -90,17 +92,36 @@ def extract_cmd(
 
     A killed run resumes where it stopped; an unchanged rerun does nothing.
     Exit code 3 when some videos could not be read (they are recorded in the file).
+    Several GPUs or nodes: --shard, torchrun (one GPU per process; rank 0 merges), or a SLURM array
+    with --shard auto and then pig merge (README, "Scaling out").
 
-    Example:
+    Examples:
       pig extract videos/ -m models/pig-b32 -o feats.h5
+      pig extract videos/ -m models/pig-b32 -o feats.h5 --shard 0/2     # writes feats.shard-0-of-2.h5
+      torchrun --nproc-per-node 4 -m pigcli extract videos/ -m models/pig-b32 -o feats.h5
     """
     from ..stages.extract import ExtractSettings, extract
 
     settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
                                decoder=decoder.value, precision=precision.value)
-    summary = extract(videos, output, model, settings=settings, device=device, batch_size=batch_size,
-                      workers=workers, timeout=timeout, relative_ids=relative_ids, force=force)
-    report_stage(summary, "videos", as_json)
+
+    def run(path, plan_shard, shard_device):
+        return extract(videos, path, model, settings=settings, device=shard_device, batch_size=batch_size,
+                       workers=workers, timeout=timeout, relative_ids=relative_ids, force=force, shard=plan_shard)
+
+    _report_sharded(run, output, shard, device, force, as_json)
+
+
+def _report_sharded(run, output: Path, shard: str | None, device: str, force: bool, as_json: bool) -> None:
+    """Run a video stage on this process's shard (stages/shard.py) and report it; under torchrun only
+    rank 0, which merged every shard into OUTPUT, reports (the other ranks print nothing, exit 0)."""
+    from ..stages.shard import resolve_shard, run_sharded, shard_device
+
+    plan = resolve_shard(shard)
+    on_device = shard_device(device, plan)
+    summary = run_sharded(lambda path, plan_shard: run(path, plan_shard, on_device), output, plan, force)
+    if summary is not None:
+        report_stage(summary, "videos", as_json)
 
 
 FRAMES_MODEL_HELP = ("model whose num_frames and image size are the defaults of --frames and --size (its weights "
@@ -117,6 +138,7 @@ def frames_cmd(
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
+    shard: ShardOpt = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -131,16 +153,20 @@ def frames_cmd(
     A killed run resumes where it stopped; an unchanged rerun does nothing.
     Exit code 3 when some videos could not be read (they are recorded in the file).
 
-    Example:
+    Examples:
       pig frames videos/ -m models/pig-b32 -o frames.h5
       pig train --captions train.csv --frames frames.h5 -m models/pig-b32 -o runs/ft
+      pig frames videos/ -o frames.h5 --shard 1/4                 # writes frames.shard-1-of-4.h5
     """
     from ..stages.frames import FramesSettings, frames as frames_stage
 
     settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value)
-    summary = frames_stage(videos, output, model, settings=settings, workers=workers, timeout=timeout,
-                           relative_ids=relative_ids, force=force)
-    report_stage(summary, "videos", as_json)
+
+    def run(path, plan_shard, _device):
+        return frames_stage(videos, path, model, settings=settings, workers=workers, timeout=timeout,
+                            relative_ids=relative_ids, force=force, shard=plan_shard)
+
+    _report_sharded(run, output, shard, "cpu", force, as_json)
 
 
 def select_cmd(
@@ -228,6 +254,28 @@ def embed_text_cmd(
 
     summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force)
     report_stage(summary, "queries", as_json)
+
+
+def merge_cmd(
+    files: Annotated[List[Path], typer.Argument(help="stage files of one stage, model and settings (e.g. the shards of one run)")],
+    output: OutputFile,
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Join stage files made with the same model and settings (e.g. extract shards) into one, by rows.
+
+    Refused: files of different stages, models or settings (the shard aside) and ids that are in
+    more than one file. The output lists every merged file with its shard and fingerprint; failed
+    videos' records are merged too. Works for extract, frames, select, generate, fuse and embed-text
+    files; later stages read a merged file like any other.
+
+    Examples:
+      pig merge feats.shard-*-of-4.h5 -o feats.h5
+      pig merge frames.shard-0-of-2.h5 frames.shard-1-of-2.h5 -o frames.h5
+    """
+    from ..stages.merge import merge
+
+    report_stage(merge(files, output, force=force), "rows", as_json)
 
 
 def index_cmd(
