@@ -16,7 +16,7 @@ from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
                       Preset, RelativeIds, Selector, SelectorOpt, ShardOpt, StageJson, Workers)
-from .output import emit, emit_json, finish, index_record, log_failures, report_stage
+from .output import EXIT_SOME_FAILED, emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
     help="video files, folders (searched recursively) or list files")]
@@ -114,14 +114,21 @@ def extract_cmd(
 
 def _report_sharded(run, output: Path, shard: str | None, device: str, force: bool, as_json: bool) -> None:
     """Run a video stage on this process's shard (stages/shard.py) and report it; under torchrun only
-    rank 0, which merged every shard into OUTPUT, reports (the other ranks print nothing, exit 0)."""
+    rank 0, which merged every shard into OUTPUT, reports (the other ranks print nothing), and failed
+    videos do not make the exit code 3 (torchrun would call the job crashed)."""
     from ..stages.shard import resolve_shard, run_sharded, shard_device
 
     plan = resolve_shard(shard)
     on_device = shard_device(device, plan)
     summary = run_sharded(lambda path, plan_shard: run(path, plan_shard, on_device), output, plan, force)
-    if summary is not None:
+    if summary is None:
+        return
+    try:
         report_stage(summary, "videos", as_json)
+    except typer.Exit as done:
+        # torchrun reports any non-zero exit as a crashed job: failed videos are listed above and recorded
+        if not (plan.torchrun and done.exit_code == EXIT_SOME_FAILED):
+            raise
 
 
 FRAMES_MODEL_HELP = ("model whose num_frames and image size are the defaults of --frames and --size (its weights "
