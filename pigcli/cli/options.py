@@ -76,7 +76,8 @@ BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
 DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="videos per model batch")]
+VideoBatch = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="videos per model batch (default: 4 on CPU, 32 on GPU)")]
 Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", metavar="I/N|auto",

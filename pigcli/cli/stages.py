@@ -13,9 +13,9 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..errors import PigError, UsageError
-from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Selector, SelectorOpt, ShardOpt, StageJson, Workers)
+                      Preset, RelativeIds, Selector, SelectorOpt, ShardOpt, StageJson, VideoBatch, Workers)
 from .output import EXIT_SOME_FAILED, emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -80,7 +80,7 @@ def extract_cmd(
     decoder: DecoderOpt = Decoder.auto,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
-    batch_size: BatchSize = 4,
+    batch_size: VideoBatch = None,
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
@@ -202,6 +202,7 @@ def generate_cmd(
     output: OutputFile,
     model: InputModel = None,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -212,7 +213,8 @@ def generate_cmd(
     """
     from ..stages.generate import generate
 
-    report_stage(generate(selection, output, model, device=device, force=force), "videos", as_json)
+    report_stage(generate(selection, output, model, device=device, precision=precision.value, force=force),
+                 "videos", as_json)
 
 
 FUSE_METHOD_HELP = ("pig: pseudo-query attention; meanpool: two-tower baseline; "
@@ -226,6 +228,7 @@ def fuse_cmd(
     model: InputModel = None,
     method: Annotated[FuseMethod, typer.Option(help=FUSE_METHOD_HELP)] = FuseMethod.pig,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -238,7 +241,8 @@ def fuse_cmd(
     """
     from ..stages.fuse import fuse
 
-    report_stage(fuse(source, output, model, method=method.value, device=device, force=force), "videos", as_json)
+    summary = fuse(source, output, model, method=method.value, device=device, precision=precision.value, force=force)
+    report_stage(summary, "videos", as_json)
 
 
 def embed_text_cmd(
@@ -248,6 +252,7 @@ def embed_text_cmd(
     model: Model = None,
     max_tokens: Annotated[Optional[int], typer.Option(help="truncate longer text (default: the model's, 50)")] = None,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -259,7 +264,8 @@ def embed_text_cmd(
     """
     from ..stages.embed_text import embed_text
 
-    summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force)
+    summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, precision=precision.value,
+                         force=force)
     report_stage(summary, "queries", as_json)
 
 
@@ -296,7 +302,8 @@ def index_cmd(
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
     device: Device = "auto",
-    batch_size: BatchSize = 4,
+    precision: PrecisionOpt = Precision.auto,
+    batch_size: VideoBatch = None,
     workers: Workers = 2,
     relative_ids: RelativeIds = False,
     force: Annotated[bool, typer.Option(help="recompute every stage")] = False,
@@ -313,7 +320,8 @@ def index_cmd(
     from ..stages.extract import ExtractSettings
     from ..stages.index import build_index
 
-    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value)
+    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value,
+                               precision=precision.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
                             selector=selector.value)
