@@ -36,7 +36,7 @@ Backbone = choices("Backbone", "vip frames")                  # video proxy toke
 Decoder = choices("Decoder", "auto decord pyav")              # auto: decord if installed, else PyAV
 FuseMethod = choices("FuseMethod", "pig meanpool eercf")
 ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
-OutputFormat = choices("OutputFormat", "tsv jsonl trec")
+OutputFormat = choices("OutputFormat", "tsv jsonl trec html")
 TrainMethod = choices("TrainMethod", "pig meanpool xpool eercf")
 Preset = choices("Preset", "tiny toy b32")
 

@@ -58,6 +58,7 @@ _add(app, "eval", search.eval_cmd)
 _add(app, "tune-rerank", search.tune_rerank_cmd)
 _add(app, "train", train.train_cmd)
 _add(app, "inspect", tools.inspect_cmd)
+_add(app, "explain", tools.explain_cmd)
 _add(app, "demo", tools.demo_cmd)
 
 toy_app = typer.Typer(help="The built-in toy text-video corpus.", no_args_is_help=True)

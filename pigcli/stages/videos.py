@@ -78,7 +78,7 @@ def base_columns(decoded: list[Decoded], num_frames: int) -> dict:
         "ids": [d.entry.id for d in decoded],
         "status": ["failed" if d.error else "ok" for d in decoded],
         "error": [d.error or "" for d in decoded],
-        "path": [str(d.entry.path) for d in decoded],
+        "path": [str(d.entry.path.absolute()) for d in decoded],  # absolute: pictures find it from any folder
         "frame_index": np.full((len(decoded), num_frames), -1, np.int64),
         "timestamps": np.full((len(decoded), num_frames), np.nan),
     }
