@@ -394,8 +394,8 @@ def _draw_labels(draw, view: PatchView, layout: ExplainLayout, title: str) -> No
         seconds = view.timestamps[f]
         when = f" ({seconds:.1f} s)" if np.isfinite(seconds) else ""
         kept = int(np.sum(view.frames == f))
-        draw.text((left, top + layout.cell + 2), f"frame {int(view.frame_index[f])}{when}: {kept} patch{'es' if kept != 1 else ''}",
-                  fill=TEXT, font=label_font)
+        label = f"frame {int(view.frame_index[f])}{when}: {kept} patch{'es' if kept != 1 else ''}"
+        draw.text((left, top + layout.cell + 2), label, fill=TEXT, font=label_font)
 
 
 def _score_text(score: float) -> str:

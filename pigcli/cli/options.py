@@ -76,8 +76,15 @@ BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
 DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="videos per model batch")]
+VideoBatch = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="videos per model batch (default: 4 on CPU, 32 on GPU)")]
 Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="I/N|auto",
+    help="do only shard I of N (0 <= I < N; a video's shard is a hash of its id) and write OUT with "
+    ".shard-I-of-N before its suffix (feats.h5 -> feats.shard-1-of-4.h5), then: pig merge. auto: "
+    "torchrun's RANK/WORLD_SIZE, else SLURM_ARRAY_TASK_ID/COUNT. Under torchrun shards are automatic "
+    "and rank 0 merges them into OUT")]
 RelativeIds = Annotated[bool, typer.Option(
     "--relative-ids/--no-relative-ids", help="name videos by relative path instead of file name")]
 

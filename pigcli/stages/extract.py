@@ -24,9 +24,12 @@ from ..model.resolve import resolve_folder
 from ..sources import discover_videos
 from ..video import normalize, resolve_decoder
 from .common import StageSummary, start_stage
+from .shard import Shard, shard_entries
 from .videos import BLOCK_VIDEOS, base_columns, block_videos, count_failures, run_video_blocks, video_provenance
 
 __all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
+
+BATCH_VIDEOS = {"cpu": 4, "cuda": 32}  # default videos per forward: a GPU needs more frames at once to be busy
 
 
 @dataclass
@@ -55,9 +58,11 @@ def parse_patch_setting(value: str) -> int | None:
 
 
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
-            settings: ExtractSettings | None = None, device: str = "auto", batch_size: int = 4,
+            settings: ExtractSettings | None = None, device: str = "auto", batch_size: int | None = None,
             workers: int = 2, timeout: float = 120.0, relative_ids: bool = False, force: bool = False,
-            replace_stale: bool = False) -> StageSummary:
+            replace_stale: bool = False, shard: Shard | None = None) -> StageSummary:
+    """Extract the videos of `inputs` (only those of `shard`, if given: stages/shard.py) into `output`.
+    batch_size: videos per forward (default BATCH_VIDEOS of the device type)."""
     settings = settings or ExtractSettings()
     if settings.backbone not in BACKBONES:
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
@@ -66,13 +71,14 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
         decoder = resolve_decoder(settings.decoder)
     except ValueError as err:
         raise UsageError(str(err)) from err
-    entries = discover_videos(inputs, relative_ids)
+    entries = shard_entries(discover_videos(inputs, relative_ids), shard)
     torch_device, precision = resolve_device(device, settings.precision)
+    batch_size = batch_size or BATCH_VIDEOS.get(torch_device.type, BATCH_VIDEOS["cpu"])
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
     info = resolve_folder(model)
     num_frames = settings.num_frames or info.config.num_frames
     provenance = video_provenance("extract", settings.identity(info, decoder, precision), entries,
-                                  model=info.identity.to_dict(), model_path=str(info.path.resolve()))
+                                  model=info.identity.to_dict(), model_path=str(info.path.resolve()), shard=shard)
     writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
                                   inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:
@@ -111,7 +117,10 @@ def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, k
     mean, std = pig.config.image_mean, pig.config.image_std
     for start in range(0, len(good), batch_size):
         batch_rows = good[start : start + batch_size]
-        pixels = torch.from_numpy(np.stack([decoded[i].clip.frames for i in batch_rows])).to(device)
+        pixels = torch.from_numpy(np.stack([decoded[i].clip.frames for i in batch_rows]))
+        if device.type == "cuda":  # page-locked memory: the copy overlaps the work queued before it
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(device, non_blocking=True)
         model_start = time.perf_counter()
         with torch.inference_mode(), autocast(device, precision):
             tokens = pig.encode_video(normalize(pixels, mean, std), backbone)

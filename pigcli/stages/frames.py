@@ -30,6 +30,7 @@ from ..model.resolve import resolve_folder
 from ..sources import discover_videos
 from ..video import resolve_decoder
 from .common import StageSummary, start_stage
+from .shard import Shard, shard_entries
 from .videos import base_columns, count_failures, run_video_blocks, video_provenance
 
 FRAMES_HINT = "pig frames VIDEOS -m MODEL -o frames.h5"  # how a frames file is made
@@ -45,11 +46,12 @@ class FramesSettings:
 
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
            settings: FramesSettings | None = None, workers: int = 2, timeout: float = 120.0,
-           relative_ids: bool = False, force: bool = False, replace_stale: bool = False) -> StageSummary:
+           relative_ids: bool = False, force: bool = False, replace_stale: bool = False,
+           shard: Shard | None = None) -> StageSummary:
     """Decode every video once and store its sampled, resized and cropped frames (uint8) in `output`.
 
     model: only read (its json files, never its weights) for the defaults of T and S; not needed when
-    both are given.
+    both are given. shard: only the videos of this shard (stages/shard.py).
     """
     settings = settings or FramesSettings()
     try:
@@ -59,7 +61,7 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
     for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive integer, not {value}")
-    entries = discover_videos(inputs, relative_ids)
+    entries = shard_entries(discover_videos(inputs, relative_ids), shard)
     num_frames, image_size = settings.num_frames, settings.image_size
     defaults_from = None
     if num_frames is None or image_size is None:
@@ -67,7 +69,7 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
         num_frames, image_size = num_frames or info.config.num_frames, image_size or info.image_size
         defaults_from = str(info.path.resolve())
     identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder}
-    provenance = video_provenance("frames", identity, entries)
+    provenance = video_provenance("frames", identity, entries, shard=shard)
     writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
                                   inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:

@@ -50,12 +50,15 @@ def block_videos() -> int:
 
 
 def video_provenance(stage: str, identity: dict, entries: list[VideoEntry], model: dict | None = None,
-                     model_path: str | None = None) -> Provenance:
-    """The provenance of a video stage's output: its identity settings (plus a non-default block size)
-    and the videos' fingerprint as its input."""
+                     model_path: str | None = None, shard=None) -> Provenance:
+    """The provenance of a video stage's output: its identity settings (plus a non-default block size,
+    and the shard 'I/N' if any: a resumed run of another shard is refused) and the videos' fingerprint
+    as its input (the shard's videos)."""
     block_size = block_videos()
     if block_size != BLOCK_VIDEOS:
         identity = {**identity, "block_videos": block_size}
+    if shard is not None:
+        identity = {**identity, "shard": str(shard)}
     return Provenance(stage=stage, settings=identity, model=model,
                       inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
                       model_path=model_path)
