@@ -22,6 +22,10 @@ from .scoring import FEATURE_STAGES, INDEX_HINT, rank_index, rank_xpool, read_id
 
 RANK_METHODS = ("index", "xpool")
 FORMATS = ("tsv", "jsonl", "trec", "html")
+# Up to this many queries are encoded on one CPU thread: their matrices are too small to gain from
+# more, and on a busy CPU threads that wait for each other at every op made a ViT-B/32 query's
+# encoding several times slower (benchmarks/RESULTS_query.md).
+SINGLE_THREAD_QUERIES = 16
 
 
 @dataclass
@@ -207,18 +211,20 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
 def embed_queries(queries, folder, loaded, device) -> np.ndarray:
     """e_t of the queries: with the whole model where it is loaded anyway (xpool, --cost), else with the
     model's text side alone (pigcli.model.text_encoder: the same embeddings, without reading the video
-    side). Says which queries were truncated."""
+    side), a few queries on one CPU thread. Says which queries were truncated."""
+    from contextlib import nullcontext
+
+    from ..core.device import cpu_threads
+    from ..core.text import embed_texts
+    from ..model.text_encoder import load_text_encoder
     from .embed_text import report_truncated
 
     texts = [q.text for q in queries]
-    if loaded is not None:
-        from ..core.text import embed_texts
-
-        text, truncated = embed_texts(loaded, texts, device=device)
-    else:
-        from ..model.text_encoder import load_text_encoder
-
-        text, truncated = load_text_encoder(folder.path, device).encode(texts)
+    with cpu_threads(device, 1) if len(texts) <= SINGLE_THREAD_QUERIES else nullcontext():
+        if loaded is not None:
+            text, truncated = embed_texts(loaded, texts, device=device)
+        else:
+            text, truncated = load_text_encoder(folder.path, device).encode(texts)
     report_truncated(queries, truncated, folder.config.max_text_tokens)
     return text
 
