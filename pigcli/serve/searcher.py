@@ -117,7 +117,7 @@ class Searcher:
 
         try:
             start = time.perf_counter()
-            encoded = [self.encoder.encode(request.texts) for request in batch]
+            encoded = [self._encode(request.texts) for request in batch]
             encode = time.perf_counter() - start
             text = np.concatenate([embedding for embedding, _ in encoded])
             widest = max(max(request.k, request.rerank) for request in batch)
@@ -135,6 +135,13 @@ class Searcher:
             for request in batch:
                 if not request.done:
                     request.error, request.done = err, True
+
+    def _encode(self, texts: list[str]):
+        """(e_t, truncated), on the threads `pig rank` encodes that many queries with (the same numbers)."""
+        from ..stages.rank import query_threads
+
+        with query_threads(self.encoder.device, len(texts)):
+            return self.encoder.encode(texts)
 
     def _answer(self, request: _Request, text, rows, scores, truncated, timings: dict) -> Answer:
         if request.rerank:
