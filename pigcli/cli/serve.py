@@ -25,7 +25,7 @@ def serve_cmd(
     features: TokenFeatures = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", help="torch threads per search (default: torch's, one per core); 1 where other processes "
-        "share the cores: spinning threads made scans 12x slower there (benchmarks/RESULTS_serve.md)")] = None,
+        "share the cores: spinning threads made scans 8x slower there (benchmarks/RESULTS_serve.md)")] = None,
 ):
     """Search an index over HTTP: a JSON API and a search page with the videos and their ITS patches.
 
