@@ -213,20 +213,26 @@ def embed_text_cmd(
         help="text file (one query per line), CSV/JSONL with ids, or - for stdin")],
     output: OutputFile,
     model: Model = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="truncate longer text (default: the model's, 50)")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        help="truncate longer text (default: the model's, 50; with --paragraph at least 64)")] = None,
+    paragraph: Annotated[bool, typer.Option(
+        help="captions file: one query per video, its captions joined (DiDeMo, ActivityNet)")] = False,
     device: Device = "auto",
     force: Force = False,
     as_json: StageJson = False,
 ):
-    """Embed queries with CLIP's text encoder (docs/method.md s.5).
+    """Embed queries with CLIP's text encoder (docs/method.md s.5). Truncated queries are named on stderr.
 
     Examples:
       pig embed-text queries.txt -m models/pig-b32 -o q.h5
       echo "a dog catches a frisbee" | pig embed-text - -m models/pig-b32 -o q.h5
+      pig embed-text test1ka.jsonl -o q.h5                        # official annotations: ids video7020#0, ...
+      pig embed-text didemo_test.jsonl --paragraph -o q.h5        # one query per video, id = clip_id
     """
     from ..stages.embed_text import embed_text
 
-    summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force)
+    summary = embed_text(queries, output, model, max_tokens=max_tokens, paragraph=paragraph, device=device,
+                         force=force)
     report_stage(summary, "queries", as_json)
 
 

@@ -24,7 +24,7 @@ METHOD_HELP = ("pig: hybrid tower; meanpool: two tower; xpool: single tower; "
 
 
 def train_cmd(
-    captions: Annotated[Path, typer.Option("--captions", help="training captions (csv/jsonl/json with video_id, caption)")],
+    captions: Annotated[Path, typer.Option("--captions", help="training captions (csv/jsonl/json with video_id or clip_id, and caption/text), e.g. the official train9k.jsonl")],
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="run folder: best/, last/, state.pt, log.jsonl")],
     model: Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help=MODEL_HELP)] = None,
     features: Annotated[Optional[Path], typer.Option(
@@ -35,6 +35,8 @@ def train_cmd(
         help="cached-frames mode: a pig frames file (decoded once); the backbone trains unless --freeze-backbone")] = None,
     val_captions: Annotated[Optional[Path], typer.Option(
         help="validation split (never the test split): picks OUT/best by t2v R@1")] = None,
+    paragraph: Annotated[bool, typer.Option(
+        help="one caption per video, its captions joined, kept to at least 64 tokens (DiDeMo, ActivityNet)")] = False,
     method: Annotated[TrainMethod, typer.Option(help=METHOD_HELP)] = TrainMethod.pig,
     phases: Annotated[Optional[str], typer.Option(
         help="1 (generator pretraining), 2 (joint) or 1,2; default 1,2 for pig, 2 otherwise")] = None,
@@ -89,7 +91,7 @@ def train_cmd(
 
     config = TrainConfig(
         output=output, captions=captions, model=model, features=features, videos=videos, frames=frames,
-        val_captions=val_captions,
+        val_captions=val_captions, paragraph=paragraph,
         method=method.value,
         phases=phases,
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,

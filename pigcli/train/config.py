@@ -34,6 +34,7 @@ class TrainConfig:
     videos: str | Path | None = None            # raw-video mode: a folder (or list file) of videos
     frames: str | Path | None = None            # cached-frames mode: a `pig frames` file (decoded once)
     val_captions: str | Path | None = None      # validation split (never the test split)
+    paragraph: bool = False                     # one caption per video, its captions joined, >= 64 tokens
     method: str = "pig"                         # pig | meanpool | xpool | eercf
     phases: str | Sequence[int] | None = None   # '1,2' (default for pig), '1' or '2' (default otherwise)
     epochs: PerPhase = 5

@@ -24,7 +24,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..captions import load_captions
+from ..captions import group_paragraphs, load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
 from ..core.selection import (PatchIndexError, choose_patches, corrupt_extract, gather_patches,
@@ -53,11 +53,17 @@ class PairSet:
     def num_captions(self) -> int:
         return sum(len(c) for c in self.captions)
 
+    def caption_ids(self) -> list[str]:
+        """'<video_id>#<n>' for every caption, in the order of `captions` (for messages)."""
+        return [f"{video}#{n}" for video, texts in zip(self.video_ids, self.captions) for n in range(len(texts))]
 
-def load_pairs(captions_path: str | Path, available: set[str], what: str) -> PairSet:
-    """Group a captions file by video, keeping the videos the source has; report the others."""
+
+def load_pairs(captions_path: str | Path, available: set[str], what: str, paragraph: bool = False) -> PairSet:
+    """Group a captions file by video, keeping the videos the source has; report the others.
+    paragraph: one caption per video, its captions joined (DiDeMo, ActivityNet)."""
     grouped: dict[str, list[str]] = {}
-    for caption in load_captions(captions_path):
+    captions = load_captions(captions_path)
+    for caption in group_paragraphs(captions) if paragraph else captions:
         grouped.setdefault(caption.video_id, []).append(caption.text)
     kept = [v for v in grouped if v in available]
     pairs = PairSet(kept, [grouped[v] for v in kept], sorted(v for v in grouped if v not in available))

@@ -26,7 +26,8 @@ from ..console import log, progress, warn
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
 from ..core.losses import clamp_logit_scale_
-from ..core.text import tokenize
+from ..core.text import text_token_limit, tokenize, truncated
+from ..stages.embed_text import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
 from ..video import resolve_decoder
@@ -84,14 +85,17 @@ class Trainer:
         self.loaded = resolve_model(config.model, self.device)
         self.pig = self.loaded.model
         self.source = self._open_source()
-        self.train_set = load_pairs(config.captions, set(self.source.ids), "training captions")
-        self.val_set = (load_pairs(config.val_captions, set(self.source.ids), "validation captions")
+        self.text_tokens = text_token_limit(self.pig.config.max_text_tokens, config.paragraph)
+        self.train_set = load_pairs(config.captions, set(self.source.ids), "training captions", config.paragraph)
+        self.val_set = (load_pairs(config.val_captions, set(self.source.ids), "validation captions", config.paragraph)
                         if config.val_captions else None)
         self._check_splits()
+        self._report_truncated()
         self.source.load(self.train_set.video_ids + (self.val_set.video_ids if self.val_set else []))
         self.train_rows = np.array([self.source.row_of(v) for v in self.train_set.video_ids])
         self.validator = (Validator(self.loaded, self.source, self.val_set, config.method, self.backbone,
-                                    config.batch_size, self.device, self.precision, config.selector)
+                                    config.batch_size, self.device, self.precision, config.selector,
+                                    self.text_tokens)
                           if self.val_set else None)
         self.log = RunLog(self.out / "log.jsonl", context.is_main)
         self.position = _Position()
@@ -146,6 +150,17 @@ class Trainer:
         shared = set(self.train_set.video_ids) & set(self.val_set.video_ids)
         if shared:
             self._warn(f"{len(shared)} validation videos are also training videos: validation R@1 is optimistic")
+
+    def _report_truncated(self) -> None:
+        """Name the captions cut to the token limit, once, as pig rank and pig eval do."""
+        if not self.context.is_main:
+            return
+        what = "paragraphs" if self.config.paragraph else "captions"
+        for pairs, split in ((self.train_set, "training"), (self.val_set, "validation")):
+            if pairs is not None:
+                texts = [text for captions in pairs.captions for text in captions]
+                report_truncated(pairs.caption_ids(), truncated(self.loaded.tokenizer, texts, self.text_tokens),
+                                 self.text_tokens, f"{split} {what}")
 
     # state ---------------------------------------------------------------------------------------
 
@@ -269,7 +284,7 @@ class Trainer:
     def train_step(self, step_module, optimizer, scheduler, planned, batch, phase: int) -> dict:
         config, pig, device = self.config, self.pig, self.device
         texts = [self.train_set.captions[v][c] for v, c in zip(planned.videos, planned.captions)]
-        tokens = tokenize(self.loaded.tokenizer, texts, pig.config.max_text_tokens)
+        tokens = tokenize(self.loaded.tokenizer, texts, self.text_tokens)
         tokens = {k: v.to(device) for k, v in tokens.items()}
         valid = batch.valid.to(device)
         inputs = ({"pixels": batch.pixels.to(device, non_blocking=True)} if batch.pixels is not None
