@@ -461,3 +461,32 @@ def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
     assert report["last"] == str(tmp_path / "run-json" / "last") and report["best"] == str(tmp_path / "run-json" / "best")
     assert report["steps"] == 2 and isinstance(report["final_loss"], float)
     assert "R@1" in report["best_metrics"]["t2v"]
+
+
+# --- the official annotation files, paragraphs, truncated captions --------------------------------
+
+def test_official_jsonl_paragraphs_keep_64_tokens_and_truncated_captions_are_named(corpus, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """clip_id/text files as the official code reads them; --paragraph joins each clip's list into one caption
+    tokenised to 64 tokens (in training and validation); captions cut to the limit are named once."""
+    import pigcli.train.loop as loop
+    import pigcli.train.validate as validate
+    from pigcli.core.text import embed_texts, tokenize
+
+    long_text = "a red square that slowly moves from the left edge to the right edge"  # 56 tokens (tiny preset)
+    rows = [{"clip_id": f"{name}{j}", "text": [long_text] if (name, j) == ("red", 0) else [f"a {name}", "square"]}
+            for name in COLOURS for j in range(2)]
+    captions = tmp_path / "train9k.jsonl"
+    captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen, limits = [], []
+    monkeypatch.setattr(loop, "tokenize", lambda tok, texts, limit: seen.append((texts, limit)) or tokenize(tok, texts, limit))
+    monkeypatch.setattr(validate, "embed_texts", lambda *a, **k: limits.append(k["max_tokens"]) or embed_texts(*a, **k))
+    result = train(config(corpus, tmp_path / "plain", captions=captions, steps=1))
+    err = capsys.readouterr().err
+    assert result.train_videos == 2 * len(COLOURS) and seen[0][1] == 50 and set(limits) == {50}
+    assert "1 training captions longer than 50 tokens were truncated: red0#0" in err
+    seen.clear(), limits.clear()
+    train(config(corpus, tmp_path / "para", captions=captions, steps=1, paragraph=True))
+    err = capsys.readouterr().err
+    assert seen[0][1] == 64 and set(limits) == {64} and "truncated" not in err
+    assert {"a green square", "a blue square", long_text} <= set(seen[0][0])  # one joined caption per clip
