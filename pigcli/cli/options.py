@@ -34,6 +34,7 @@ TrainPrecision = choices("TrainPrecision", "auto fp32 bf16")  # fp16 would need 
 Selector = choices("Selector", "its random")                  # random patches: an ablation of ITS
 Backbone = choices("Backbone", "vip frames")                  # video proxy tokens | CLIP per frame
 Decoder = choices("Decoder", "auto decord pyav")              # auto: decord if installed, else PyAV
+Sampling = choices("Sampling", "uniform centre")              # the official linspace | segment centres
 FuseMethod = choices("FuseMethod", "pig meanpool eercf")
 ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
 OutputFormat = choices("OutputFormat", "tsv jsonl trec")
@@ -75,6 +76,10 @@ StageJson = Annotated[bool, typer.Option(
 BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
 DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
+SAMPLING_HELP = ("which T of a video's n frames: uniform = linspace(0, n-1, T), the official PIG / CLIP-ViP sampler "
+                 "(default: runs compare with the paper and official checkpoints); centre = segment centres, "
+                 "pig's sampler before this option (files made then)")
+SamplingOpt = Annotated[Sampling, typer.Option("--sampling", help=SAMPLING_HELP)]
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="videos per model batch")]
 Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]

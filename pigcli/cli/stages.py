@@ -14,7 +14,7 @@ import typer
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Selector, SelectorOpt, StageJson, Workers)
+                      Preset, RelativeIds, Sampling, SamplingOpt, Selector, SelectorOpt, StageJson, Workers)
 from .output import emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -77,6 +77,7 @@ def extract_cmd(
     frames: Annotated[Optional[int], typer.Option(help="frames per video (default: the model's)")] = None,
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
     batch_size: BatchSize = 4,
@@ -91,13 +92,14 @@ def extract_cmd(
     A killed run resumes where it stopped; an unchanged rerun does nothing.
     Exit code 3 when some videos could not be read (they are recorded in the file).
 
-    Example:
+    Examples:
       pig extract videos/ -m models/pig-b32 -o feats.h5
+      pig extract videos/ -m models/old -o feats.h5 --sampling centre   # frames as pig chose them before
     """
     from ..stages.extract import ExtractSettings, extract
 
     settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
-                               decoder=decoder.value, precision=precision.value)
+                               decoder=decoder.value, precision=precision.value, sampling=sampling.value)
     summary = extract(videos, output, model, settings=settings, device=device, batch_size=batch_size,
                       workers=workers, timeout=timeout, relative_ids=relative_ids, force=force)
     report_stage(summary, "videos", as_json)
@@ -114,6 +116,7 @@ def frames_cmd(
     frames: Annotated[Optional[int], typer.Option(help="frames per video, T (default: the model's)")] = None,
     size: Annotated[Optional[int], typer.Option(help="image size in px, S (default: the model's)")] = None,
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
@@ -124,8 +127,9 @@ def frames_cmd(
 
     The frames are stored as training feeds them to the backbone (uint8, resized and cropped, before
     normalisation), so `pig train --frames` fine-tunes the whole model for many epochs without
-    decoding again. The file depends on the videos, T, S and the decoder only: it serves every model
-    with the same num_frames and image size; -m only gives the defaults of T and S.
+    decoding again. The file depends on the videos, T, S, the decoder and --sampling only: it serves
+    every model with the same num_frames and image size; -m only gives the defaults of T and S. Its
+    frames are fixed, so training from it has no sampling jitter (pig train --videos jitters).
     Size: T*3*S*S bytes per video (1.8 MB at T=12, S=224).
 
     A killed run resumes where it stopped; an unchanged rerun does nothing.
@@ -137,7 +141,7 @@ def frames_cmd(
     """
     from ..stages.frames import FramesSettings, frames as frames_stage
 
-    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value)
+    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value, sampling=sampling.value)
     summary = frames_stage(videos, output, model, settings=settings, workers=workers, timeout=timeout,
                            relative_ids=relative_ids, force=force)
     report_stage(summary, "videos", as_json)
@@ -246,6 +250,7 @@ def index_cmd(
     backbone: BackboneOpt = Backbone.vip,
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     device: Device = "auto",
     batch_size: BatchSize = 4,
     workers: Workers = 2,
@@ -264,7 +269,7 @@ def index_cmd(
     from ..stages.extract import ExtractSettings
     from ..stages.index import build_index
 
-    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value)
+    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value, sampling=sampling.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
                             selector=selector.value)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import Query, load_queries
+from ..captions import load_queries
 from ..console import warn
 from ..core.device import resolve_device
 from ..core.text import embed_texts, text_token_limit

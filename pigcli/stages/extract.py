@@ -22,9 +22,10 @@ from ..model.checkpoint import ModelFolder
 from ..model.pig import BACKBONES
 from ..model.resolve import resolve_folder
 from ..sources import discover_videos
-from ..video import normalize, resolve_decoder
+from ..video import DEFAULT_SAMPLING, normalize
 from .common import StageSummary, start_stage
-from .videos import BLOCK_VIDEOS, base_columns, block_videos, count_failures, run_video_blocks, video_provenance
+from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, count_failures, run_video_blocks,
+                     video_provenance)
 
 __all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
 
@@ -36,6 +37,7 @@ class ExtractSettings:
     patches: str = "all"            # all | none | top-N (by ITS score)
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.video.sample_indices
 
     def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
@@ -62,10 +64,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     if settings.backbone not in BACKBONES:
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
     keep_patches = parse_patch_setting(settings.patches)
-    try:
-        decoder = resolve_decoder(settings.decoder)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    decoder = check_video_settings(settings.decoder, settings.sampling)
     entries = discover_videos(inputs, relative_ids)
     torch_device, precision = resolve_device(device, settings.precision)
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
@@ -85,7 +84,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
 
     return run_video_blocks(
         writer, summary, entries, encode_block, num_frames=num_frames, image_size=pig.image_size, decoder=decoder,
-        workers=workers, timeout=timeout, label="extract", done_word="extracted",
+        sampling=settings.sampling, workers=workers, timeout=timeout, label="extract", done_word="extracted",
         extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}})
 
 

@@ -16,21 +16,21 @@ from __future__ import annotations
 import math
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..console import log, progress, warn
-from ..errors import UsageError
+from ..errors import StaleInputError, UsageError
 from ..core.device import autocast, resolve_device
 from ..core.losses import clamp_logit_scale_
 from ..core.text import text_token_limit, tokenize, truncated
 from ..stages.embed_text import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
-from ..video import resolve_decoder
+from ..video import DEFAULT_SAMPLING, resolve_decoder
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
 from .data import FeatureSource, FrameSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice
@@ -85,6 +85,9 @@ class Trainer:
         self.loaded = resolve_model(config.model, self.device)
         self.pig = self.loaded.model
         self.source = self._open_source()
+        # the run records the sampling its frames were chosen with (a file's, or --sampling's for --videos)
+        self.config = config = replace(config, sampling=self.source.sampling)
+        self.jitter = self._training_jitter()
         self.text_tokens = text_token_limit(self.pig.config.max_text_tokens, config.paragraph)
         self.train_set = load_pairs(config.captions, set(self.source.ids), "training captions", config.paragraph)
         self.val_set = (load_pairs(config.val_captions, set(self.source.ids), "validation captions", config.paragraph)
@@ -127,17 +130,39 @@ class Trainer:
                 raise UsageError(f"{config.features} holds '{source.backbone}' backbone features, not "
                                  f"--backbone {config.backbone}")
             self.backbone = source.backbone
-            return source
+            return self._check_sampling(source, config.features, "pig extract VIDEOS -m MODEL", "feats.h5")
         self.backbone = config.backbone or "vip"
         if config.frames is not None:
-            return FrameSource(config.frames, self.loaded, config.workers, pin_memory=self.device.type == "cuda",
-                               seed=config.seed)
+            source = FrameSource(config.frames, self.loaded, config.workers, pin_memory=self.device.type == "cuda",
+                                 seed=config.seed)
+            return self._check_sampling(source, config.frames, "pig frames VIDEOS -m MODEL", "frames.h5")
         try:
             decoder = resolve_decoder(config.decoder)
         except ValueError as err:
             raise UsageError(str(err)) from err
         return VideoSource(config.videos, pig.config.num_frames, pig.image_size, decoder, config.workers,
-                           pin_memory=self.device.type == "cuda", seed=config.seed)
+                           pin_memory=self.device.type == "cuda", seed=config.seed,
+                           sampling=config.sampling or DEFAULT_SAMPLING)
+
+    def _check_sampling(self, source, path, command: str, output: str):
+        """A features or frames file holds frames chosen one way: --sampling, when given, must be that way."""
+        wanted = self.config.sampling
+        if wanted is not None and wanted != source.sampling:
+            source.close()
+            raise StaleInputError(f"{path} holds frames sampled with --sampling {source.sampling}, not {wanted}; "
+                                  f"rerun: {command} --sampling {wanted} -o {output}, or leave out --sampling "
+                                  f"to train on the file's frames")
+        return source
+
+    def _training_jitter(self) -> bool:
+        """Whether training batches get the official jittered frames: uniform sampling decoded per epoch."""
+        if not self.config.jitter or self.config.sampling != "uniform":
+            return False
+        if self.config.videos is None:
+            log(f"{self.config.features or self.config.frames}: its frames are fixed, so training has no frame "
+                "jitter (pig train --videos decodes each epoch with the official jittered sampling)")
+            return False
+        return True
 
     def _warn(self, message: str) -> None:
         if self.context.is_main:  # one rank talks
@@ -266,7 +291,8 @@ class Trainer:
         todo = local[position.batch :]
         start, pairs_before = time.perf_counter(), self.pairs_this_run
         with progress(len(todo) * config.batch_size, f"phase {phase} epoch {position.epoch + 1}", "pairs") as bar:
-            batches = self.source.iterate([self.train_rows[b.videos] for b in todo])
+            jitter = (config.seed, phase, position.epoch) if self.jitter else None
+            batches = self.source.iterate([self.train_rows[b.videos] for b in todo], jitter)
             for batch, planned in zip(batches, todo):  # source first: it is run to its end
                 if config.stop_after is not None and self.steps_this_run >= config.stop_after:
                     self.train_seconds += time.perf_counter() - start
