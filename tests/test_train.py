@@ -266,7 +266,8 @@ def test_eercf_head_has_no_weight_decay(tiny_model_dir):
 @pytest.mark.parametrize("method", ["pig", "xpool"])
 def test_frozen_features_and_raw_videos_give_the_same_first_loss(corpus, tmp_path, method):
     train(config(corpus, tmp_path / "frozen", method=method, steps=1, val_captions=None))
-    train(config(corpus, tmp_path / "raw", method=method, steps=1, val_captions=None, features=None, videos=corpus[0]))
+    train(config(corpus, tmp_path / "raw", method=method, steps=1, val_captions=None, features=None, videos=corpus[0],
+                 jitter=False))  # the extract file holds unjittered uniform frames
     first_frozen, first_raw = log_records(tmp_path / "frozen", "step")[0], log_records(tmp_path / "raw", "step")[0]
     # the extract file stores patch tokens in float16: the only difference between the two paths
     for key in ("loss", "l_ret", "l_gen"):
@@ -490,3 +491,45 @@ def test_official_jsonl_paragraphs_keep_64_tokens_and_truncated_captions_are_nam
     err = capsys.readouterr().err
     assert seen[0][1] == 64 and set(limits) == {64} and "truncated" not in err
     assert {"a green square", "a blue square", long_text} <= set(seen[0][0])  # one joined caption per clip
+
+
+# --- frame sampling ---------------------------------------------------------------------------------
+
+def test_training_jitter_draws_other_frames_each_epoch_reproducibly(corpus):
+    """VideoSource with a jitter seed (run seed, phase, epoch): the official jittered uniform frames, seeded
+    per video, so an epoch can be replayed (resume) and another epoch sees other frames."""
+    from pigcli.train.data import VideoSource
+    from pigcli.video import read_clip
+
+    source = VideoSource(corpus[0], 12, 32, "pyav", workers=0)
+    try:
+        rows = [np.arange(len(source.ids))]
+        plain = next(source.iterate(rows)).pixels
+        epoch0 = next(source.iterate(rows, (0, 2, 0))).pixels
+        again = next(source.iterate(rows, (0, 2, 0))).pixels
+        epoch1 = next(source.iterate(rows, (0, 2, 1))).pixels
+    finally:
+        source.close()
+    path = next(corpus[0].glob(source.ids[3] + ".*"))
+    np.testing.assert_array_equal(plain[3].numpy(), read_clip(path, 12, 32, "pyav").frames)  # validation: no jitter
+    np.testing.assert_array_equal(epoch0[3].numpy(), read_clip(path, 12, 32, "pyav", jitter=(0, 2, 0, 3)).frames)
+    assert torch.equal(epoch0, again) and not torch.equal(epoch0, epoch1) and not torch.equal(epoch0, plain)
+
+
+def test_sampling_follows_the_file_and_another_is_refused_with_the_command(corpus, tmp_path):
+    from pigcli.errors import StaleInputError
+    from pigcli.stages.frames import FramesSettings, frames
+
+    centre = tmp_path / "centre.h5"
+    frames([corpus[0]], centre, str(corpus[3]), settings=FramesSettings(sampling="centre"), workers=0)
+    base = dict(features=None, frames=centre, steps=1, val_captions=None)
+    train(config(corpus, tmp_path / "run", **base))
+    settings = log_records(tmp_path / "run", "start")[0]["settings"]
+    assert settings["sampling"] == "centre"  # the run records the frames it trained on
+    with pytest.raises(StaleInputError, match="sampled with --sampling centre, not uniform; rerun: pig frames "
+                                              "VIDEOS -m MODEL --sampling uniform -o frames.h5"):
+        train(config(corpus, tmp_path / "other", sampling="uniform", **base))
+    with pytest.raises(StaleInputError, match="--sampling uniform, not centre; rerun: pig extract"):
+        train(config(corpus, tmp_path / "feats", sampling="centre", steps=1, val_captions=None))
+    with pytest.raises(UsageError, match="--sampling must be one of uniform, centre"):
+        train(config(corpus, tmp_path / "bad", sampling="middle"))
