@@ -14,6 +14,7 @@ import math
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -522,6 +523,9 @@ def test_sampling_follows_the_file_and_another_is_refused_with_the_command(corpu
 
     centre = tmp_path / "centre.h5"
     frames([corpus[0]], centre, str(corpus[3]), settings=FramesSettings(sampling="centre"), workers=0)
+    with h5py.File(centre, "r") as handle:  # centre stays unrecorded: files made before --sampling stay valid
+        assert "sampling" not in json.loads(handle.attrs["settings"])
+        assert handle["frame_index"][0].tolist() == [(2 * i + 1) * 16 // 24 for i in range(12)]  # 16 frames
     base = dict(features=None, frames=centre, steps=1, val_captions=None)
     train(config(corpus, tmp_path / "run", **base))
     settings = log_records(tmp_path / "run", "start")[0]["settings"]

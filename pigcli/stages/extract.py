@@ -25,7 +25,7 @@ from ..sources import discover_videos
 from ..video import DEFAULT_SAMPLING, normalize
 from .common import StageSummary, start_stage
 from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, count_failures, run_video_blocks,
-                     video_provenance)
+                     sampling_identity, video_provenance)
 
 __all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
 
@@ -41,8 +41,9 @@ class ExtractSettings:
 
     def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
-        return {**asdict(self), "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
-                "precision": device_precision, "image_size": model.image_size}
+        settings = {key: value for key, value in asdict(self).items() if key != "sampling"}
+        return {**settings, "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
+                "precision": device_precision, "image_size": model.image_size, **sampling_identity(self.sampling)}
 
 
 def parse_patch_setting(value: str) -> int | None:

@@ -31,7 +31,8 @@ from ..model.resolve import resolve_folder
 from ..sources import discover_videos
 from ..video import DEFAULT_SAMPLING
 from .common import StageSummary, start_stage
-from .videos import base_columns, check_video_settings, count_failures, run_video_blocks, video_provenance
+from .videos import (base_columns, check_video_settings, count_failures, run_video_blocks, sampling_identity,
+                     video_provenance)
 
 FRAMES_HINT = "pig frames VIDEOS -m MODEL -o frames.h5"  # how a frames file is made
 PIXEL_LAYOUT = {"chunk_rows": 1}  # one video per chunk, uncompressed (see the module docstring)
@@ -65,7 +66,8 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
         info = resolve_folder(model)
         num_frames, image_size = num_frames or info.config.num_frames, image_size or info.image_size
         defaults_from = str(info.path.resolve())
-    identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder, "sampling": settings.sampling}
+    identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder,
+                **sampling_identity(settings.sampling)}
     provenance = video_provenance("frames", identity, entries)
     writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
                                   inputs=[*inputs, *(e.path for e in entries)])

@@ -27,7 +27,7 @@ from ..decode_pool import Decoded, decode_videos
 from ..errors import UsageError
 from ..sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
-from ..video import SAMPLINGS, resolve_decoder
+from ..video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
@@ -58,6 +58,12 @@ def check_video_settings(decoder: str, sampling: str) -> str:
         return resolve_decoder(decoder)
     except ValueError as err:
         raise UsageError(str(err)) from err
+
+
+def sampling_identity(sampling: str) -> dict:
+    """How the frames were sampled, as a stage file's settings record it: centre, the only sampler before
+    --sampling existed, stays unrecorded, so files made before remain valid (readers: UNRECORDED_SAMPLING)."""
+    return {} if sampling == UNRECORDED_SAMPLING else {"sampling": sampling}
 
 
 def video_provenance(stage: str, identity: dict, entries: list[VideoEntry], model: dict | None = None,
