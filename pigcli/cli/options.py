@@ -83,6 +83,10 @@ SamplingOpt = Annotated[Sampling, typer.Option("--sampling", help=SAMPLING_HELP)
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
 BatchSize = Annotated[int, typer.Option("--batch-size", help="videos per model batch")]
 Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
+IdsFrom = Annotated[Optional[Path], typer.Option(
+    "--ids", help="captions file (e.g. the official train9k.jsonl): its video ids name the videos, found in the "
+    "folders given as the official loader finds them: FOLDER/ID.mp4, else FOLDER/<last part of ID>.mp4 (any "
+    "video extension; not found: a failed video)")]
 RelativeIds = Annotated[bool, typer.Option(
     "--relative-ids/--no-relative-ids", help="name videos by relative path instead of file name")]
 

@@ -13,7 +13,7 @@ import typer
 
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
-                      FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
+                      FuseMethod, IdsFrom, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
                       Preset, RelativeIds, Sampling, SamplingOpt, Selector, SelectorOpt, StageJson, Workers)
 from .output import emit, emit_json, finish, index_record, log_failures, report_stage
 
@@ -84,6 +84,7 @@ def extract_cmd(
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
+    ids: IdsFrom = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -95,13 +96,14 @@ def extract_cmd(
     Examples:
       pig extract videos/ -m models/pig-b32 -o feats.h5
       pig extract videos/ -m models/old -o feats.h5 --sampling centre   # frames as pig chose them before
+      pig extract msrvtt/videos/all --ids test1ka.jsonl -m models/pig-b32 -o test_feats.h5
     """
     from ..stages.extract import ExtractSettings, extract
 
     settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
                                decoder=decoder.value, precision=precision.value, sampling=sampling.value)
     summary = extract(videos, output, model, settings=settings, device=device, batch_size=batch_size,
-                      workers=workers, timeout=timeout, relative_ids=relative_ids, force=force)
+                      workers=workers, timeout=timeout, relative_ids=relative_ids, ids_from=ids, force=force)
     report_stage(summary, "videos", as_json)
 
 
@@ -120,6 +122,7 @@ def frames_cmd(
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
+    ids: IdsFrom = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -138,12 +141,13 @@ def frames_cmd(
     Example:
       pig frames videos/ -m models/pig-b32 -o frames.h5
       pig train --captions train.csv --frames frames.h5 -m models/pig-b32 -o runs/ft
+      pig frames msrvtt/videos/all --ids train9k.jsonl -m models/pig-b32 -o train_frames.h5
     """
     from ..stages.frames import FramesSettings, frames as frames_stage
 
     settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value, sampling=sampling.value)
     summary = frames_stage(videos, output, model, settings=settings, workers=workers, timeout=timeout,
-                           relative_ids=relative_ids, force=force)
+                           relative_ids=relative_ids, ids_from=ids, force=force)
     report_stage(summary, "videos", as_json)
 
 

@@ -59,14 +59,16 @@ def parse_patch_setting(value: str) -> int | None:
 
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
             settings: ExtractSettings | None = None, device: str = "auto", batch_size: int = 4,
-            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False, force: bool = False,
-            replace_stale: bool = False) -> StageSummary:
+            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+            ids_from: str | Path | None = None, force: bool = False, replace_stale: bool = False) -> StageSummary:
+    """Decode the videos and run the backbone (module docstring). ids_from: a captions file whose video ids
+    name the videos, found in the input folders as the official loader finds them (sources.videos_by_id)."""
     settings = settings or ExtractSettings()
     if settings.backbone not in BACKBONES:
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
     keep_patches = parse_patch_setting(settings.patches)
     decoder = check_video_settings(settings.decoder, settings.sampling)
-    entries = discover_videos(inputs, relative_ids)
+    entries = discover_videos(inputs, relative_ids, ids_from)
     torch_device, precision = resolve_device(device, settings.precision)
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
     info = resolve_folder(model)

@@ -48,9 +48,12 @@ class FramesSettings:
 
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
            settings: FramesSettings | None = None, workers: int = 2, timeout: float = 120.0,
-           relative_ids: bool = False, force: bool = False, replace_stale: bool = False) -> StageSummary:
+           relative_ids: bool = False, ids_from: str | Path | None = None, force: bool = False,
+           replace_stale: bool = False) -> StageSummary:
     """Decode every video once and store its sampled, resized and cropped frames (uint8) in `output`.
 
+    ids_from: a captions file whose video ids name the videos, found in the input folders as the official
+    loader finds them (sources.videos_by_id).
     model: only read (its json files, never its weights) for the defaults of T and S; not needed when
     both are given.
     """
@@ -59,7 +62,7 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
     for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive integer, not {value}")
-    entries = discover_videos(inputs, relative_ids)
+    entries = discover_videos(inputs, relative_ids, ids_from)
     num_frames, image_size = settings.num_frames, settings.image_size
     defaults_from = None
     if num_frames is None or image_size is None:
