@@ -6,7 +6,9 @@ the backbone is frozen: the stored tokens are what the backbone computes.
 Raw-video mode (`VideoSource`): frames decoded with `read_clip` in a torch DataLoader (spawned
 workers); the training step runs the backbone.
 Cached-frames mode (`FrameSource`): the same frames, decoded once by `pig frames` and read back from
-its file; the batches, and so the training step, are identical to raw-video mode.
+its file; the batches, and so the training step, are identical to raw-video mode without its jitter.
+Raw-video training with uniform sampling jitters the frames per video and epoch, as the official code
+does (pigcli.video.sample_indices), seeded by (seed, phase, epoch, video row).
 
 Batches are planned in the main process from (seed, phase, epoch) alone, so a resumed run sees the
 same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
