@@ -259,6 +259,7 @@ def index_cmd(
     batch_size: BatchSize = 4,
     workers: Workers = 2,
     relative_ids: RelativeIds = False,
+    ids: IdsFrom = None,
     force: Annotated[bool, typer.Option(help="recompute every stage")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, counts, failures, "
                                           "timings, and each stage's) instead of the index path")] = False,
@@ -267,8 +268,9 @@ def index_cmd(
 
     Prints the index path. Exit code 3 when some videos could not be read.
 
-    Example:
+    Examples:
       pig index videos/ -m models/pig-b32 -o index.h5      # then: pig rank --query "..."
+      pig index msrvtt/videos/all --ids test1ka.jsonl -m runs/s2/best -o test_index.h5   # the 1k-A test videos
     """
     from ..stages.extract import ExtractSettings
     from ..stages.index import build_index
@@ -276,6 +278,6 @@ def index_cmd(
     settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value, sampling=sampling.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
-                            selector=selector.value)
+                            selector=selector.value, ids_from=ids)
     log_failures(summaries["extract"], "videos")
     finish(index_record(output, summaries), "output", as_json)
