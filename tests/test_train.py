@@ -331,7 +331,9 @@ def test_two_torchrun_processes_train_like_one(corpus, tmp_path):
     one, two = log_records(tmp_path / "one", "step"), log_records(tmp_path / "two", "step")
     a, b = weights(single.last), weights(tmp_path / "two" / "last")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert diff < 1e-5, diff  # the constant-gather variant gives about 3e-4 here
+    # measured 1.0e-5 with EERCF's mean symCE (0.9e-5 or less with the sum before); the constant-gather
+    # variant gives about 3e-4 here
+    assert diff < 2e-5, diff
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
 
 
