@@ -180,7 +180,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
             query_ids, text, query_texts = load_query_file(query_file, handle, index_path)
         else:
             text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
-            report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
+            report_truncated([q.id for q in queries], truncated, loaded.model.config.max_text_tokens)
             query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
         index_model = recorded_model(handle)
     if cost:
