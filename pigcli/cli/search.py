@@ -43,6 +43,10 @@ def rank_cmd(
 ):
     """Exact top-N videos for each query, to stdout (or -o FILE).
 
+    --query/--queries are embedded with the model's text side alone (its text tower and projection,
+    not the video side), the same embeddings in a fraction of the time and memory
+    (benchmarks/RESULTS_query.md); --method xpool and --cost load the whole model.
+
     Examples:
       pig rank index.h5 q.h5 --top 10
       pig rank --query "a red car turns left" -n 5 --format jsonl

@@ -273,6 +273,9 @@ def embed_text_cmd(
 ):
     """Embed queries with CLIP's text encoder (docs/method.md s.5). Truncated queries are named on stderr.
 
+    Reads only the model's text tower and projection (not the video side): the same embeddings as
+    the whole model, in a fraction of the time and memory.
+
     Examples:
       pig embed-text queries.txt -m models/pig-b32 -o q.h5
       echo "a dog catches a frisbee" | pig embed-text - -m models/pig-b32 -o q.h5

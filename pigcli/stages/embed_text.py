@@ -1,4 +1,5 @@
-"""`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (docs/method.md s.5).
+"""`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (docs/method.md s.5),
+computed by the model's text side alone (pigcli.model.text_encoder reads no video-side weights).
 
 Text longer than the model's max_text_tokens (50 by default, the PIG supplement's setting; paragraphs:
 at least 64) is truncated with its end token kept; the run says which queries were cut.
@@ -16,8 +17,7 @@ import numpy as np
 
 from ..captions import load_queries
 from ..console import warn
-from ..core.device import resolve_device
-from ..core.text import embed_texts, text_token_limit
+from ..core.text import text_token_limit
 from ..store import Provenance, json_hash
 from .common import StageSummary, run_blocks, start_stage
 
@@ -33,20 +33,20 @@ def report_truncated(ids: list[str], truncated: np.ndarray, max_tokens: int, wha
 def embed_text(source, output: str | Path, model: str | None = None, *, max_tokens: int | None = None,
                device: str = "auto", precision: str = "auto", batch_size: int = 256, paragraph: bool = False,
                force: bool = False) -> StageSummary:
-    """Embed queries from a text file (one per line), a CSV/JSONL with ids, or '-' (stdin).
+    """Embed queries from a text file (one per line), a CSV/JSONL with ids, or '-' (stdin), with the
+    model's text side alone (pigcli.model.text_encoder).
     paragraph: one query per video of a captions file, its captions joined, at least 64 tokens."""
-    from ..model.resolve import resolve_model
+    from ..model.text_encoder import load_text_encoder
 
     queries, warnings = load_queries(source, paragraph)
     for message in warnings:
         warn(message)
-    torch_device, precision = resolve_device(device, precision)
-    loaded = resolve_model(model, torch_device)
-    max_tokens = max_tokens or text_token_limit(loaded.model.config.max_text_tokens, paragraph)
+    encoder = load_text_encoder(model, device, precision)
+    max_tokens = max_tokens or text_token_limit(encoder.max_tokens, paragraph)
     provenance = Provenance(
-        "embed-text", {"max_tokens": max_tokens, "precision": precision}, loaded.identity.to_dict(),
+        "embed-text", {"max_tokens": max_tokens, "precision": encoder.precision}, encoder.identity.to_dict(),
         [{"path": str(source), "queries": len(queries), "fingerprint": json_hash([(q.id, q.text) for q in queries])}],
-        str(loaded.path.resolve()),
+        str(encoder.path.resolve()),
     )
     # embedding text is cheap: a run over other queries left unfinished (e.g. one that failed on a bad
     # file) is discarded rather than blocking the corrected rerun
@@ -58,8 +58,7 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
 
     def compute(rows: np.ndarray) -> dict:
         chosen = [queries[r] for r in rows]
-        embedding, truncated = embed_texts(loaded, [q.text for q in chosen], max_tokens=max_tokens,
-                                           batch_size=batch_size, device=torch_device, precision=precision)
+        embedding, truncated = encoder.encode([q.text for q in chosen], batch_size, max_tokens=max_tokens)
         all_truncated[rows] = truncated
         return {"ids": [q.id for q in chosen], "text": [q.text for q in chosen], "embedding": embedding,
                 "truncated": truncated}

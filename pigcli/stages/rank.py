@@ -22,6 +22,10 @@ from .scoring import FEATURE_STAGES, INDEX_HINT, rank_index, rank_xpool, read_id
 
 RANK_METHODS = ("index", "xpool")
 FORMATS = ("tsv", "jsonl", "trec", "html")
+# Up to this many queries are encoded on one CPU thread: their matrices are too small to gain from
+# more, and on a busy CPU threads that wait for each other at every op made a ViT-B/32 query's
+# encoding several times slower (benchmarks/RESULTS_query.md).
+SINGLE_THREAD_QUERIES = 16
 
 
 @dataclass
@@ -148,9 +152,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
     query on these queries to stderr."""
     from ..core.device import resolve_device
-    from ..core.text import embed_texts
     from ..model.resolve import folder_for_file
-    from .embed_text import report_truncated
     from .rerank import DEFAULT_K, resolve_rerank
 
     check_method(method)
@@ -167,20 +169,19 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
         n_videos = handle["ids"].shape[0]
         loaded = head = folder = None
-        needs_model = queries is not None or method == "xpool" or cost
-        if needs_model or rerank_k:
+        needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
+        if needs_model or queries is not None or rerank_k:
             folder = folder_for_file(model, handle, index_path, "pig index with this model")
         plan = resolve_rerank(rerank_k, rerank_weights, folder)
         rerank_k = plan.k
-        if needs_model or rerank_k:
-            loaded = folder.load(torch_device) if needs_model else None
-            # the rerank head alone is read much faster than the whole model
-            head = (loaded.model.eercf if loaded else folder.load_eercf_head()) if rerank_k else None
+        if needs_model:
+            loaded = folder.load(torch_device)
+        if rerank_k:  # the rerank head alone is read much faster than the whole model
+            head = loaded.model.eercf if loaded else folder.load_eercf_head()
         if query_file is not None:
             query_ids, text, query_texts = load_query_file(query_file, handle, index_path)
         else:
-            text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
-            report_truncated([q.id for q in queries], truncated, loaded.model.config.max_text_tokens)
+            text = embed_queries(queries, folder, loaded, torch_device)
             query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
         index_model = recorded_model(handle)
     if cost:
@@ -205,6 +206,27 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, plan.weights, head,
                                   index_model)
     return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k], query_texts)
+
+
+def embed_queries(queries, folder, loaded, device) -> np.ndarray:
+    """e_t of the queries: with the whole model where it is loaded anyway (xpool, --cost), else with the
+    model's text side alone (pigcli.model.text_encoder: the same embeddings, without reading the video
+    side), a few queries on one CPU thread. Says which queries were truncated."""
+    from contextlib import nullcontext
+
+    from ..core.device import cpu_threads
+    from ..core.text import embed_texts
+    from ..model.text_encoder import load_text_encoder
+    from .embed_text import report_truncated
+
+    texts = [q.text for q in queries]
+    with cpu_threads(device, 1) if len(texts) <= SINGLE_THREAD_QUERIES else nullcontext():
+        if loaded is not None:
+            text, truncated = embed_texts(loaded, texts, device=device)
+        else:
+            text, truncated = load_text_encoder(folder.path, device).encode(texts)
+    report_truncated([q.id for q in queries], truncated, folder.config.max_text_tokens)
+    return text
 
 
 def _report_cost(index_path, text, features, pig, device, rerank_k: int, top: int, n_videos: int) -> None:
