@@ -46,7 +46,7 @@ import numpy as np
 
 from .errors import PigError
 from .store import EXTRACT_HINT, decode_ids, open_stage_file, read_ids
-from .video import VideoError, decord_available, read_clip, sample_indices
+from .video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, decord_available, read_clip, sample_indices
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -61,17 +61,19 @@ TEXT = (20, 20, 20)
 
 # --- frames ----------------------------------------------------------------------------------------
 
-def model_frames(video_path: str | Path, num_frames: int, image_size: int, decoder: str = "auto") -> np.ndarray:
+def model_frames(video_path: str | Path, num_frames: int, image_size: int, decoder: str = "auto",
+                 sampling: str = DEFAULT_SAMPLING) -> np.ndarray:
     """The T frames of a video as extract samples, resizes and crops them: uint8 [T, S, S, 3] (RGB).
 
     Raises PigError (naming the path) for a video that is missing or cannot be decoded."""
-    return _sampled(video_path, num_frames, image_size, decoder)[0]
+    return _sampled(video_path, num_frames, image_size, decoder, sampling)[0]
 
 
-def _sampled(video_path, num_frames: int, image_size: int, decoder: str) -> tuple[np.ndarray, np.ndarray]:
+def _sampled(video_path, num_frames: int, image_size: int, decoder: str,
+             sampling: str) -> tuple[np.ndarray, np.ndarray]:
     """(frames [T, S, S, 3], sampled source frame numbers [T])."""
     try:
-        clip = read_clip(video_path, num_frames, image_size, decoder)
+        clip = read_clip(video_path, num_frames, image_size, decoder, sampling=sampling)
     except VideoError as err:
         raise PigError(f"cannot read the source video {video_path}: {err}") from None
     return np.ascontiguousarray(clip.frames.transpose(0, 2, 3, 1)), clip.frame_index
@@ -91,6 +93,7 @@ class SourceVideos:
             self.num_frames = int(settings["num_frames"])
             self.image_size = int(settings["image_size"])
             self.decoder = str(settings.get("decoder", "auto"))
+            self.sampling = str(settings.get("sampling", UNRECORDED_SAMPLING))
             self._row = {video_id: row for row, video_id in enumerate(read_ids(handle))}
 
     def _record(self, video_id: str) -> tuple[Path, np.ndarray]:
@@ -121,16 +124,17 @@ class SourceVideos:
         self._existing(video_id, path)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
-        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder)
+        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, self.sampling)
         if not np.array_equal(sampled, recorded):
             raise PigError(f"{path} has changed since {self.file} was made (sampled frames {sampled.tolist()}, "
                            f"recorded {recorded.tolist()}); rerun extract")
         return frames
 
     def thumbnails(self, video_id: str, count: int = 4, max_side: int = 160) -> list[bytes]:
-        """JPEGs of `count` of the model's frames, spread evenly over the T sampled ones."""
+        """JPEGs of `count` of the model's frames, spread evenly over the T sampled ones (segment centres:
+        the first and last frames are often fades)."""
         frames = self.frames(video_id)
-        return [jpeg(frames[i], max_side) for i in sample_indices(len(frames), min(count, len(frames)))]
+        return [jpeg(frames[i], max_side) for i in sample_indices(len(frames), min(count, len(frames)), "centre")]
 
 
 def video_path_for(stage_file: str | Path, video_id: str) -> Path:

@@ -122,6 +122,23 @@ def test_frames_are_the_ones_extract_sampled(chain) -> None:
     assert picked == recorded[[2, 6, 10]].tolist()      # spread evenly over the 12 sampled frames
 
 
+def test_frames_follow_the_sampling_the_file_records(chain, tmp_path, tiny_model_dir) -> None:
+    """A file made with centre sampling (every file made before --sampling) draws the frames it sampled."""
+    from pigcli.stages.extract import ExtractSettings, extract
+
+    centre = tmp_path / "centre.h5"
+    extract([chain.videos / "bravo.mkv"], centre, str(tiny_model_dir), device="cpu", workers=0,
+            settings=ExtractSettings(sampling="centre"))
+    (recorded,) = stored(centre, "bravo", "frame_index")
+    (uniform,) = stored(chain.feats, "bravo", "frame_index")
+    assert recorded.tolist() != uniform.tolist()
+    # frames() checks the frame numbers it sampled against the recorded ones (it raised before it followed them)
+    drawn = media.SourceVideos(centre).frames("bravo")
+    source = chain.videos / "bravo.mkv"
+    np.testing.assert_array_equal(drawn, media.model_frames(source, TINY_T, TINY_S, sampling="centre"))
+    assert not np.array_equal(drawn, media.model_frames(source, TINY_T, TINY_S, sampling="uniform"))
+
+
 def test_jpeg_shrinks_to_max_side_and_never_enlarges() -> None:
     frame = np.zeros((30, 60, 3), np.uint8)
     frame[..., 2] = 200

@@ -232,7 +232,8 @@ def test_tokenizer_ids_equal_transformers_real_clip_vocab(tmp_path) -> None:
     if bpe is None:
         pytest.skip("CLIP's bpe_simple_vocab_16e6.txt.gz not found: set CLIP_BPE_VOCAB or install open_clip")
     _write_real_clip_tokenizer(bpe, tmp_path / "clip")
-    _same_tokens(tmp_path / "clip", TEXTS + ["a photo of a cat", "Hello, World! It's 2025.", "ｆｕｌｌｗｉｄｔｈ ＡＢＣ"])
+    more = ["a photo of a cat", "Hello, World! It's 2025.", "ｆｕｌｌｗｉｄｔｈ ＡＢＣ"]
+    _same_tokens(tmp_path / "clip", TEXTS + more)
     ids = ClipTokenizer.from_folder(tmp_path / "clip")(["a photo of a cat"])["input_ids"][0]
     assert ids == [49406, 320, 1125, 539, 320, 2368, 49407]   # the ids OpenAI's CLIP gives this text
 
@@ -270,6 +271,25 @@ def test_rank_query_output_is_that_of_the_whole_model(tiny_index, tiny_model_dir
     assert result.exit_code == 0, result.stderr
     assert result.stdout == want.getvalue()
     assert "1 queries longer than 50 tokens were truncated: q3" in result.stderr
+
+
+def test_cpu_threads_limits_and_restores_torch_threads() -> None:
+    from pigcli.core.device import cpu_threads
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with cpu_threads(torch.device("cpu"), 1):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError):   # restored on errors too
+            with cpu_threads(torch.device("cpu"), 1):
+                raise RuntimeError
+        assert torch.get_num_threads() == 2
+        with cpu_threads(torch.device("cuda"), 1):   # other devices: untouched
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 IMPORT_PROBE = """

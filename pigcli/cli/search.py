@@ -114,7 +114,8 @@ def eval_cmd(
         "--captions", "-c", help="MSRVTT_JSFUSION_test.csv, video_id,caption CSV, or JSONL")],
     method: Scoring = ScoringMethod.index,
     features: TokenFeatures = None,
-    paragraph: Annotated[bool, typer.Option(help="join all captions of a video into one query (DiDeMo, ActivityNet)")] = False,
+    paragraph: Annotated[bool, typer.Option(
+        help="join all captions of a video into one query, kept to at least 64 tokens (DiDeMo, ActivityNet)")] = False,
     dsl: Annotated[bool, typer.Option(help="dual-softmax post-processing (needs all queries at once: not online)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     model: QueryModel = None,
@@ -127,10 +128,14 @@ def eval_cmd(
 ):
     """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
 
-    With --rerank: text-to-video only (the rerank is per query).
+    Video-to-text as CLIP4Clip and X-Pool compute it: a video's captions form one group scored by its
+    best caption, and each video ranks the groups. Captions longer than the token limit are named on
+    stderr. With --rerank: text-to-video only (the rerank is per query).
 
     Examples:
       pig eval index.h5 --captions MSRVTT_JSFUSION_test.csv
+      pig eval index.h5 --captions test1ka.jsonl                   # the official PIG / CLIP-ViP file
+      pig eval didemo_index.h5 --captions didemo_test.jsonl --paragraph
       pig eval index.h5 --captions test.csv --rerank 50
       pig eval index.h5 --captions test.csv --rerank --w-coarse 1   # tuned K and weights, one overridden
     """

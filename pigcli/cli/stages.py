@@ -14,8 +14,9 @@ import typer
 
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, Backbone, Decoder, DecoderOpt, Device, Force,
-                      FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Selector, SelectorOpt, ShardOpt, StageJson, VideoBatch, Workers)
+                      FuseMethod, IdsFrom, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
+                      Preset, RelativeIds, Sampling, SamplingOpt, Selector, SelectorOpt, ShardOpt, StageJson, VideoBatch,
+                      Workers)
 from .output import EXIT_SOME_FAILED, emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -78,6 +79,7 @@ def extract_cmd(
     frames: Annotated[Optional[int], typer.Option(help="frames per video (default: the model's)")] = None,
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
     batch_size: VideoBatch = None,
@@ -85,6 +87,7 @@ def extract_cmd(
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
     shard: ShardOpt = None,
+    ids: IdsFrom = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -99,15 +102,19 @@ def extract_cmd(
       pig extract videos/ -m models/pig-b32 -o feats.h5
       pig extract videos/ -m models/pig-b32 -o feats.h5 --shard 0/2     # writes feats.shard-0-of-2.h5
       torchrun --nproc-per-node 4 -m pigcli extract videos/ -m models/pig-b32 -o feats.h5
+      pig extract videos/ -m models/old -o feats.h5 --sampling centre   # frames as pig chose them before
+      pig extract msrvtt/videos/all --ids test1ka.jsonl -m models/pig-b32 -o test_feats.h5
     """
     from ..stages.extract import ExtractSettings, extract
 
     settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
-                               decoder=decoder.value, precision=precision.value)
+                               decoder=decoder.value, precision=precision.value,
+                               sampling=sampling.value)
 
     def run(path, plan_shard, shard_device):
         return extract(videos, path, model, settings=settings, device=shard_device, batch_size=batch_size,
-                       workers=workers, timeout=timeout, relative_ids=relative_ids, force=force, shard=plan_shard)
+                       workers=workers, timeout=timeout, relative_ids=relative_ids, ids_from=ids, force=force,
+                       shard=plan_shard)
 
     _report_sharded(run, output, shard, device, force, as_json)
 
@@ -142,10 +149,12 @@ def frames_cmd(
     frames: Annotated[Optional[int], typer.Option(help="frames per video, T (default: the model's)")] = None,
     size: Annotated[Optional[int], typer.Option(help="image size in px, S (default: the model's)")] = None,
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
     shard: ShardOpt = None,
+    ids: IdsFrom = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -153,8 +162,9 @@ def frames_cmd(
 
     The frames are stored as training feeds them to the backbone (uint8, resized and cropped, before
     normalisation), so `pig train --frames` fine-tunes the whole model for many epochs without
-    decoding again. The file depends on the videos, T, S and the decoder only: it serves every model
-    with the same num_frames and image size; -m only gives the defaults of T and S.
+    decoding again. The file depends on the videos, T, S, the decoder and --sampling only: it serves
+    every model with the same num_frames and image size; -m only gives the defaults of T and S. Its
+    frames are fixed, so training from it has no sampling jitter (pig train --videos jitters).
     Size: T*3*S*S bytes per video (1.8 MB at T=12, S=224).
 
     A killed run resumes where it stopped; an unchanged rerun does nothing.
@@ -164,14 +174,16 @@ def frames_cmd(
       pig frames videos/ -m models/pig-b32 -o frames.h5
       pig train --captions train.csv --frames frames.h5 -m models/pig-b32 -o runs/ft
       pig frames videos/ -o frames.h5 --shard 1/4                 # writes frames.shard-1-of-4.h5
+      pig frames msrvtt/videos/all --ids train9k.jsonl -m models/pig-b32 -o train_frames.h5
     """
     from ..stages.frames import FramesSettings, frames as frames_stage
 
-    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value)
+    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value, sampling=sampling.value)
 
     def run(path, plan_shard, _device):
         return frames_stage(videos, path, model, settings=settings, workers=workers, timeout=timeout,
-                            relative_ids=relative_ids, force=force, shard=plan_shard)
+                            relative_ids=relative_ids, ids_from=ids, force=force,
+                            shard=plan_shard)
 
     _report_sharded(run, output, shard, "cpu", force, as_json)
 
@@ -250,13 +262,16 @@ def embed_text_cmd(
         help="text file (one query per line), CSV/JSONL with ids, or - for stdin")],
     output: OutputFile,
     model: Model = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="truncate longer text (default: the model's, 50)")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        help="truncate longer text (default: the model's, 50; with --paragraph at least 64)")] = None,
+    paragraph: Annotated[bool, typer.Option(
+        help="captions file: one query per video, its captions joined (DiDeMo, ActivityNet)")] = False,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
-    """Embed queries with CLIP's text encoder (docs/method.md s.5).
+    """Embed queries with CLIP's text encoder (docs/method.md s.5). Truncated queries are named on stderr.
 
     Reads only the model's text tower and projection (not the video side): the same embeddings as
     the whole model, in a fraction of the time and memory.
@@ -264,10 +279,13 @@ def embed_text_cmd(
     Examples:
       pig embed-text queries.txt -m models/pig-b32 -o q.h5
       echo "a dog catches a frisbee" | pig embed-text - -m models/pig-b32 -o q.h5
+      pig embed-text test1ka.jsonl -o q.h5                        # official annotations: ids video7020#0, ...
+      pig embed-text didemo_test.jsonl --paragraph -o q.h5        # one query per video, id = clip_id
     """
     from ..stages.embed_text import embed_text
 
-    summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, precision=precision.value,
+    summary = embed_text(queries, output, model, max_tokens=max_tokens, paragraph=paragraph, device=device,
+                         precision=precision.value,
                          force=force)
     report_stage(summary, "queries", as_json)
 
@@ -304,11 +322,13 @@ def index_cmd(
     backbone: BackboneOpt = Backbone.vip,
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
     batch_size: VideoBatch = None,
     workers: Workers = 2,
     relative_ids: RelativeIds = False,
+    ids: IdsFrom = None,
     force: Annotated[bool, typer.Option(help="recompute every stage")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, counts, failures, "
                                           "timings, and each stage's) instead of the index path")] = False,
@@ -317,16 +337,17 @@ def index_cmd(
 
     Prints the index path. Exit code 3 when some videos could not be read.
 
-    Example:
+    Examples:
       pig index videos/ -m models/pig-b32 -o index.h5      # then: pig rank --query "..."
+      pig index msrvtt/videos/all --ids test1ka.jsonl -m runs/s2/best -o test_index.h5   # the 1k-A test videos
     """
     from ..stages.extract import ExtractSettings
     from ..stages.index import build_index
 
     settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value,
-                               precision=precision.value)
+                               precision=precision.value, sampling=sampling.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
-                            selector=selector.value)
+                            selector=selector.value, ids_from=ids)
     log_failures(summaries["extract"], "videos")
     finish(index_record(output, summaries), "output", as_json)

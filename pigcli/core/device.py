@@ -43,12 +43,14 @@ def autocast(device, precision: str):
 @contextlib.contextmanager
 def cpu_threads(device, count: int):
     """At most `count` intra-op CPU threads inside the block (torch's setting restored after); no
-    change on other devices."""
+    change on other devices or when torch already uses no more."""
     import torch
 
     before = torch.get_num_threads()
-    if device.type == "cpu" and count < before:
-        torch.set_num_threads(count)
+    if device.type != "cpu" or count >= before:
+        yield
+        return
+    torch.set_num_threads(count)
     try:
         yield
     finally:

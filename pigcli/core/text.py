@@ -3,6 +3,8 @@
 Text longer than the model's max_text_tokens (50 by default) is truncated with its end token kept;
 callers get a flag per text so that they can say which were cut. Training tokenises with the same
 function, so a caption is cut the same way in training, validation, `pig embed-text` and `pig rank`.
+Paragraphs (a video's captions joined: DiDeMo, ActivityNet) keep at least 64 tokens, the PIG
+supplement's length for paragraph sets (`text_token_limit`).
 """
 
 from __future__ import annotations
@@ -11,6 +13,14 @@ import numpy as np
 import torch
 
 from .device import autocast
+
+
+PARAGRAPH_TEXT_TOKENS = 64  # docs/method.md s.5: paragraph sets (DiDeMo, ActivityNet)
+
+
+def text_token_limit(max_text_tokens: int, paragraph: bool) -> int:
+    """Tokens kept per text: the model's max_text_tokens; for paragraphs at least PARAGRAPH_TEXT_TOKENS."""
+    return max(max_text_tokens, PARAGRAPH_TEXT_TOKENS) if paragraph else max_text_tokens
 
 
 def tokenize(tokenizer, texts: list[str], max_tokens: int) -> dict[str, torch.Tensor]:

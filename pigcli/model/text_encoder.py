@@ -161,7 +161,8 @@ class ClipTextTower(nn.Module):
         for layer in model.encoder.layers:
             hidden = layer(hidden, mask)
         hidden = model.final_layer_norm(hidden)
-        return self.text_projection(hidden[torch.arange(len(hidden), device=hidden.device), self._end_positions(input_ids)])
+        rows = torch.arange(len(hidden), device=hidden.device)
+        return self.text_projection(hidden[rows, self._end_positions(input_ids)])
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """e_t [B, D], normalised (PigModel.encode_text)."""
@@ -237,8 +238,8 @@ class ClipTokenizer:
         backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
         settings = json.loads((folder / "tokenizer_config.json").read_text()) \
             if (folder / "tokenizer_config.json").is_file() else {}
-        bos, eos, pad = (_token_text(settings.get(name, default))
-                         for name, default in (("bos_token", BOS_TOKEN), ("eos_token", EOS_TOKEN), ("pad_token", EOS_TOKEN)))
+        defaults = {"bos_token": BOS_TOKEN, "eos_token": EOS_TOKEN, "pad_token": EOS_TOKEN}
+        bos, eos, pad = (_token_text(settings.get(name, default)) for name, default in defaults.items())
         ids = {token: backend.token_to_id(token) for token in (bos, eos, pad)}
         if None in ids.values() or not _is_clip_bpe(backend.model):
             raise PigError(f"{folder} does not hold a CLIP BPE tokenizer with {bos} and {eos}")
@@ -253,7 +254,8 @@ class ClipTokenizer:
                  max_length: int | None = None, return_tensors: str | None = None, add_special_tokens: bool = True,
                  verbose: bool = True) -> dict:
         if padding not in (False, "longest") or return_tensors not in (None, "pt") or (truncation and not max_length):
-            raise ValueError("ClipTokenizer supports padding='longest', truncation with max_length, return_tensors='pt'")
+            raise ValueError("ClipTokenizer supports padding='longest', truncation with max_length and "
+                             "return_tensors='pt'")
         with self._lock:
             try:
                 if truncation:

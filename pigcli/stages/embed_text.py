@@ -1,8 +1,8 @@
 """`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (docs/method.md s.5),
 computed by the model's text side alone (pigcli.model.text_encoder reads no video-side weights).
 
-Text longer than the model's max_text_tokens (50 by default, the PIG supplement's setting) is
-truncated with its end token kept; the run says which queries were cut.
+Text longer than the model's max_text_tokens (50 by default, the PIG supplement's setting; paragraphs:
+at least 64) is truncated with its end token kept; the run says which queries were cut.
 
 The queries are part of the output's fingerprint, so an unfinished run over other queries (a run that
 failed, then the file was fixed) is discarded with a note rather than refused: embedding is cheap.
@@ -15,31 +15,34 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import Query, load_queries
+from ..captions import load_queries
 from ..console import warn
+from ..core.text import text_token_limit
 from ..store import Provenance, json_hash
 from .common import StageSummary, run_blocks, start_stage
 
 
-def report_truncated(queries: list[Query], truncated: np.ndarray, max_tokens: int) -> None:
-    cut = [q.id for q, t in zip(queries, truncated) if t]
+def report_truncated(ids: list[str], truncated: np.ndarray, max_tokens: int, what: str = "queries") -> None:
+    """One warning naming the texts (by id) that were cut to max_tokens, as every text reader reports them."""
+    cut = [item for item, flag in zip(ids, truncated) if flag]
     if cut:
         shown = ", ".join(cut[:10]) + (f" (+{len(cut) - 10} more)" if len(cut) > 10 else "")
-        warn(f"{len(cut)} queries longer than {max_tokens} tokens were truncated: {shown}")
+        warn(f"{len(cut)} {what} longer than {max_tokens} tokens were truncated: {shown}")
 
 
 def embed_text(source, output: str | Path, model: str | None = None, *, max_tokens: int | None = None,
-               device: str = "auto", precision: str = "auto", batch_size: int = 256,
+               device: str = "auto", precision: str = "auto", batch_size: int = 256, paragraph: bool = False,
                force: bool = False) -> StageSummary:
     """Embed queries from a text file (one per line), a CSV/JSONL with ids, or '-' (stdin), with the
-    model's text side alone (pigcli.model.text_encoder)."""
+    model's text side alone (pigcli.model.text_encoder).
+    paragraph: one query per video of a captions file, its captions joined, at least 64 tokens."""
     from ..model.text_encoder import load_text_encoder
 
-    queries, warnings = load_queries(source)
+    queries, warnings = load_queries(source, paragraph)
     for message in warnings:
         warn(message)
     encoder = load_text_encoder(model, device, precision)
-    max_tokens = max_tokens or encoder.max_tokens
+    max_tokens = max_tokens or text_token_limit(encoder.max_tokens, paragraph)
     provenance = Provenance(
         "embed-text", {"max_tokens": max_tokens, "precision": encoder.precision}, encoder.identity.to_dict(),
         [{"path": str(source), "queries": len(queries), "fingerprint": json_hash([(q.id, q.text) for q in queries])}],
@@ -61,5 +64,5 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
                 "truncated": truncated}
 
     run_blocks(writer, summary, len(queries), compute, "embed-text", "queries")
-    report_truncated(queries, all_truncated, max_tokens)
+    report_truncated([q.id for q in queries], all_truncated, max_tokens)
     return summary

@@ -222,7 +222,7 @@ def embed_queries(queries, folder, loaded, device) -> np.ndarray:
             text, truncated = embed_texts(loaded, texts, device=device)
         else:
             text, truncated = load_text_encoder(folder.path, device).encode(texts)
-    report_truncated(queries, truncated, folder.config.max_text_tokens)
+    report_truncated([q.id for q in queries], truncated, folder.config.max_text_tokens)
     return text
 
 

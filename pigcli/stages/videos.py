@@ -27,6 +27,7 @@ from ..decode_pool import Decoded, decode_videos
 from ..errors import UsageError
 from ..sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
+from ..video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
@@ -47,6 +48,22 @@ def block_videos() -> int:
     if not value.isdigit() or int(value) < 1:
         raise UsageError(f"PIG_BLOCK_VIDEOS must be a positive integer, not {value!r}")
     return int(value)
+
+
+def check_video_settings(decoder: str, sampling: str) -> str:
+    """The decoder to use ('auto' resolved); a UsageError for an unknown decoder or sampling."""
+    if sampling not in SAMPLINGS:
+        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
+    try:
+        return resolve_decoder(decoder)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def sampling_identity(sampling: str) -> dict:
+    """How the frames were sampled, as a stage file's settings record it: centre, the only sampler before
+    --sampling existed, stays unrecorded, so files made before remain valid (readers: UNRECORDED_SAMPLING)."""
+    return {} if sampling == UNRECORDED_SAMPLING else {"sampling": sampling}
 
 
 def video_provenance(stage: str, identity: dict, entries: list[VideoEntry], model: dict | None = None,
@@ -90,11 +107,12 @@ def base_columns(decoded: list[Decoded], num_frames: int) -> dict:
 
 
 def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[VideoEntry], build_block: BlockBuilder,
-                     *, num_frames: int, image_size: int, decoder: str, workers: int, timeout: float | None,
-                     label: str, done_word: str, extra_attrs: dict | None = None,
+                     *, num_frames: int, image_size: int, decoder: str, sampling: str, workers: int,
+                     timeout: float | None, label: str, done_word: str, extra_attrs: dict | None = None,
                      layouts: dict[str, dict] | None = None) -> StageSummary:
     """Decode `entries` block by block, build each block's columns, write them; resume an interrupted run.
 
+    sampling: how each video's frames are chosen (pigcli.video.sample_indices; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking
@@ -112,7 +130,7 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[V
     start = time.perf_counter()
     try:
         stream = decode_videos([e for _, block in todo for e in block], num_frames, image_size, decoder, workers,
-                               timeout)
+                               timeout, sampling=sampling)
         with progress(len(entries) - summary.resumed_rows, label, "videos") as bar:
             for number, block in todo:
                 decoded = [next(stream) for _ in block]
