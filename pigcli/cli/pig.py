@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import search, stages, tools, toy, train
+from . import search, serve, stages, tools, toy, train
 from .command import PigCommand
 
 app = typer.Typer(
@@ -56,6 +56,7 @@ _add(app, "index", stages.index_cmd)
 _add(app, "rank", search.rank_cmd)
 _add(app, "eval", search.eval_cmd)
 _add(app, "tune-rerank", search.tune_rerank_cmd)
+_add(app, "serve", serve.serve_cmd)
 _add(app, "train", train.train_cmd)
 _add(app, "inspect", tools.inspect_cmd)
 _add(app, "explain", tools.explain_cmd)

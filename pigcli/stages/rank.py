@@ -212,21 +212,27 @@ def embed_queries(queries, folder, loaded, device) -> np.ndarray:
     """e_t of the queries: with the whole model where it is loaded anyway (xpool, --cost), else with the
     model's text side alone (pigcli.model.text_encoder: the same embeddings, without reading the video
     side), a few queries on one CPU thread. Says which queries were truncated."""
-    from contextlib import nullcontext
-
-    from ..core.device import cpu_threads
     from ..core.text import embed_texts
     from ..model.text_encoder import load_text_encoder
     from .embed_text import report_truncated
 
     texts = [q.text for q in queries]
-    with cpu_threads(device, 1) if len(texts) <= SINGLE_THREAD_QUERIES else nullcontext():
+    with query_threads(device, len(texts)):
         if loaded is not None:
             text, truncated = embed_texts(loaded, texts, device=device)
         else:
             text, truncated = load_text_encoder(folder.path, device).encode(texts)
     report_truncated([q.id for q in queries], truncated, folder.config.max_text_tokens)
     return text
+
+
+def query_threads(device, count: int):
+    """Where `count` queries are encoded: one CPU thread for up to SINGLE_THREAD_QUERIES (`pig serve` too)."""
+    from contextlib import nullcontext
+
+    from ..core.device import cpu_threads
+
+    return cpu_threads(device, 1) if count <= SINGLE_THREAD_QUERIES else nullcontext()
 
 
 def _report_cost(index_path, text, features, pig, device, rerank_k: int, top: int, n_videos: int) -> None:
