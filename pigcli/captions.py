@@ -7,8 +7,13 @@ are handled in one place whatever the format.
 Caption formats (chosen by extension, then by the CSV header):
   .csv    MSRVTT JSFUSION 'key,vid_key,video_id,sentence'; any header with video_id and
           caption/sentence/text; or headerless 'video_id,caption'
-  .jsonl  one object per line with video_id and caption/sentence/text (a string or a list)
+  .jsonl  one object per line with video_id (or clip_id) and caption/sentence/text (a string or a list):
+          the official PIG / CLIP-ViP annotations ({"clip_id": ..., "text": ...}, e.g. train9k.jsonl,
+          test1ka.jsonl) as they are
   .json   a list of such objects, or {video_id: [captions]}
+
+A list of texts gives one caption per item, in order; paragraph mode (`group_paragraphs`, DiDeMo and
+ActivityNet) joins a video's captions with spaces, as the official loader joins DiDeMo's list.
 
 NUL characters (raw bytes, or \\u0000 escapes in JSON) are replaced by a space and reported by line:
 HDF5 cannot store them in a string, and one such line must not lose a whole batch.
@@ -28,17 +33,18 @@ from .errors import PigError
 
 
 VIDEO_KEY = "video_id"
+VIDEO_KEYS = (VIDEO_KEY, "clip_id")  # clip_id: the official PIG / CLIP-ViP annotation files
 # First match wins, so 'caption' beats 'text' when a file has both.
 TEXT_KEYS = ("caption", "sentence", "text", "query", "captions", "sentences")
 ID_KEYS = ("caption_id", "query_id", "id", "key")
 # Any of these in the first CSV row means it is a header (MSRVTT adds vid_key).
-HEADER_WORDS = frozenset((VIDEO_KEY, "vid_key", *TEXT_KEYS, *ID_KEYS))
+HEADER_WORDS = frozenset((*VIDEO_KEYS, "vid_key", *TEXT_KEYS, *ID_KEYS))
 STRUCTURED_SUFFIXES = (".csv", ".jsonl", ".ndjson", ".json")
 
 FORMATS = (
     "accepted caption files: .csv with header 'key,vid_key,video_id,sentence' (MSRVTT JSFUSION) "
     "or any header with video_id and caption/sentence/text, headerless .csv 'video_id,caption', "
-    ".jsonl objects with video_id and caption/sentence/text (a string or a list), "
+    ".jsonl objects with video_id or clip_id and caption/sentence/text (a string or a list), "
     ".json list of such objects or {video_id: [captions]}"
 )
 
@@ -91,7 +97,7 @@ def group_paragraphs(captions: list[Caption]) -> list[Caption]:
     return [Caption(video, " ".join(parts), video) for video, parts in texts.items()]
 
 
-def load_queries(source: str | Path | TextIO | BinaryIO) -> tuple[list[Query], list[str]]:
+def load_queries(source: str | Path | TextIO | BinaryIO, paragraph: bool = False) -> tuple[list[Query], list[str]]:
     """Queries to embed, plus warnings.
 
     A path ending .csv/.jsonl/.ndjson/.json holds ids (id/query_id + text/query/caption/
@@ -99,6 +105,7 @@ def load_queries(source: str | Path | TextIO | BinaryIO) -> tuple[list[Query], l
     open stream is plain text, one query per line, id 'q<line number>' (1-based, blank
     lines included, so ids do not shift when a line is emptied). Invalid UTF-8 is replaced
     and reported, never fatal, so one bad line does not lose a whole batch.
+    paragraph: a captions file gives one query per video, its captions joined (id = the video id).
     """
     data, name, suffix = _query_source(source)
     lines, bad, nul = _decode_lines(data, name, strict=False)
@@ -107,7 +114,10 @@ def load_queries(source: str | Path | TextIO | BinaryIO) -> tuple[list[Query], l
     if suffix in STRUCTURED_SUFFIXES:
         records, nul_fields = _without_nul(_records(lines, name, suffix))
         warnings += _nul_warning(name, nul, nul_fields)
-        queries, more = _structured_queries(records, name)
+        queries, more = _structured_queries(records, name, paragraph)
+    elif paragraph:
+        raise PigError(f"{name}: paragraph mode joins the captions of each video, so it needs a captions file "
+                       f"(.csv/.jsonl/.json with video_id or clip_id and text), not plain text")
     else:
         warnings += _nul_warning(name, nul, [])
         queries, more = _text_queries(lines, name)
@@ -286,7 +296,7 @@ def _build_captions(records: list[Record], name: str) -> tuple[list[Caption], li
     used: dict[str, str] = {}
     blanks: list[str] = []
     for where, record in records:
-        video = _required_id(record, (VIDEO_KEY,), name, where)
+        video = _required_id(record, VIDEO_KEYS, name, where)
         texts, is_list = _texts(record, name, where)
         file_id = _optional_id(record, name, where)
         for j, text in enumerate(texts):
@@ -302,10 +312,15 @@ def _build_captions(records: list[Record], name: str) -> tuple[list[Caption], li
     return captions, _blank_warning(name, blanks, "caption")
 
 
-def _structured_queries(records: list[Record], name: str) -> tuple[list[Query], list[str]]:
-    if records and VIDEO_KEY in records[0][1]:  # a captions file: query id = caption id
+def _structured_queries(records: list[Record], name: str, paragraph: bool) -> tuple[list[Query], list[str]]:
+    if records and any(key in records[0][1] for key in VIDEO_KEYS):  # a captions file: query id = caption id
         captions, warnings = _build_captions(records, name)
+        if paragraph:
+            captions = group_paragraphs(captions)
         return [Query(c.caption_id, c.text) for c in captions], warnings
+    if paragraph:
+        raise PigError(f"{name}: paragraph mode needs a captions file (video_id or clip_id and text), "
+                       "not a query file")
     queries: list[Query] = []
     used: dict[str, str] = {}
     blanks: list[str] = []

@@ -18,8 +18,15 @@ class VideoEntry:
     path: Path
 
 
-def discover_videos(inputs: list[str | Path], relative_ids: bool = False) -> list[VideoEntry]:
-    """Expand inputs into videos with ids (file name without extension, or relative path with --relative-ids)."""
+def discover_videos(inputs: list[str | Path], relative_ids: bool = False,
+                    ids_from: str | Path | None = None) -> list[VideoEntry]:
+    """Expand inputs into videos with ids (file name without extension, or relative path with --relative-ids).
+
+    ids_from: a captions file (e.g. the official train9k.jsonl); its video ids name the videos, each found
+    in the input folders as the official loader finds it (`videos_by_id`).
+    """
+    if ids_from is not None:
+        return videos_by_id(inputs, _caption_video_ids(ids_from))
     entries: list[VideoEntry] = []
     for item in inputs:
         entries.extend(_expand(Path(item), relative_ids))
@@ -28,6 +35,34 @@ def discover_videos(inputs: list[str | Path], relative_ids: bool = False) -> lis
                        f"(looked for {', '.join(VIDEO_EXTENSIONS)})")
     _check_unique(entries)
     return entries
+
+
+def videos_by_id(folders: list[str | Path], ids: list[str]) -> list[VideoEntry]:
+    """One entry per id, named by the id, as the official PIG / CLIP-ViP loader finds videos: FOLDER/ID.mp4
+    (an id with '/' names a subfolder, as LSMDC's), else FOLDER/<the id's last part>.mp4 (the official rule
+    for the other sets); pig also accepts any video extension, .mp4 first. An id found nowhere keeps the
+    first path tried, so the stage records it as a failed video ('file not found')."""
+    roots = [Path(folder) for folder in folders]
+    for root in roots:
+        if not root.is_dir():
+            raise PigError(f"{root}: not a folder; with --ids, give the folder that holds the videos")
+    entries = []
+    for video_id in ids:
+        names = dict.fromkeys((video_id, video_id.rsplit("/", 1)[-1]))  # in order, without repeats
+        candidates = [root / (name + ext) for name in names for root in roots for ext in _BY_ID_EXTENSIONS]
+        entries.append(VideoEntry(video_id, next((p for p in candidates if p.exists()), candidates[0])))
+    if not entries:
+        raise PigError("no video ids to look up: the --ids file names no videos")
+    return entries
+
+
+_BY_ID_EXTENSIONS = (".mp4", *(ext for ext in VIDEO_EXTENSIONS if ext != ".mp4"))
+
+
+def _caption_video_ids(path: str | Path) -> list[str]:
+    from .captions import load_captions
+
+    return list(dict.fromkeys(caption.video_id for caption in load_captions(path)))
 
 
 def _expand(item: Path, relative_ids: bool) -> list[VideoEntry]:

@@ -28,6 +28,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -336,26 +337,35 @@ class StageWriter:
         of them: {name: {"chunk_rows": n, "compression": "lzf" | "gzip" | None, "compression_opts": ...}}
         (blocks are always written uncompressed: the cost is paid once, here).
         """
+        blocks = [self._block_path(number) for number in sorted(self.done_blocks())]
+        return self.join_files(blocks, extra_attrs, chunk_rows, layouts)
+
+    def join_files(self, sources: list[Path], extra_attrs: dict | None = None, chunk_rows: int = 256,
+                   layouts: dict[str, dict] | None = None, on_rows: Callable[[int], None] | None = None) -> Path:
+        """Write the rows of `sources` (HDF5 files with the same datasets, or none), in order, into
+        OUTPUT atomically (OUTPUT.tmp, then a rename), with the provenance and `extra_attrs` as root
+        attributes; remove the partial folder; release the lock. The blocks of a run (`finish`), or the
+        stage files `pig merge` joins. Rows are copied in pieces (COPY_BYTES), never a whole file at
+        once; on_rows(n) is told of every n rows of the first dataset copied (a progress bar)."""
         import h5py
 
-        blocks = sorted(self.done_blocks())
         tmp = Path(str(self.output) + ".tmp")
         layouts = layouts or {}
         # HDF5 can crash (not raise) when a write fails half-way: the free space is checked before the
-        # join and again before each block (another process may be filling the disk)
-        need = self._output_size(blocks, chunk_rows, layouts)
+        # join and again before each source (another process may be filling the disk)
+        need = self._output_size(sources, chunk_rows, layouts)
         require_free_space(self.output.parent, need, self.output)
         try:
             with _disk_full_is_an_error(self.output, [tmp]):
                 with h5py.File(tmp, "w") as out:
                     for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
                         out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-                    for number in blocks:
+                    for path in sources:
                         require_free_space(self.output.parent, max(0, need - tmp.stat().st_size), self.output)
-                        with h5py.File(self._block_path(number), "r") as block:
-                            for name in block:
+                        with h5py.File(path, "r") as source:
+                            for number, name in enumerate(source):
                                 layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
-                                _append(out, name, block[name], **layout)
+                                _append(out, name, source[name], **layout, on_rows=on_rows if number == 0 else None)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
@@ -364,14 +374,13 @@ class StageWriter:
         self.close()
         return self.output
 
-    def _output_size(self, blocks: list[int], chunk_rows: int, layouts: dict[str, dict]) -> int:
-        """About the bytes `finish` writes: the blocks' bytes plus the unused rows of each dataset's
+    def _output_size(self, sources: list[Path], chunk_rows: int, layouts: dict[str, dict]) -> int:
+        """About the bytes `join_files` writes: the sources' bytes plus the unused rows of each dataset's
         last chunk (HDF5 stores whole chunks)."""
         import h5py
 
         size, rows, row_bytes = 0, Counter(), {}
-        for number in blocks:
-            path = self._block_path(number)
+        for path in sources:
             size += path.stat().st_size
             with h5py.File(path, "r") as block:
                 for name in block:
@@ -498,8 +507,11 @@ def _create(handle, name: str, values, chunk_rows: int | None):
                                  chunks=chunks)
 
 
+COPY_BYTES = 64 * 2**20  # bytes of one dataset read at a time when joining files
+
+
 def _append(out, name: str, source, chunk_rows: int, compression: str | None = None,
-            compression_opts: int | None = None) -> None:
+            compression_opts: int | None = None, on_rows: Callable[[int], None] | None = None) -> None:
     if name not in out:
         dtype = source.dtype
         # chunk dimensions must be positive and fit maxshape: an empty axis (e.g. --patches none) gets
@@ -509,6 +521,12 @@ def _append(out, name: str, source, chunk_rows: int, compression: str | None = N
         out.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=maxshape, dtype=dtype, chunks=chunks,
                            compression=compression, compression_opts=compression_opts)
     target = out[name]
-    start = target.shape[0]
-    target.resize(start + source.shape[0], axis=0)
-    target[start:] = source[:]
+    start, count = target.shape[0], source.shape[0]
+    target.resize(start + count, axis=0)
+    row_bytes = max(1, int(np.prod(source.shape[1:], dtype=np.int64)) * source.dtype.itemsize)
+    step = max(1, COPY_BYTES // row_bytes)
+    for first in range(0, count, step):
+        last = min(first + step, count)
+        target[start + first : start + last] = source[first:last]
+        if on_rows is not None:
+            on_rows(last - first)

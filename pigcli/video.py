@@ -1,7 +1,14 @@
 """Video decoding, frame sampling and CLIP preprocessing.
 
-Sampling: T frames at segment centres, frame floor((i + 0.5) * n / T) for i in 0..T-1. A video with
-fewer than T frames repeats frames (visible in the recorded indices), which is not a failure.
+Sampling (`sample_indices`, docs/method.md s.1), T of the n decoded frames:
+- uniform (default): the official PIG / CLIP-ViP sampler, linspace(0, n - 1, T) truncated to integers, so
+  the first and last frames are always in. Training on raw videos jitters it as the official code does:
+  the first index is drawn from [0, d] and the last from [n - 1 - d, n - 1], with d = n // (T - 1), and
+  the T indices are spread evenly between them (pig caps d at (n - 1) // 2, which changes nothing for
+  T >= 4 and keeps the indices in order and in range for T <= 3, where the official rule can fail).
+- centre: segment centres, floor((i + 0.5) * n / T) for i in 0..T-1 (pig's only sampler before
+  --sampling existed; stage files that record no sampling were made with it).
+A video with fewer than T frames repeats frames (visible in the recorded indices), which is not a failure.
 Preprocessing (torch): resize the shortest side to the model's image size (bicubic, antialiased),
 centre crop, then CLIP mean/std (`normalize`, on the consumer side so workers ship uint8).
 """
@@ -12,7 +19,9 @@ import os
 import re
 import stat
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -33,11 +42,29 @@ class SampledClip:
     fps: float
 
 
-def sample_indices(num_frames: int, count: int) -> np.ndarray:
-    """Segment centres: floor((i + 0.5) * n / T)."""
+SAMPLINGS = ("uniform", "centre")
+DEFAULT_SAMPLING = "uniform"      # the official code's sampler: what a run compared with the paper needs
+UNRECORDED_SAMPLING = "centre"    # what a stage file that records no sampling was made with
+
+Jitter = Sequence[int] | None     # a seed (e.g. run seed, phase, epoch, video): jittered uniform sampling
+
+
+def sample_indices(num_frames: int, count: int, sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> np.ndarray:
+    """T frame numbers of n (see the module docstring). jitter: a seed for training's jittered uniform
+    sampling (reproducible: the same seed gives the same frames); ignored by centre sampling."""
     if num_frames <= 0:
         raise VideoError("video has no frames")
-    return np.floor((np.arange(count) + 0.5) * num_frames / count).astype(np.int64)
+    if sampling == "centre":
+        return np.floor((np.arange(count) + 0.5) * num_frames / count).astype(np.int64)
+    if sampling != "uniform":
+        raise ValueError(f"unknown frame sampling {sampling!r}; choose one of {', '.join(SAMPLINGS)}")
+    first, last = 0, num_frames - 1
+    if jitter is not None:
+        spread = min(num_frames // max(count - 1, 1), (num_frames - 1) // 2)
+        rng = np.random.default_rng(list(jitter))
+        first = int(rng.integers(0, spread + 1))
+        last = int(rng.integers(num_frames - 1 - spread, num_frames))
+    return np.linspace(first, last, count).astype(np.int64)  # truncation, as the official astype(int)
 
 
 def decord_available() -> bool:
@@ -85,9 +112,12 @@ def check_regular_file(path: Path) -> None:
         raise VideoError("empty file (0 bytes)")
 
 
-def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto") -> SampledClip:
-    """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input."""
+def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
+              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> SampledClip:
+    """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input.
+    sampling, jitter: how the T frames are chosen (`sample_indices`)."""
     path = Path(path)
+    choose = partial(sample_indices, count=num_samples, sampling=sampling, jitter=jitter)
     check_regular_file(path)
     chosen = resolve_decoder(decoder)
     # With 'auto', a file that decord fails on is retried with PyAV: decord cannot read some valid
@@ -97,7 +127,7 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
         [_read_decord] if chosen == "decord" else [_read_pyav])
     for attempt, reader in enumerate(readers, start=1):
         try:
-            rgb, index, num_frames, fps = reader(path, num_samples)
+            rgb, index, num_frames, fps = reader(path, choose)
             break
         except VideoError:
             raise
@@ -122,17 +152,17 @@ def _decoder_message(err: Exception) -> str:
     return f"cannot decode: {message}"
 
 
-def _read_decord(path: Path, num_samples: int):
+def _read_decord(path: Path, choose):
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
     num_frames = len(reader)
-    index = sample_indices(num_frames, num_samples)
+    index = choose(num_frames)
     rgb = reader.get_batch(list(index)).asnumpy()
     return rgb, index, num_frames, float(reader.get_avg_fps())
 
 
-def _read_pyav(path: Path, num_samples: int):
+def _read_pyav(path: Path, choose):
     import av
 
     with av.open(str(path)) as container:
@@ -142,7 +172,7 @@ def _read_pyav(path: Path, num_samples: int):
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         # Frame counts in headers are unreliable: decode everything, keep only what is sampled later.
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    index = sample_indices(len(decoded), num_samples)
+    index = choose(len(decoded))
     return np.stack([decoded[i] for i in index]), index, len(decoded), fps
 
 

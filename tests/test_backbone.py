@@ -166,13 +166,15 @@ def test_vip_equals_layer_by_layer_reference(trained_like) -> None:
 
 
 def test_vip_other_frame_count_interpolates_temporal_embedding(trained_like) -> None:
-    """T = 5 with a 12-row table: linear interpolation with aligned corners (first and last rows kept)."""
+    """T = 5 with a 12-row table: linear interpolation with align_corners=False, as CLIP-ViP: row i samples
+    the table at (i + 0.5) * 12 / 5 - 0.5 (cell centres), clamped to the table."""
     table = trained_like.backbone.temporal_embedding.detach()
     resized = trained_like.backbone.temporal(5)
-    positions = torch.linspace(0, table.shape[0] - 1, 5)
+    positions = ((torch.arange(5, dtype=torch.float64) + 0.5) * table.shape[0] / 5 - 0.5).clamp(0, table.shape[0] - 1)
+    assert positions.tolist() == pytest.approx([0.7, 3.1, 5.5, 7.9, 10.3])
     lo = positions.floor().long().clamp(max=table.shape[0] - 2)
-    frac = (positions - lo)[:, None]
-    torch.testing.assert_close(resized, table[lo] * (1 - frac) + table[lo + 1] * frac, atol=1e-6, rtol=0)
+    frac, wide = (positions - lo)[:, None], table.double()
+    torch.testing.assert_close(resized.double(), wide[lo] * (1 - frac) + wide[lo + 1] * frac, atol=2e-6, rtol=0)
 
     pixels = pixels_for(1, frames=5, seed=1)
     with torch.no_grad():

@@ -200,3 +200,54 @@ def test_nul_bytes_are_replaced_and_reported_for_every_reader(tmp_path):
     assert warnings == [f"{tmp_path / 'caps.csv'}: NUL characters in 1 line: 2 (each replaced with a space)"]
     captions, _ = read_captions(write(tmp_path, "caps.json", '{"v1": ["x\\u0000y"]}'))
     assert captions == [Caption("v1", "x y", "v1#0")]
+
+
+# ---------------------------------------------------------------- the official PIG / CLIP-ViP annotation files
+
+
+def _official_jsonl(tmp_path: Path, name: str, records: list[dict]) -> Path:
+    return write(tmp_path, name, "".join(json.dumps(record) + "\n" for record in records))
+
+
+def test_official_jsonl_clip_id_with_a_string_or_a_list(tmp_path):
+    """test1ka.jsonl gives one caption per clip as a string; training files may give a list per clip."""
+    test = _official_jsonl(tmp_path, "test1ka.jsonl", [
+        {"clip_id": "video7020", "text": "a woman creating a fondant baby"},
+        {"clip_id": "video7021", "text": "a man is playing a guitar"}])
+    assert load_captions(test) == [Caption("video7020", "a woman creating a fondant baby", "video7020#0"),
+                                   Caption("video7021", "a man is playing a guitar", "video7021#0")]
+    train = _official_jsonl(tmp_path, "train9k.jsonl", [
+        {"clip_id": "video0", "text": ["a car is shown", "a man drives"]},
+        {"clip_id": "video1", "text": "cartoon of a dog"},
+        {"clip_id": "video0", "text": "a red car"}])  # a clip may also come back on another line
+    assert load_captions(train) == [Caption("video0", "a car is shown", "video0#0"),
+                                    Caption("video0", "a man drives", "video0#1"),
+                                    Caption("video1", "cartoon of a dog", "video1#0"),
+                                    Caption("video0", "a red car", "video0#2")]
+    official_json = write(tmp_path, "test.json", json.dumps([{"clip_id": "a", "text": "one"}]))
+    assert load_captions(official_json) == [Caption("a", "one", "a#0")]
+
+
+def test_official_didemo_list_joins_into_one_paragraph(tmp_path):
+    """DiDeMo: the official loader joins a clip's list of sentences with spaces; so does paragraph mode."""
+    path = _official_jsonl(tmp_path, "didemo_test.jsonl", [
+        {"clip_id": "clip_a.mp4", "text": ["a girl runs.", "she stops.", "the camera pans."]},
+        {"clip_id": "clip_b.mp4", "text": ["a dog barks."]}])
+    assert group_paragraphs(load_captions(path)) == [
+        Caption("clip_a.mp4", "a girl runs. she stops. the camera pans.", "clip_a.mp4"),
+        Caption("clip_b.mp4", "a dog barks.", "clip_b.mp4")]
+    queries, _ = load_queries(path, paragraph=True)
+    assert queries == [Query("clip_a.mp4", "a girl runs. she stops. the camera pans."),
+                       Query("clip_b.mp4", "a dog barks.")]
+    per_caption, _ = load_queries(path)
+    assert [q.id for q in per_caption] == ["clip_a.mp4#0", "clip_a.mp4#1", "clip_a.mp4#2", "clip_b.mp4#0"]
+    with pytest.raises(PigError, match="paragraph mode .* captions file"):
+        load_queries(write(tmp_path, "q.txt", "a query\n"), paragraph=True)
+
+
+def test_video_id_wins_over_clip_id_and_a_missing_id_names_both(tmp_path):
+    both = _official_jsonl(tmp_path, "both.jsonl", [{"video_id": "v", "clip_id": "c", "text": "x"}])
+    assert load_captions(both)[0].video_id == "v"
+    none = _official_jsonl(tmp_path, "none.jsonl", [{"text": "x"}])
+    with pytest.raises(PigError, match="line 1: missing or empty video_id / clip_id"):
+        load_captions(none)

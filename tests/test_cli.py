@@ -17,8 +17,8 @@ from pigcli import __version__
 from pigcli.cli import app
 
 FOUNDATION_COMMANDS = ("init", "extract", "inspect")
-COMMANDS = ("init", "extract", "frames", "select", "generate", "fuse", "embed-text", "index", "rank", "eval",
-            "tune-rerank", "train", "inspect", "demo", "toy make")
+COMMANDS = ("init", "extract", "frames", "select", "generate", "fuse", "embed-text", "merge", "index", "rank", "eval",
+            "tune-rerank", "serve", "train", "inspect", "explain", "demo", "toy make")
 
 
 def test_help_lists_the_commands_and_is_fast(run_pig) -> None:

@@ -55,9 +55,10 @@ def ref_scores(t, frames, patches, mixed, w_g, w_f):
 
 
 def np_sym_ce(logits):
+    """EERCF's symmetric CE: the MEAN of the text-to-video and video-to-text cross-entropies."""
     def ce_rows(m):
         return np.mean([-np.log(np_softmax(m[i])[i]) for i in range(len(m))])
-    return ce_rows(logits) + ce_rows(logits.T)
+    return (ce_rows(logits) + ce_rows(logits.T)) / 2
 
 
 def np_pc(a, b):

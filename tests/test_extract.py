@@ -77,7 +77,7 @@ def test_schema(mixed_extract, mixed_folder, tiny_model) -> None:
     assert attrs["schema"] == "pig/1" and attrs["stage"] == "extract"
     settings = json.loads(attrs["settings"])
     assert settings["backbone"] == "vip" and settings["patches"] == "all" and settings["num_frames"] == TINY_T
-    assert settings["precision"] == "fp32" and settings["image_size"] == 32
+    assert settings["precision"] == "fp32" and settings["image_size"] == 32 and settings["sampling"] == "uniform"
     assert json.loads(attrs["model"]) == tiny_model.identity.to_dict()
     inputs = json.loads(attrs["inputs"])
     assert inputs and inputs[0]["videos"] == n
@@ -108,7 +108,7 @@ def _expected_tokens(tiny_model, path: Path, frames: int = TINY_T):
 
     with av.open(str(path)) as container:
         rgb = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
-    index = [(2 * i + 1) * len(rgb) // (2 * frames) for i in range(frames)]
+    index = [i * (len(rgb) - 1) // (frames - 1) for i in range(frames)]  # uniform: the official linspace
     from pigcli.video import resize_and_crop
 
     pixels = resize_and_crop(rgb[index], 32).astype(np.float32) / 255.0
@@ -134,7 +134,7 @@ def test_ok_rows_hold_the_models_outputs(mixed_extract, mixed_folder, tiny_model
     np.testing.assert_array_equal(data["patch_index"][i], np.arange(TINY_T * TINY_L))
     np.testing.assert_allclose(data["patches"][i].astype(np.float32), tokens.patches[0].numpy(), atol=2e-2, rtol=1e-2)
     if video_id == SHORT:
-        assert index == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+        assert index == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4]  # 5 frames, 12 taken: linspace(0, 4, 12) truncated
 
 
 # --- patches settings ------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import torch
 from typer.testing import CliRunner
 
 from conftest import TINY_IMAGE, TINY_T, VIDEO_FOLDER_SPECS, pig_env, read_h5, sigkill_after_first_block, write_broken, write_test_video
-from pigcli.errors import StaleInputError, UsageError
+from pigcli.errors import PigError, StaleInputError, UsageError
 from pigcli.stages.frames import FramesSettings, frames
 from pigcli.train import TrainConfig, train
 from pigcli.video import read_clip
@@ -74,7 +74,8 @@ def test_rows_are_read_clips_frames(mixed_frames, mixed_folder):
     attrs = data["attrs"]
     assert attrs["stage"] == "frames" and json.loads(attrs["model"]) is None
     settings = json.loads(attrs["settings"])
-    assert settings == {"num_frames": TINY_T, "image_size": TINY_IMAGE, "decoder": settings["decoder"]}
+    assert settings == {"num_frames": TINY_T, "image_size": TINY_IMAGE, "decoder": settings["decoder"],
+                        "sampling": "uniform"}
     with h5py.File(output, "r") as handle:  # one video per chunk, uncompressed (stages/frames.py)
         assert handle["pixels"].chunks == (1, TINY_T, 3, TINY_IMAGE, TINY_IMAGE)
         assert handle["pixels"].compression is None
@@ -91,7 +92,7 @@ def test_rows_are_read_clips_frames(mixed_frames, mixed_folder):
         np.testing.assert_array_equal(row["pixels"], clip.frames, err_msg=path.name)
         np.testing.assert_array_equal(row["frame_index"], clip.frame_index)
         np.testing.assert_array_equal(row["timestamps"], clip.timestamps)
-    assert rows["zshort"]["frame_index"].tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+    assert rows["zshort"]["frame_index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4]  # uniform, 5 frames
 
 
 def test_cli_reports_failures_with_exit_3(mixed_folder, mixed_frames, tmp_path):
@@ -225,11 +226,12 @@ def log_records(output: Path, event: str) -> list[dict]:
 @pytest.mark.slow
 def test_cached_frames_train_like_raw_videos(train_corpus, tmp_path):
     """Full fine-tune (backbone included), same model, seed and captions: the same losses at every step
-    and the same validation before and after, from cached frames as from decoding the videos."""
+    and the same validation before and after, from cached frames as from decoding the videos (without
+    the training jitter, which a frames file cannot have)."""
     from pigcli.model.checkpoint import load_checkpoint
 
     cached = train(train_config(train_corpus, tmp_path / "cached"))
-    raw = train(train_config(train_corpus, tmp_path / "raw", frames=None, videos=train_corpus[0]))
+    raw = train(train_config(train_corpus, tmp_path / "raw", frames=None, videos=train_corpus[0], jitter=False))
     steps_cached, steps_raw = log_records(tmp_path / "cached", "step"), log_records(tmp_path / "raw", "step")
     assert len(steps_cached) == len(steps_raw) == 2
     for a, b in zip(steps_cached, steps_raw):
@@ -295,3 +297,32 @@ def test_failed_videos_are_left_out_and_exactly_one_source(train_corpus, tmp_pat
     assert log_records(tmp_path / "run", "step")[0]["videos"] == 4
     with pytest.raises(UsageError, match="exactly one of --features .*--videos .*--frames"):
         train(train_config(train_corpus, tmp_path / "both", videos=train_corpus[0]))
+
+
+# --- videos named by the ids of an annotation file -------------------------------------------------------
+
+def test_ids_from_official_annotations_find_videos_as_the_official_loader(tmp_path, tiny_model_dir):
+    """FOLDER/ID.mp4; an id with '/' is a subfolder (LSMDC), else its last part names the file (the official
+    rule); another extension is accepted; an id with no file becomes a failed video (exit 3)."""
+    from pigcli.sources import videos_by_id
+
+    folder = tmp_path / "all"
+    for name in ("video7020.mp4", "1004_Juno/1004_Juno_00.01.mp4", "clip9.avi", "video7021.webm"):
+        write_test_video(folder / name, 12, 32, 40)
+    ids = ["video7020", "1004_Juno/1004_Juno_00.01", "split_a/clip9", "video7021", "ghost"]
+    entries = videos_by_id([folder], ids)
+    assert [e.id for e in entries] == ids
+    assert [e.path.relative_to(folder).as_posix() for e in entries] == [
+        "video7020.mp4", "1004_Juno/1004_Juno_00.01.mp4", "clip9.avi", "video7021.webm", "ghost.mp4"]
+
+    annotations = tmp_path / "test1ka.jsonl"
+    annotations.write_text("".join(json.dumps({"clip_id": i, "text": f"caption of {i}"}) + "\n" for i in ids))
+    output = tmp_path / "frames.h5"
+    result = CliRunner().invoke(app(), ["frames", str(folder), "--ids", str(annotations), "-m", str(tiny_model_dir),
+                                        "--workers", "0", "-o", str(output), "--json"])
+    assert result.exit_code == 3, result.output
+    data = read_h5(output)
+    assert list(data["ids"]) == ids and list(data["status"]) == ["ok"] * 4 + ["failed"]
+    assert "file not found" in data["error"][4]
+    with pytest.raises(PigError, match="not a folder; with --ids"):
+        videos_by_id([folder / "video7020.mp4"], ids)

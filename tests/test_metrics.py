@@ -30,11 +30,34 @@ def test_t2v_by_hand():
 
 
 def test_v2t_by_hand():
-    # video 0: own captions 0, 3 score 0.9, 0.7; best 0.9; other captions >= 0.9: none      -> 0
-    # video 1: own caption 1 scores 0.8; others in column 1: 0.1, 0.6, 0.7, none >= 0.8      -> 0
-    # video 2: own caption 2 scores 0.4; others: 0.3, 0.8, 0.7 -> two >= 0.4                -> 2
+    # groups: video 0 = captions {0, 3}, video 1 = {1}, video 2 = {2}; a group scores its best caption
+    # video 0: own group max(0.9, 0.7) = 0.9; group 1 scores 0.2, group 2 0.5            -> 0
+    # video 1: own 0.8; group 0 max(0.1, 0.7) = 0.7, group 2 0.6                          -> 0
+    # video 2: own 0.4; group 0 max(0.3, 0.7) = 0.7 and group 1 0.8 are >= 0.4            -> 2
     # video 3: no caption, left out
     assert v2t_ranks(SIM, CAPTION_VIDEO).tolist() == [0, 0, 2]
+
+
+# 5 captions x 3 videos, two captions for videos 0 and 1: where ranking among caption groups (CLIP4Clip,
+# X-Pool) and ranking among captions differ.
+MULTI = np.array([
+    [0.90, 0.20, 0.90],  # caption 0 -> video 0
+    [0.30, 0.10, 0.80],  # caption 1 -> video 0
+    [0.40, 0.70, 0.60],  # caption 2 -> video 1
+    [0.95, 0.50, 0.10],  # caption 3 -> video 1
+    [0.10, 0.70, 0.50],  # caption 4 -> video 2
+])
+MULTI_VIDEO = np.array([0, 0, 1, 1, 2])
+
+
+def test_v2t_ranks_caption_groups_not_captions():
+    # video 0: own group max(0.90, 0.30) = 0.90; group 1 max(0.40, 0.95) = 0.95 >= 0.90; group 2 0.10  -> 1
+    # video 1: own max(0.70, 0.50) = 0.70; group 0 max(0.20, 0.10) = 0.20; group 2 0.70 ties: counts  -> 1
+    # video 2: own 0.50; group 0 max(0.90, 0.80) = 0.90 and group 1 max(0.60, 0.10) = 0.60 beat it   -> 2
+    #          (among captions it would be 3: captions 0, 1 and 2 all score >= 0.50)
+    assert v2t_ranks(MULTI, MULTI_VIDEO).tolist() == [1, 1, 2]
+    v2t = retrieval_metrics(MULTI, MULTI_VIDEO)["v2t"]
+    assert v2t == {"R@1": 0.0, "R@5": 100.0, "R@10": 100.0, "MdR": 2.0, "MnR": pytest.approx(7 / 3), "count": 3}
 
 
 def test_retrieval_metrics_by_hand():
@@ -62,12 +85,13 @@ def test_summarize_custom_ks():
 
 
 def _v2t_loop(sim: np.ndarray, caption_video: np.ndarray) -> list[int]:
+    """CLIP4Clip's v2t, written out: max over each video's captions, then rank the groups."""
+    groups = sorted(set(caption_video.tolist()))
     ranks = []
     for video in range(sim.shape[1]):
-        own = caption_video == video
-        if own.any():
-            best = sim[own, video].max()
-            ranks.append(int((sim[~own, video] >= best).sum()))
+        if video in groups:
+            group_score = {u: sim[caption_video == u, video].max() for u in groups}
+            ranks.append(sum(score >= group_score[video] for u, score in group_score.items() if u != video))
     return ranks
 
 
@@ -141,3 +165,17 @@ def test_format_table():
     assert lines[3].split() == ["v2t", "66.7", "100.0", "100.0", "1.0", "1.7"]
     assert lines[-1] == "ties ranked pessimistically"
     assert len({len(line) for line in lines[1:4]}) == 1  # fixed width
+
+
+def test_v2t_reads_an_hdf5_dataset_in_blocks(monkeypatch, tmp_path):
+    """Groups gather rows from all over the matrix; h5py needs them in increasing order."""
+    import h5py
+
+    monkeypatch.setattr(metrics, "BLOCK_ELEMENTS", 24)  # two rows of 12 per block: groups split across reads
+    rng = np.random.default_rng(3)
+    sim = rng.integers(0, 4, size=(30, 12)).astype(np.float32)
+    caption_video = rng.integers(0, 10, size=30)
+    with h5py.File(tmp_path / "sim.h5", "w") as handle:
+        handle["sim"] = sim
+    with h5py.File(tmp_path / "sim.h5", "r") as handle:
+        assert v2t_ranks(handle["sim"], caption_video).tolist() == _v2t_loop(sim, caption_video)

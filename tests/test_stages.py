@@ -742,6 +742,26 @@ def test_eval_paragraph_and_dsl(chain, tiny_model, tmp_path) -> None:
     assert code == 0 and "DSL" in table.splitlines()[0] and "not an online method" in table
 
 
+def test_eval_paragraphs_keep_64_tokens_and_truncated_texts_are_named(chain, tiny_model, tmp_path) -> None:
+    """Paragraph sets: the joined query keeps 64 tokens, not the model's 50; texts cut to the limit are
+    named on stderr, as pig rank does."""
+    video_ids = read(chain.index)["ids"]
+    parts = {video_ids[0]: ["a red square moves left", "then it stops near the edge of the frame"],  # 53 tokens
+             video_ids[1]: ["a green block slides " * 4]}                                           # 70 tokens
+    path = tmp_path / "didemo.jsonl"
+    path.write_text("".join(json.dumps({"clip_id": v, "text": t}) + "\n" for v, t in parts.items()))
+    code, out, err = pig("eval", chain.index, "--captions", path, "--json", "--paragraph")
+    assert code == 0, err
+    paragraphs = [(v, " ".join(t).strip()) for v, t in parts.items()]
+    assert [len(tiny_model.tokenizer(p)["input_ids"]) for _, p in paragraphs] == [53, 70]
+    e_v = read(chain.index, "embedding")
+    e_t = np.stack([expected_text_embedding(tiny_model, p, max_tokens=64) for _, p in paragraphs])
+    _assert_metrics(json.loads(out), retrieval_metrics(e_t @ e_v["embedding"].T, np.array([0, 1])))
+    assert f"1 paragraphs longer than 64 tokens were truncated: {video_ids[1]}" in err
+    code, out, err = pig("eval", chain.index, "--captions", path, "--json")  # captions: the model's 50 tokens
+    assert code == 0 and f"1 captions longer than 50 tokens were truncated: {video_ids[1]}#0" in err
+
+
 def test_eval_xpool_matches_metrics_of_per_pair_scores(chain, tiny_model, tmp_path) -> None:
     video_ids = read(chain.index)["ids"]
     captions = [c for c in _write_captions(tmp_path / "caps.csv", video_ids) if c[0] != "ghost"]

@@ -14,6 +14,7 @@ import math
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
@@ -266,7 +267,8 @@ def test_eercf_head_has_no_weight_decay(tiny_model_dir):
 @pytest.mark.parametrize("method", ["pig", "xpool"])
 def test_frozen_features_and_raw_videos_give_the_same_first_loss(corpus, tmp_path, method):
     train(config(corpus, tmp_path / "frozen", method=method, steps=1, val_captions=None))
-    train(config(corpus, tmp_path / "raw", method=method, steps=1, val_captions=None, features=None, videos=corpus[0]))
+    train(config(corpus, tmp_path / "raw", method=method, steps=1, val_captions=None, features=None, videos=corpus[0],
+                 jitter=False))  # the extract file holds unjittered uniform frames
     first_frozen, first_raw = log_records(tmp_path / "frozen", "step")[0], log_records(tmp_path / "raw", "step")[0]
     # the extract file stores patch tokens in float16: the only difference between the two paths
     for key in ("loss", "l_ret", "l_gen"):
@@ -329,7 +331,9 @@ def test_two_torchrun_processes_train_like_one(corpus, tmp_path):
     one, two = log_records(tmp_path / "one", "step"), log_records(tmp_path / "two", "step")
     a, b = weights(single.last), weights(tmp_path / "two" / "last")
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
-    assert diff < 1e-5, diff  # the constant-gather variant gives about 3e-4 here
+    # measured 1.0e-5 with EERCF's mean symCE (0.9e-5 or less with the sum before); the constant-gather
+    # variant gives about 3e-4 here
+    assert diff < 2e-5, diff
     assert [r["loss"] for r in two] == pytest.approx([r["loss"] for r in one], rel=1e-4)
 
 
@@ -462,3 +466,77 @@ def test_cli_defaults_match_train_config_and_command_runs(corpus, tmp_path):
     assert report["last"] == str(tmp_path / "run-json" / "last") and report["best"] == str(tmp_path / "run-json" / "best")
     assert report["steps"] == 2 and isinstance(report["final_loss"], float)
     assert "R@1" in report["best_metrics"]["t2v"]
+
+
+# --- the official annotation files, paragraphs, truncated captions --------------------------------
+
+def test_official_jsonl_paragraphs_keep_64_tokens_and_truncated_captions_are_named(corpus, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """clip_id/text files as the official code reads them; --paragraph joins each clip's list into one caption
+    tokenised to 64 tokens (in training and validation); captions cut to the limit are named once."""
+    import pigcli.train.loop as loop
+    import pigcli.train.validate as validate
+    from pigcli.core.text import embed_texts, tokenize
+
+    long_text = "a red square that slowly moves from the left edge to the right edge"  # 56 tokens (tiny preset)
+    rows = [{"clip_id": f"{name}{j}", "text": [long_text] if (name, j) == ("red", 0) else [f"a {name}", "square"]}
+            for name in COLOURS for j in range(2)]
+    captions = tmp_path / "train9k.jsonl"
+    captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    seen, limits = [], []
+    monkeypatch.setattr(loop, "tokenize", lambda tok, texts, limit: seen.append((texts, limit)) or tokenize(tok, texts, limit))
+    monkeypatch.setattr(validate, "embed_texts", lambda *a, **k: limits.append(k["max_tokens"]) or embed_texts(*a, **k))
+    result = train(config(corpus, tmp_path / "plain", captions=captions, steps=1))
+    err = capsys.readouterr().err
+    assert result.train_videos == 2 * len(COLOURS) and seen[0][1] == 50 and set(limits) == {50}
+    assert "1 training captions longer than 50 tokens were truncated: red0#0" in err
+    seen.clear(), limits.clear()
+    train(config(corpus, tmp_path / "para", captions=captions, steps=1, paragraph=True))
+    err = capsys.readouterr().err
+    assert seen[0][1] == 64 and set(limits) == {64} and "truncated" not in err
+    assert {"a green square", "a blue square", long_text} <= set(seen[0][0])  # one joined caption per clip
+
+
+# --- frame sampling ---------------------------------------------------------------------------------
+
+def test_training_jitter_draws_other_frames_each_epoch_reproducibly(corpus):
+    """VideoSource with a jitter seed (run seed, phase, epoch): the official jittered uniform frames, seeded
+    per video, so an epoch can be replayed (resume) and another epoch sees other frames."""
+    from pigcli.train.data import VideoSource
+    from pigcli.video import read_clip
+
+    source = VideoSource(corpus[0], 12, 32, "pyav", workers=0)
+    try:
+        rows = [np.arange(len(source.ids))]
+        plain = next(source.iterate(rows)).pixels
+        epoch0 = next(source.iterate(rows, (0, 2, 0))).pixels
+        again = next(source.iterate(rows, (0, 2, 0))).pixels
+        epoch1 = next(source.iterate(rows, (0, 2, 1))).pixels
+    finally:
+        source.close()
+    path = next(corpus[0].glob(source.ids[3] + ".*"))
+    np.testing.assert_array_equal(plain[3].numpy(), read_clip(path, 12, 32, "pyav").frames)  # validation: no jitter
+    np.testing.assert_array_equal(epoch0[3].numpy(), read_clip(path, 12, 32, "pyav", jitter=(0, 2, 0, 3)).frames)
+    assert torch.equal(epoch0, again) and not torch.equal(epoch0, epoch1) and not torch.equal(epoch0, plain)
+
+
+def test_sampling_follows_the_file_and_another_is_refused_with_the_command(corpus, tmp_path):
+    from pigcli.errors import StaleInputError
+    from pigcli.stages.frames import FramesSettings, frames
+
+    centre = tmp_path / "centre.h5"
+    frames([corpus[0]], centre, str(corpus[3]), settings=FramesSettings(sampling="centre"), workers=0)
+    with h5py.File(centre, "r") as handle:  # centre stays unrecorded: files made before --sampling stay valid
+        assert "sampling" not in json.loads(handle.attrs["settings"])
+        assert handle["frame_index"][0].tolist() == [(2 * i + 1) * 16 // 24 for i in range(12)]  # 16 frames
+    base = dict(features=None, frames=centre, steps=1, val_captions=None)
+    train(config(corpus, tmp_path / "run", **base))
+    settings = log_records(tmp_path / "run", "start")[0]["settings"]
+    assert settings["sampling"] == "centre"  # the run records the frames it trained on
+    with pytest.raises(StaleInputError, match="sampled with --sampling centre, not uniform; rerun: pig frames "
+                                              "VIDEOS -m MODEL --sampling uniform -o frames.h5"):
+        train(config(corpus, tmp_path / "other", sampling="uniform", **base))
+    with pytest.raises(StaleInputError, match="--sampling uniform, not centre; rerun: pig extract"):
+        train(config(corpus, tmp_path / "feats", sampling="centre", steps=1, val_captions=None))
+    with pytest.raises(UsageError, match="--sampling must be one of uniform, centre"):
+        train(config(corpus, tmp_path / "bad", sampling="middle"))

@@ -15,7 +15,7 @@ DECODERS = ["decord", "pyav"]
 
 @pytest.mark.parametrize("n, t", [(16, 4), (100, 12), (12, 12), (13, 12), (5, 12), (1, 12), (7, 3), (1000, 7)])
 def test_sample_indices_are_segment_centres(n: int, t: int) -> None:
-    got = sample_indices(n, t)
+    got = sample_indices(n, t, "centre")
     want = [(2 * i + 1) * n // (2 * t) for i in range(t)]  # floor((i + 0.5) * n / T), in integers
     assert got.dtype == np.int64 and got.tolist() == want
     assert np.all(np.diff(got) >= 0) and got.min() >= 0 and got.max() < n
@@ -26,8 +26,58 @@ def test_sample_indices_are_segment_centres(n: int, t: int) -> None:
 
 
 def test_sample_indices_known_values() -> None:
-    assert sample_indices(10, 4).tolist() == [1, 3, 6, 8]
-    assert sample_indices(5, 12).tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+    assert sample_indices(10, 4, "centre").tolist() == [1, 3, 6, 8]
+    assert sample_indices(5, 12, "centre").tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+
+
+@pytest.mark.parametrize("n, t", [(16, 8), (100, 12), (12, 12), (13, 12), (5, 12), (1, 12), (7, 3), (1000, 7),
+                                  (300, 12), (1, 1), (9, 1)])
+def test_uniform_sampling_picks_the_official_frame_numbers(n: int, t: int) -> None:
+    """The official test-time sampler, linspace(0, n - 1, T).astype(int): frame floor(i (n - 1) / (T - 1))."""
+    got = sample_indices(n, t)  # uniform is the default
+    want = [i * (n - 1) // (t - 1) if t > 1 else 0 for i in range(t)]
+    assert got.dtype == np.int64 and got.tolist() == want
+    assert got[0] == 0 and got[-1] == (n - 1 if t > 1 else 0)  # the first and the last frame are in
+
+
+def test_uniform_sampling_known_values_and_float_rounding() -> None:
+    # MSRVTT-like: 300 frames, 12 sampled (linspace 0, 27.18, 54.36, ... 299)
+    assert sample_indices(300, 12).tolist() == [0, 27, 54, 81, 108, 135, 163, 190, 217, 244, 271, 299]
+    assert sample_indices(16, 8).tolist() == [0, 2, 4, 6, 8, 10, 12, 15]  # centre: 1, 3, ..., 15
+    # where float linspace lands just below an integer the official code truncates it down; so does pig
+    # (exactly: 7 * 122 / 14 = 61, but linspace gives 60.99999...)
+    assert sample_indices(123, 15)[7] == 60 == int(np.linspace(0, 122, 15)[7])
+
+
+@pytest.mark.parametrize("n, t", [(100, 12), (300, 12), (12, 12), (13, 12), (5, 12), (1, 12), (50, 4)])
+def test_training_jitter_follows_the_official_rule_and_is_seeded(n: int, t: int) -> None:
+    """First frame from [0, d], last from [n - 1 - d, n - 1], d = n // (T - 1); linspace between them."""
+    spread = n // (t - 1)
+    firsts, lasts = set(), set()
+    for epoch in range(200):
+        got = sample_indices(n, t, jitter=(0, 2, epoch, 7))
+        first, last = int(got[0]), int(got[-1])
+        assert 0 <= first <= spread and n - 1 - spread <= last <= n - 1
+        assert got.tolist() == np.linspace(first, last, t).astype(np.int64).tolist()
+        assert got.tolist() == sample_indices(n, t, jitter=(0, 2, epoch, 7)).tolist()  # seeded: reproducible
+        firsts.add(first), lasts.add(last)
+    assert firsts == set(range(min(spread, n - 1) + 1)) or n <= 2  # every allowed start is drawn
+    assert lasts == set(range(max(n - 1 - spread, 0), n))
+    assert sample_indices(n, t, "centre", jitter=(0, 2, 0, 7)).tolist() == sample_indices(n, t, "centre").tolist()
+
+
+def test_training_jitter_stays_ordered_for_few_frames() -> None:
+    """T <= 3: the official d = n // (T - 1) can let the first index pass the last (or leave the video);
+    pig caps d at (n - 1) // 2."""
+    for n, t in [(10, 3), (11, 2), (2, 2), (1, 2), (6, 1)]:
+        for epoch in range(100):
+            got = sample_indices(n, t, jitter=(epoch,))
+            assert np.all(np.diff(got) >= 0) and got.min() >= 0 and got.max() < n, (n, t, got)
+
+
+def test_unknown_sampling_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown frame sampling 'middle'"):
+        sample_indices(10, 4, "middle")
 
 
 def test_sample_indices_no_frames() -> None:
@@ -113,7 +163,7 @@ def test_decoded_frames_are_the_sampled_source_frames(make_video, suffix: str, d
 def test_short_video_repeats_frames(make_broken, decoder: str) -> None:
     clip = read_clip(make_broken("short"), 12, 32, decoder)  # 5 frames, T = 12: not an error
     assert clip.num_frames == 5
-    assert clip.frame_index.tolist() == [0, 0, 1, 1, 1, 2, 2, 3, 3, 3, 4, 4]
+    assert clip.frame_index.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4]  # floor(i * 4 / 11), uniform
     np.testing.assert_array_equal(clip.frames[0], clip.frames[1])
     assert [frame_number(f, channels_first=True) for f in clip.frames] == clip.frame_index.tolist()
 
@@ -172,3 +222,14 @@ def test_resolve_decoder() -> None:
     assert resolve_decoder("auto") in ("decord", "pyav")
     with pytest.raises(ValueError, match="unknown decoder"):
         resolve_decoder("ffmpeg")
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_read_clip_decodes_the_frames_each_sampling_chooses(make_video, decoder: str) -> None:
+    path = make_video("numbered.avi", 30)  # each frame's red level tells its number (mjpeg: every frame intra)
+    for sampling, jitter in (("uniform", None), ("centre", None), ("uniform", (0, 2, 1, 5))):
+        clip = read_clip(path, 12, 32, decoder, sampling, jitter)
+        assert clip.frame_index.tolist() == sample_indices(30, 12, sampling, jitter).tolist()
+        assert [frame_number(f, channels_first=True) for f in clip.frames] == clip.frame_index.tolist()
+    jittered = {tuple(read_clip(path, 12, 32, decoder, jitter=(0, 2, epoch, 5)).frame_index) for epoch in range(4)}
+    assert len(jittered) > 1  # epochs see other frames

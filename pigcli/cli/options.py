@@ -34,9 +34,10 @@ TrainPrecision = choices("TrainPrecision", "auto fp32 bf16 fp16")  # fp16: with 
 Selector = choices("Selector", "its random")                  # random patches: an ablation of ITS
 Backbone = choices("Backbone", "vip frames")                  # video proxy tokens | CLIP per frame
 Decoder = choices("Decoder", "auto decord pyav")              # auto: decord if installed, else PyAV
+Sampling = choices("Sampling", "uniform centre")              # the official linspace | segment centres
 FuseMethod = choices("FuseMethod", "pig meanpool eercf")
 ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
-OutputFormat = choices("OutputFormat", "tsv jsonl trec")
+OutputFormat = choices("OutputFormat", "tsv jsonl trec html")
 TrainMethod = choices("TrainMethod", "pig meanpool xpool eercf")
 Preset = choices("Preset", "tiny toy b32")
 
@@ -75,9 +76,24 @@ StageJson = Annotated[bool, typer.Option(
 BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
 DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
+SAMPLING_HELP = ("which T of a video's n frames: uniform = linspace(0, n-1, T), the official PIG / CLIP-ViP sampler "
+                 "(default: runs compare with the paper and official checkpoints); centre = segment centres, "
+                 "pig's sampler before this option (files made then)")
+SamplingOpt = Annotated[Sampling, typer.Option("--sampling", help=SAMPLING_HELP)]
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
-BatchSize = Annotated[int, typer.Option("--batch-size", help="videos per model batch")]
+VideoBatch = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="videos per model batch (default: 4 on CPU, 32 on GPU)")]
 Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
+ShardOpt = Annotated[Optional[str], typer.Option(
+    "--shard", metavar="I/N|auto",
+    help="do only shard I of N (0 <= I < N; a video's shard is a hash of its id) and write OUT with "
+    ".shard-I-of-N before its suffix (feats.h5 -> feats.shard-1-of-4.h5), then: pig merge. auto: "
+    "torchrun's RANK/WORLD_SIZE, else SLURM_ARRAY_TASK_ID/COUNT. Under torchrun shards are automatic "
+    "and rank 0 merges them into OUT")]
+IdsFrom = Annotated[Optional[Path], typer.Option(
+    "--ids", help="captions file (e.g. the official train9k.jsonl): its video ids name the videos, found in the "
+    "folders given as the official loader finds them: FOLDER/ID.mp4, else FOLDER/<last part of ID>.mp4 (any "
+    "video extension; not found: a failed video)")]
 RelativeIds = Annotated[bool, typer.Option(
     "--relative-ids/--no-relative-ids", help="name videos by relative path instead of file name")]
 

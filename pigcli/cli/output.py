@@ -4,7 +4,8 @@ stdout carries results only, so that `out=$(pig ...)` and pipes work:
   - stage commands (init, extract, frames, select, generate, fuse, embed-text, index) print the path they
     wrote, one line; with --json, one JSON object instead (`stage_record`, `index_record`; init:
     path, name, hash);
-  - rank prints the ranking (tsv | jsonl | trec); eval a table or --json; tune-rerank the rerank.json
+  - rank prints the ranking (tsv | jsonl | trec | html), or with -o the path it wrote; explain the PNG's
+    path; eval a table or --json; tune-rerank the rerank.json
     it wrote (its table on stderr) or --json; inspect text or --json;
     train 'best<TAB>PATH<TAB>R@1' and 'last<TAB>PATH' lines or --json; toy make the corpus folder.
 stderr carries everything else: logs, progress bars, warnings, and errors (one line, 'error: ...').
@@ -112,3 +113,42 @@ def report_stage(summary, unit: str, as_json: bool) -> None:
     """Log a stage run on stderr and print its result on stdout (the output contract)."""
     log_summary(summary, unit)
     finish(stage_record(summary), "output", as_json)
+
+
+# --- result files (-o of rank and explain) ----------------------------------------------------------------------
+
+
+def check_result_path(path: Path, inputs: tuple | list = ()) -> None:
+    """A result file (a page, a picture, a ranking) may replace an earlier result, but never one of the
+    command's inputs, a pig stage file or a folder. Checked before the work, so a bad -o fails at once."""
+    import os
+
+    from ..errors import PigError
+    from ..store import is_stage_file
+
+    path = Path(path)
+    if path.is_dir():
+        raise PigError(f"{path} is a folder; -o must name the file to write")
+    for item in inputs:
+        if item is not None and path.exists() and Path(item).exists() and os.path.samefile(item, path):
+            raise PigError(f"{path} is an input of this command; writing there would destroy it: choose another -o")
+    if path.exists() and is_stage_file(path):
+        raise PigError(f"{path} is a pig stage file; choose another -o for the result")
+
+
+def write_result_file(path: Path, data: bytes, inputs: tuple | list = ()) -> None:
+    """Write a result to `path` (check_result_path's rules) atomically: whole or not at all."""
+    import os
+
+    from ..errors import PigError
+
+    path = Path(path)
+    check_result_path(path, inputs)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise PigError(f"cannot write {path}: {err.strerror or err}") from None

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from . import search, stages, tools, toy, train
+from . import search, serve, stages, tools, toy, train
 from .command import PigCommand
 
 app = typer.Typer(
@@ -51,12 +51,15 @@ _add(app, "select", stages.select_cmd)
 _add(app, "generate", stages.generate_cmd)
 _add(app, "fuse", stages.fuse_cmd)
 _add(app, "embed-text", stages.embed_text_cmd)
+_add(app, "merge", stages.merge_cmd)
 _add(app, "index", stages.index_cmd)
 _add(app, "rank", search.rank_cmd)
 _add(app, "eval", search.eval_cmd)
 _add(app, "tune-rerank", search.tune_rerank_cmd)
+_add(app, "serve", serve.serve_cmd)
 _add(app, "train", train.train_cmd)
 _add(app, "inspect", tools.inspect_cmd)
+_add(app, "explain", tools.explain_cmd)
 _add(app, "demo", tools.demo_cmd)
 
 toy_app = typer.Typer(help="The built-in toy text-video corpus.", no_args_is_help=True)

@@ -11,7 +11,7 @@ import typer
 
 from .options import (Device, OutputFormat, QueryModel, Rerank, Scoring, ScoringMethod, TokenFeatures, WeightCoarse,
                       WeightFs, WeightFw, WeightPw, rerank_weights)
-from .output import emit, emit_json
+from .output import check_result_path, emit, emit_json
 
 
 def rank_cmd(
@@ -23,7 +23,13 @@ def rank_cmd(
     fmt: Annotated[OutputFormat, typer.Option(
         "--format", "-f", help="tsv: query, rank, video, score, with backslash, tab, newline and CR in ids written "
         "as \\\\, \\t, \\n, \\r; jsonl: one object per line; trec: a TREC run (6 fields), with '%', whitespace "
-        "and non-printable characters in ids percent-encoded (%20, %09, %25: undo with urllib.parse.unquote)")] = OutputFormat.tsv,
+        "and non-printable characters in ids percent-encoded (%20, %09, %25: undo with urllib.parse.unquote); "
+        "html: one self-contained page (query texts, ranks, ids, scores, thumbnails), to -o or a pipe, "
+        "never to a terminal")] = OutputFormat.tsv,
+    output: Annotated[Optional[Path], typer.Option(
+        "--output", "-o", help="write the ranking to this file (then its path is printed) instead of stdout")] = None,
+    thumbnails: Annotated[int, typer.Option(
+        "--thumbnails", help="html: frames per video, decoded from the source videos (0: none)")] = 4,
     method: Scoring = ScoringMethod.index,
     features: TokenFeatures = None,
     model: QueryModel = None,
@@ -35,7 +41,11 @@ def rank_cmd(
     w_coarse: WeightCoarse = None,
     cost: Annotated[bool, typer.Option("--cost", help="also print each method's multiply-adds and time per query (stderr)")] = False,
 ):
-    """Exact top-N videos for each query, to stdout.
+    """Exact top-N videos for each query, to stdout (or -o FILE).
+
+    --query/--queries are embedded with the model's text side alone (its text tower and projection,
+    not the video side), the same embeddings in a fraction of the time and memory
+    (benchmarks/RESULTS_query.md); --method xpool and --cost load the whole model.
 
     Examples:
       pig rank index.h5 q.h5 --top 10
@@ -43,14 +53,22 @@ def rank_cmd(
       pig rank index.h5 --queries queries.txt --method xpool
       pig rank index.h5 q.h5 --rerank 50          # EERCF coarse-to-fine on the top 50
       pig rank index.h5 q.h5 --rerank             # K and weights from pig tune-rerank (else K = 50)
+      pig rank index.h5 --queries queries.txt -n 5 --format html -o results.html
     """
     from ..captions import Query, load_queries
     from ..console import warn
     from ..errors import UsageError
-    from ..stages.rank import check_query_sources, rank, resolve_rank_inputs, write_ranking
+    from ..stages.rank import check_query_sources, default_index_path, rank, resolve_rank_inputs
 
     index, query_file = resolve_rank_inputs(index, query_file)
     check_query_sources(query_file, bool(query or queries))
+    if fmt == OutputFormat.html and output is None and sys.stdout.isatty():
+        raise UsageError("--format html writes a whole page: give -o results.html (or redirect stdout)")
+    if thumbnails < 0:
+        raise UsageError(f"--thumbnails must be 0 or more, not {thumbnails}")
+    inputs = [index, query_file, queries, features]
+    if output is not None:
+        check_result_path(output, inputs)
     texts = None
     if query is not None and any(not text.strip() for text in query):
         raise UsageError("--query/-q is empty: give the text to search for, e.g. -q \"a red car\"")
@@ -64,7 +82,30 @@ def rank_cmd(
     ranking = rank(index, query_file=query_file, queries=texts, k=top, method=method.value, features=features,
                    model=model, device=device, rerank_k=rerank,
                    rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse), cost=cost)
-    write_ranking(ranking, fmt.value, sys.stdout)
+    thumbs = None
+    if fmt == OutputFormat.html and thumbnails:
+        from functools import partial
+
+        from ..media import SourceVideos
+
+        thumbs = partial(SourceVideos(default_index_path(index), features).thumbnails, count=thumbnails)
+    _write_ranking(ranking, fmt.value, output, thumbs, inputs)
+
+
+def _write_ranking(ranking, fmt: str, output: Path | None, thumbnails, inputs) -> None:
+    """To stdout, or to the file `output` (written whole, its path printed)."""
+    import io
+
+    from ..stages.rank import write_ranking
+    from .output import write_result_file
+
+    if output is None:
+        write_ranking(ranking, fmt, sys.stdout, thumbnails=thumbnails)
+        return
+    text = io.StringIO()
+    write_ranking(ranking, fmt, text, thumbnails=thumbnails)
+    write_result_file(output, text.getvalue().encode("utf-8"), inputs)
+    emit(output)
 
 
 def eval_cmd(
@@ -73,7 +114,8 @@ def eval_cmd(
         "--captions", "-c", help="MSRVTT_JSFUSION_test.csv, video_id,caption CSV, or JSONL")],
     method: Scoring = ScoringMethod.index,
     features: TokenFeatures = None,
-    paragraph: Annotated[bool, typer.Option(help="join all captions of a video into one query (DiDeMo, ActivityNet)")] = False,
+    paragraph: Annotated[bool, typer.Option(
+        help="join all captions of a video into one query, kept to at least 64 tokens (DiDeMo, ActivityNet)")] = False,
     dsl: Annotated[bool, typer.Option(help="dual-softmax post-processing (needs all queries at once: not online)")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON instead of a table")] = False,
     model: QueryModel = None,
@@ -86,10 +128,14 @@ def eval_cmd(
 ):
     """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
 
-    With --rerank: text-to-video only (the rerank is per query).
+    Video-to-text as CLIP4Clip and X-Pool compute it: a video's captions form one group scored by its
+    best caption, and each video ranks the groups. Captions longer than the token limit are named on
+    stderr. With --rerank: text-to-video only (the rerank is per query).
 
     Examples:
       pig eval index.h5 --captions MSRVTT_JSFUSION_test.csv
+      pig eval index.h5 --captions test1ka.jsonl                   # the official PIG / CLIP-ViP file
+      pig eval didemo_index.h5 --captions didemo_test.jsonl --paragraph
       pig eval index.h5 --captions test.csv --rerank 50
       pig eval index.h5 --captions test.csv --rerank --w-coarse 1   # tuned K and weights, one overridden
     """

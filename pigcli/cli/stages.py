@@ -1,4 +1,5 @@
-"""The pipeline stages: init, extract, frames, select, generate, fuse, embed-text, and index (all of them).
+"""The pipeline stages: init, extract, frames, select, generate, fuse, embed-text, merge (stage files of
+shards), and index (all of them).
 
 Each prints the path it wrote on stdout, or one JSON object with --json (cli/output.py); logs and
 progress go to stderr. Library imports happen inside the commands (`pig --help` stays instant).
@@ -12,10 +13,11 @@ from typing import Annotated, List, Optional
 import typer
 
 from ..errors import PigError, UsageError
-from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, BatchSize, Backbone, Decoder, DecoderOpt, Device, Force,
-                      FuseMethod, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Selector, SelectorOpt, StageJson, Workers)
-from .output import emit, emit_json, finish, index_record, log_failures, report_stage
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, Backbone, Decoder, DecoderOpt, Device, Force,
+                      FuseMethod, IdsFrom, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
+                      Preset, RelativeIds, Sampling, SamplingOpt, Selector, SelectorOpt, ShardOpt, StageJson, VideoBatch,
+                      Workers)
+from .output import EXIT_SOME_FAILED, emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
     help="video files, folders (searched recursively) or list files")]
@@ -89,12 +91,15 @@ def extract_cmd(
     frames: Annotated[Optional[int], typer.Option(help="frames per video (default: the model's)")] = None,
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
-    batch_size: BatchSize = 4,
+    batch_size: VideoBatch = None,
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
+    shard: ShardOpt = None,
+    ids: IdsFrom = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -102,17 +107,47 @@ def extract_cmd(
 
     A killed run resumes where it stopped; an unchanged rerun does nothing.
     Exit code 3 when some videos could not be read (they are recorded in the file).
+    Several GPUs or nodes: --shard, torchrun (one GPU per process; rank 0 merges), or a SLURM array
+    with --shard auto and then pig merge (README, "Scaling out").
 
-    Example:
+    Examples:
       pig extract videos/ -m models/pig-b32 -o feats.h5
+      pig extract videos/ -m models/pig-b32 -o feats.h5 --shard 0/2     # writes feats.shard-0-of-2.h5
+      torchrun --nproc-per-node 4 -m pigcli extract videos/ -m models/pig-b32 -o feats.h5
+      pig extract videos/ -m models/old -o feats.h5 --sampling centre   # frames as pig chose them before
+      pig extract msrvtt/videos/all --ids test1ka.jsonl -m models/pig-b32 -o test_feats.h5
     """
     from ..stages.extract import ExtractSettings, extract
 
     settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
-                               decoder=decoder.value, precision=precision.value)
-    summary = extract(videos, output, model, settings=settings, device=device, batch_size=batch_size,
-                      workers=workers, timeout=timeout, relative_ids=relative_ids, force=force)
-    report_stage(summary, "videos", as_json)
+                               decoder=decoder.value, precision=precision.value,
+                               sampling=sampling.value)
+
+    def run(path, plan_shard, shard_device):
+        return extract(videos, path, model, settings=settings, device=shard_device, batch_size=batch_size,
+                       workers=workers, timeout=timeout, relative_ids=relative_ids, ids_from=ids, force=force,
+                       shard=plan_shard)
+
+    _report_sharded(run, output, shard, device, force, as_json)
+
+
+def _report_sharded(run, output: Path, shard: str | None, device: str, force: bool, as_json: bool) -> None:
+    """Run a video stage on this process's shard (stages/shard.py) and report it; under torchrun only
+    rank 0, which merged every shard into OUTPUT, reports (the other ranks print nothing), and failed
+    videos do not make the exit code 3 (torchrun would call the job crashed)."""
+    from ..stages.shard import resolve_shard, run_sharded, shard_device
+
+    plan = resolve_shard(shard)
+    on_device = shard_device(device, plan)
+    summary = run_sharded(lambda path, plan_shard: run(path, plan_shard, on_device), output, plan, force)
+    if summary is None:
+        return
+    try:
+        report_stage(summary, "videos", as_json)
+    except typer.Exit as done:
+        # torchrun reports any non-zero exit as a crashed job: failed videos are listed above and recorded
+        if not (plan.torchrun and done.exit_code == EXIT_SOME_FAILED):
+            raise
 
 
 FRAMES_MODEL_HELP = ("model whose num_frames and image size are the defaults of --frames and --size (its weights "
@@ -126,9 +161,12 @@ def frames_cmd(
     frames: Annotated[Optional[int], typer.Option(help="frames per video, T (default: the model's)")] = None,
     size: Annotated[Optional[int], typer.Option(help="image size in px, S (default: the model's)")] = None,
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     workers: Workers = 2,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
+    shard: ShardOpt = None,
+    ids: IdsFrom = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -136,23 +174,30 @@ def frames_cmd(
 
     The frames are stored as training feeds them to the backbone (uint8, resized and cropped, before
     normalisation), so `pig train --frames` fine-tunes the whole model for many epochs without
-    decoding again. The file depends on the videos, T, S and the decoder only: it serves every model
-    with the same num_frames and image size; -m only gives the defaults of T and S.
+    decoding again. The file depends on the videos, T, S, the decoder and --sampling only: it serves
+    every model with the same num_frames and image size; -m only gives the defaults of T and S. Its
+    frames are fixed, so training from it has no sampling jitter (pig train --videos jitters).
     Size: T*3*S*S bytes per video (1.8 MB at T=12, S=224).
 
     A killed run resumes where it stopped; an unchanged rerun does nothing.
     Exit code 3 when some videos could not be read (they are recorded in the file).
 
-    Example:
+    Examples:
       pig frames videos/ -m models/pig-b32 -o frames.h5
       pig train --captions train.csv --frames frames.h5 -m models/pig-b32 -o runs/ft
+      pig frames videos/ -o frames.h5 --shard 1/4                 # writes frames.shard-1-of-4.h5
+      pig frames msrvtt/videos/all --ids train9k.jsonl -m models/pig-b32 -o train_frames.h5
     """
     from ..stages.frames import FramesSettings, frames as frames_stage
 
-    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value)
-    summary = frames_stage(videos, output, model, settings=settings, workers=workers, timeout=timeout,
-                           relative_ids=relative_ids, force=force)
-    report_stage(summary, "videos", as_json)
+    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value, sampling=sampling.value)
+
+    def run(path, plan_shard, _device):
+        return frames_stage(videos, path, model, settings=settings, workers=workers, timeout=timeout,
+                            relative_ids=relative_ids, ids_from=ids, force=force,
+                            shard=plan_shard)
+
+    _report_sharded(run, output, shard, "cpu", force, as_json)
 
 
 def select_cmd(
@@ -181,6 +226,7 @@ def generate_cmd(
     output: OutputFile,
     model: InputModel = None,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -191,7 +237,8 @@ def generate_cmd(
     """
     from ..stages.generate import generate
 
-    report_stage(generate(selection, output, model, device=device, force=force), "videos", as_json)
+    report_stage(generate(selection, output, model, device=device, precision=precision.value, force=force),
+                 "videos", as_json)
 
 
 FUSE_METHOD_HELP = ("pig: pseudo-query attention; meanpool: two-tower baseline; "
@@ -205,6 +252,7 @@ def fuse_cmd(
     model: InputModel = None,
     method: Annotated[FuseMethod, typer.Option(help=FUSE_METHOD_HELP)] = FuseMethod.pig,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -217,7 +265,8 @@ def fuse_cmd(
     """
     from ..stages.fuse import fuse
 
-    report_stage(fuse(source, output, model, method=method.value, device=device, force=force), "videos", as_json)
+    summary = fuse(source, output, model, method=method.value, device=device, precision=precision.value, force=force)
+    report_stage(summary, "videos", as_json)
 
 
 def embed_text_cmd(
@@ -225,21 +274,54 @@ def embed_text_cmd(
         help="text file (one query per line), CSV/JSONL with ids, or - for stdin")],
     output: OutputFile,
     model: Model = None,
-    max_tokens: Annotated[Optional[int], typer.Option(help="truncate longer text (default: the model's, 50)")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(
+        help="truncate longer text (default: the model's, 50; with --paragraph at least 64)")] = None,
+    paragraph: Annotated[bool, typer.Option(
+        help="captions file: one query per video, its captions joined (DiDeMo, ActivityNet)")] = False,
     device: Device = "auto",
+    precision: PrecisionOpt = Precision.auto,
     force: Force = False,
     as_json: StageJson = False,
 ):
-    """Embed queries with CLIP's text encoder (docs/method.md s.5).
+    """Embed queries with CLIP's text encoder (docs/method.md s.5). Truncated queries are named on stderr.
+
+    Reads only the model's text tower and projection (not the video side): the same embeddings as
+    the whole model, in a fraction of the time and memory.
 
     Examples:
       pig embed-text queries.txt -m models/pig-b32 -o q.h5
       echo "a dog catches a frisbee" | pig embed-text - -m models/pig-b32 -o q.h5
+      pig embed-text test1ka.jsonl -o q.h5                        # official annotations: ids video7020#0, ...
+      pig embed-text didemo_test.jsonl --paragraph -o q.h5        # one query per video, id = clip_id
     """
     from ..stages.embed_text import embed_text
 
-    summary = embed_text(queries, output, model, max_tokens=max_tokens, device=device, force=force)
+    summary = embed_text(queries, output, model, max_tokens=max_tokens, paragraph=paragraph, device=device,
+                         precision=precision.value,
+                         force=force)
     report_stage(summary, "queries", as_json)
+
+
+def merge_cmd(
+    files: Annotated[List[Path], typer.Argument(help="stage files of one stage, model and settings (e.g. the shards of one run)")],
+    output: OutputFile,
+    force: Force = False,
+    as_json: StageJson = False,
+):
+    """Join stage files made with the same model and settings (e.g. extract shards) into one, by rows.
+
+    Refused: files of different stages, models or settings (the shard aside) and ids that are in
+    more than one file. The output lists every merged file with its shard and fingerprint; failed
+    videos' records are merged too. Works for extract, frames, select, generate, fuse and embed-text
+    files; later stages read a merged file like any other.
+
+    Examples:
+      pig merge feats.shard-*-of-4.h5 -o feats.h5
+      pig merge frames.shard-0-of-2.h5 frames.shard-1-of-2.h5 -o frames.h5
+    """
+    from ..stages.merge import merge
+
+    report_stage(merge(files, output, force=force), "rows", as_json)
 
 
 def index_cmd(
@@ -252,10 +334,13 @@ def index_cmd(
     backbone: BackboneOpt = Backbone.vip,
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
+    sampling: SamplingOpt = Sampling.uniform,
     device: Device = "auto",
-    batch_size: BatchSize = 4,
+    precision: PrecisionOpt = Precision.auto,
+    batch_size: VideoBatch = None,
     workers: Workers = 2,
     relative_ids: RelativeIds = False,
+    ids: IdsFrom = None,
     force: Annotated[bool, typer.Option(help="recompute every stage")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, counts, failures, "
                                           "timings, and each stage's) instead of the index path")] = False,
@@ -264,15 +349,17 @@ def index_cmd(
 
     Prints the index path. Exit code 3 when some videos could not be read.
 
-    Example:
+    Examples:
       pig index videos/ -m models/pig-b32 -o index.h5      # then: pig rank --query "..."
+      pig index msrvtt/videos/all --ids test1ka.jsonl -m runs/s2/best -o test_index.h5   # the 1k-A test videos
     """
     from ..stages.extract import ExtractSettings
     from ..stages.index import build_index
 
-    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value)
+    settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value,
+                               precision=precision.value, sampling=sampling.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
-                            selector=selector.value)
+                            selector=selector.value, ids_from=ids)
     log_failures(summaries["extract"], "videos")
     finish(index_record(output, summaries), "output", as_json)

@@ -1,13 +1,14 @@
-"""Tools around the pipeline: inspect (what a file or model folder holds) and demo (everything, offline)."""
+"""Tools around the pipeline: inspect (what a file or model folder holds), explain (a picture of a video's
+ITS-selected patches) and demo (everything, offline)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
-from .output import emit, emit_json
+from .output import check_result_path, emit, emit_json, write_result_file
 
 
 def inspect_cmd(
@@ -26,6 +27,33 @@ def inspect_cmd(
         emit_json(info)
     else:
         emit(render(info))
+
+
+def explain_cmd(
+    video_id: Annotated[str, typer.Argument(help="the id of the video, as in the stage files and pig rank's output")],
+    features: Annotated[Optional[Path], typer.Option(
+        "--features", help="select file (or its generate/index file: followed back), or an extract file (then "
+        "the top -k by ITS score); default: $PIG_INDEX, else ./index.h5")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="PNG file to write")] = Path("explain.png"),
+    k: Annotated[Optional[int], typer.Option(
+        "-k", help="patches to show: the top k by ITS score of an extract file (default: the model's select_k), "
+        "or the best k of a select file's (default: all it selected)")] = None,
+):
+    """Draw a video's sampled frames with the ITS-selected patches outlined (yellow: lowest score of the
+    selection, red: highest; the score printed in each patch). The frames are decoded again from the
+    source video that extract recorded, exactly as extract sampled and cropped them.
+
+    Examples:
+      pig explain video7 --features sel.h5 -o explain.png
+      pig explain video7 --features feats.h5 -k 8 -o top8.png     # top 8 by the extract file's ITS scores
+    """
+    from ..media import explain, png
+    from ..stages.rank import default_index_path
+
+    features = features or default_index_path(None)
+    check_result_path(output, [features])
+    write_result_file(output, png(explain(features, video_id, k)), [features])
+    emit(output)
 
 
 def demo_cmd(

@@ -12,8 +12,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (MODEL_FLAGS, OUTPUT_FLAGS, Backbone, Decoder, DecoderOpt, Selector, SelectorOpt, TrainMethod,
-                      TrainPrecision)
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, SAMPLING_HELP, Backbone, Decoder, DecoderOpt, Sampling, Selector,
+                      SelectorOpt, TrainMethod, TrainPrecision)
 from .output import EXIT_SOME_FAILED, emit, emit_json
 
 MODEL_HELP = ("starting pig model folder, or any CLIP (hub id or folder); "
@@ -25,7 +25,7 @@ METHOD_HELP = ("pig: hybrid tower; meanpool: two tower; xpool: single tower; "
 
 def train_cmd(
     ctx: typer.Context,
-    captions: Annotated[Path, typer.Option("--captions", help="training captions (csv/jsonl/json with video_id, caption)")],
+    captions: Annotated[Path, typer.Option("--captions", help="training captions (csv/jsonl/json with video_id or clip_id, and caption/text), e.g. the official train9k.jsonl")],
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="run folder: best/, last/, state.pt, log.jsonl")],
     model: Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help=MODEL_HELP)] = None,
     features: Annotated[Optional[Path], typer.Option(
@@ -36,6 +36,8 @@ def train_cmd(
         help="cached-frames mode: a pig frames file (decoded once); the backbone trains unless --freeze-backbone")] = None,
     val_captions: Annotated[Optional[Path], typer.Option(
         help="validation split (never the test split): picks OUT/best by t2v R@1")] = None,
+    paragraph: Annotated[bool, typer.Option(
+        help="one caption per video, its captions joined, kept to at least 64 tokens (DiDeMo, ActivityNet)")] = False,
     method: Annotated[TrainMethod, typer.Option(help=METHOD_HELP)] = TrainMethod.pig,
     phases: Annotated[Optional[str], typer.Option(
         help="1 (generator pretraining), 2 (joint) or 1,2; default 1,2 for pig, 2 otherwise")] = None,
@@ -60,6 +62,11 @@ def train_cmd(
     backbone: Annotated[Optional[Backbone], typer.Option(
         help="--videos, --frames: vip or frames (default vip); with --features: the file's")] = None,
     selector: SelectorOpt = Selector.its,
+    sampling: Annotated[Optional[Sampling], typer.Option(
+        help=f"{SAMPLING_HELP}. Default: the --features or --frames file's; uniform for --videos")] = None,
+    jitter: Annotated[bool, typer.Option(
+        help="--videos with uniform sampling: jitter the first and last frame per video and epoch, as the "
+        "official training does (seeded); files hold fixed frames")] = True,
     decoder: DecoderOpt = Decoder.auto,
     workers: Annotated[int, typer.Option(
         help="decoding processes with --videos, reading processes with --frames (0: in this process)")] = 2,
@@ -101,14 +108,15 @@ def train_cmd(
 
     values = dict(
         output=output, captions=captions, model=model, features=features, videos=videos, frames=frames,
-        val_captions=val_captions,
+        val_captions=val_captions, paragraph=paragraph,
         method=method.value,
         phases=phases,
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
         freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
-        selector=selector.value, workers=workers, device=device, precision=precision.value,
-        grad_checkpointing=grad_checkpointing, seed=seed, resume=resume, stop_after=stop_after)
+        selector=selector.value, sampling=sampling.value if sampling else None, jitter=jitter, workers=workers,
+        device=device, precision=precision.value, grad_checkpointing=grad_checkpointing, seed=seed, resume=resume,
+        stop_after=stop_after)
     if recipe:
         values = _with_recipe(ctx, recipe, values)
     result = train(TrainConfig(**values))

@@ -38,3 +38,20 @@ def autocast(device, precision: str):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def cpu_threads(device, count: int):
+    """At most `count` intra-op CPU threads inside the block (torch's setting restored after); no
+    change on other devices or when torch already uses no more."""
+    import torch
+
+    before = torch.get_num_threads()
+    if device.type != "cpu" or count >= before:
+        yield
+        return
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -2,11 +2,13 @@
 
     symCE(Z) = CE(Z) + CE(Z^T)            Z [B, B] logits, positives on the diagonal, each CE a batch mean
     L_ret    = symCE(s * S)               S [B_text, B_video] cosine scores, s = exp(theta)
+    symCE_mean(Z) = symCE(Z) / 2          the mean of the two directions: EERCF's CE terms
     L_gen    = mean_i || norm(q_hat_i) - norm(t_i) ||^2 = mean_i (2 - 2 cos(q_hat_i, t_i))
 
 theta is CLIP's `logit_scale` parameter, clamped to [0, log 200] both in the forward (so a step that
 pushed it out cannot change the loss before it is clamped) and on the parameter after every step.
-EERCF's loss (pigcli.model.eercf) uses the same symCE.
+EERCF's loss (pigcli.model.eercf) averages the two directions instead, as the spec and EERCF's public
+code do (docs/method.md s.7); L_ret sums them, as docs/method.md s.6 writes it.
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def symmetric_ce(logits: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"logits must be square [B, B] with the pairs on the diagonal, got {tuple(logits.shape)}")
     target = torch.arange(logits.shape[0], device=logits.device)
     return F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)
+
+
+def mean_symmetric_ce(logits: torch.Tensor) -> torch.Tensor:
+    """(CE over rows + CE over columns) / 2: EERCF's symCE, the mean of the two directions (docs/method.md s.7)."""
+    return symmetric_ce(logits) / 2
 
 
 def retrieval_loss(scores: torch.Tensor, logit_scale: torch.Tensor) -> torch.Tensor:

@@ -39,9 +39,10 @@ def gt_ranks(sim: Any, gt: np.ndarray) -> np.ndarray:
 def v2t_ranks(sim: Any, caption_video: np.ndarray) -> np.ndarray:
     """Video-to-text ranks for sim [captions x videos], one per video that has a caption, in column order.
 
-    CLIP4Clip/X-Pool convention: a video's rank is that of its best-ranked own caption, i.e.
-    the number of captions NOT of this video scoring >= the best own caption's score. Own
-    captions tying with the best do not count (any of them is a hit); other captions do.
+    CLIP4Clip / X-Pool convention (docs/method.md s.9): the captions of each video u form one group, and
+    the group's score for video v is the max over u's captions of sim[c, v]; video v ranks the groups,
+    so its rank is the number of OTHER groups scoring >= its own group (pessimistic ties). Ranks are
+    among videos, not captions: a video whose two captions both beat v's best counts once.
     With one caption per video this is gt_ranks(sim.T, ...).
     """
     n_caps, n_videos = _shape(sim)
@@ -49,13 +50,15 @@ def v2t_ranks(sim: Any, caption_video: np.ndarray) -> np.ndarray:
     own = np.concatenate([_take_per_row(_load_block(sim, rows), caption_video[rows])
                           for rows in _row_blocks(n_caps, n_videos)]).astype(np.float64)
     best = np.full(n_videos, -np.inf)  # float64 holds any float32/float16 score exactly
-    np.maximum.at(best, caption_video, own)
-    own_ties = np.bincount(caption_video, weights=own >= best[caption_video], minlength=n_videos)
-    at_least = np.zeros(n_videos, np.int64)
-    for rows in _row_blocks(n_caps, n_videos):
-        at_least += (_load_block(sim, rows) >= best).sum(axis=0)
+    np.maximum.at(best, caption_video, own)  # v's own group score: its best caption
+    beaten_by = np.zeros(n_videos, np.int64)  # per video: other groups scoring >= its own group
+    for rows, regroup, group_video, starts in _group_blocks(caption_video, n_videos):
+        hits = _load_block(sim, rows)[regroup] >= best  # [rows, videos]: caption scores >= the column's own group
+        group_hits = np.logical_or.reduceat(hits, starts, axis=0)  # [groups, videos]: any caption of the group
+        group_hits[np.arange(len(group_video)), group_video] = False  # a video's own group is no competitor
+        beaten_by += group_hits.sum(axis=0)
     has_caption = np.bincount(caption_video, minlength=n_videos) > 0
-    return (at_least - own_ties.astype(np.int64))[has_caption]
+    return beaten_by[has_caption]
 
 
 def summarize(ranks: np.ndarray, ks: tuple[int, ...] = (1, 5, 10)) -> dict[str, float | int]:
@@ -155,6 +158,25 @@ def _load_block(sim: Any, rows: slice) -> np.ndarray:
     if np.issubdtype(block.dtype, np.floating) and np.isnan(block).any():
         raise PigError("similarity matrix contains NaN; check the embeddings (e.g. zero vectors divided by their norm)")
     return block
+
+
+def _group_blocks(caption_video: np.ndarray, n_cols: int) -> Iterator[tuple[np.ndarray, ...]]:
+    """Caption rows in blocks of whole groups (a group = one video's captions): (the block's rows, in
+    increasing order as readers like h5py need; the permutation that puts the loaded rows in group order;
+    the video of each group; where each group starts in the regrouped block)."""
+    order = np.argsort(caption_video, kind="stable")
+    videos, starts, counts = np.unique(caption_video[order], return_index=True, return_counts=True)
+    budget = max(1, BLOCK_ELEMENTS // n_cols)
+    first = 0
+    while first < len(videos):
+        last, size = first + 1, counts[first]
+        while last < len(videos) and size + counts[last] <= budget:
+            size += counts[last]
+            last += 1
+        block = order[starts[first] : starts[first] + size]
+        rows = np.sort(block)
+        yield rows, np.argsort(caption_video[rows], kind="stable"), videos[first:last], starts[first:last] - starts[first]
+        first = last
 
 
 def _take_per_row(block: np.ndarray, columns: np.ndarray) -> np.ndarray:

@@ -83,11 +83,14 @@ class ViPBackbone(nn.Module):
         return 1 + self.proxy_tokens.shape[0]
 
     def temporal(self, num_frames: int) -> torch.Tensor:
-        """[T, W]; linearly interpolated when T differs from the trained number of frames."""
+        """[T, W]; linearly interpolated when T differs from the trained number of frames.
+
+        align_corners=False, as CLIP-ViP's code (F.interpolate's default): the T new rows sample the
+        table at the centres of T equal cells. A model used at its own T is never interpolated."""
         table = self.temporal_embedding
         if table.shape[0] == num_frames:
             return table
-        return F.interpolate(table.T[None], size=num_frames, mode="linear", align_corners=True)[0].T
+        return F.interpolate(table.T[None], size=num_frames, mode="linear", align_corners=False)[0].T
 
     def embed(self, pixels: torch.Tensor) -> torch.Tensor:
         """pixels [B, T, 3, S, S] -> token sequence [B, M + T*(1+L), W] before pre_layrnorm."""

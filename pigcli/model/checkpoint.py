@@ -12,7 +12,8 @@ A pig model folder holds:
 
 `ModelFolder.read` is the only code that parses config.json and checkpoint.json (and `.rerank`
 rerank.json); it reads no weights, so a stage can check a model's identity and settings before
-deciding to load it.
+deciding to load it. Reading a folder imports neither torch nor the networks (they are imported by
+the loaders), so that commands which only check a model stay light.
 """
 
 from __future__ import annotations
@@ -24,13 +25,16 @@ import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from ..errors import PigError
-from .clip_compat import skip_weight_init
-from .eercf import RerankWeights
-from .pig import PigConfig, PigModel
+from .config import PigConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from .eercf import RerankWeights
+    from .pig import PigModel
 
 CHECKPOINT_FORMAT = "pig-checkpoint/1"
 BYTE_VOCAB_SIZE = 514  # the offline byte-level tokenizer: 512 byte tokens, then BOS and EOS
@@ -76,6 +80,8 @@ class TunedRerank:
 
     @classmethod
     def from_dict(cls, data: dict) -> "TunedRerank":
+        from .eercf import RerankWeights
+
         known = {"k", "w_fw", "w_fs", "w_pw", "w_coarse", "tuned_on", "videos", "r1_before", "r1_after",
                  "model_hash", "created"}
         weights = RerankWeights(fw=float(data["w_fw"]), fs=float(data["w_fs"]), pw=float(data["w_pw"]),
@@ -124,6 +130,13 @@ class ModelFolder:
     def weights(self) -> Path:
         return self.path / "model.safetensors"
 
+    def require_weights(self) -> Path:
+        """The weights file, or a PigError saying the folder is incomplete (json files without weights)."""
+        if not self.weights.is_file():
+            raise PigError(f"model folder {self.path} has no weights ({self.weights.name} is missing): copy the whole "
+                           "folder, or make the model again with pig init or pig train")
+        return self.weights
+
     @property
     def rerank_file(self) -> Path:
         return self.path / RERANK_FILE
@@ -161,9 +174,13 @@ class ModelFolder:
         from safetensors.torch import load_model
         from transformers import CLIPConfig, CLIPModel
 
+        from .clip_compat import skip_weight_init
+        from .pig import PigModel
+
+        weights = self.require_weights()
         with skip_weight_init():  # the EERCF head's identity start is kept for old folders without it
             model = PigModel(CLIPModel(CLIPConfig.from_dict(self.clip_config)), self.config)
-        missing, unexpected = load_model(model, str(self.weights), strict=False, device="cpu")
+        missing, unexpected = load_model(model, str(weights), strict=False, device="cpu")
         self._check_loaded_keys(missing, unexpected)
         model.to(device).eval()
         return LoadedModel(model, load_tokenizer(self.path / "tokenizer"), self.identity, self.path)
@@ -176,7 +193,7 @@ class ModelFolder:
         from .eercf import EercfHead
 
         head = EercfHead(self.embed_dim, self.config.num_frames)
-        with safe_open(str(self.weights), framework="pt") as weights:
+        with safe_open(str(self.require_weights()), framework="pt") as weights:
             stored = {key[len("eercf."):]: weights.get_tensor(key) for key in weights.keys() if key.startswith("eercf.")}
         head.load_state_dict(stored, strict=False)
         return head.eval()

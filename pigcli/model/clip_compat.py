@@ -110,15 +110,11 @@ def word_merges(texts: list[str], max_merges: int = 20000) -> list[tuple[str, st
     """BPE merges learned from `texts` (tokenizers' BPE trainer with CLIP's normalisation and word
     splitting) until every word is one token or `max_merges` is reached: a word-level vocabulary for
     small corpora, while any other text still tokenizes byte by byte."""
-    from tokenizers import Regex, Tokenizer, models, normalizers, pre_tokenizers, trainers
+    from tokenizers import Tokenizer, models, trainers
 
     tokenizer = Tokenizer(models.BPE(end_of_word_suffix="</w>"))
-    tokenizer.normalizer = normalizers.Sequence(
-        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(CLIP_WORD_PATTERN), behavior="removed", invert=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tokenizer.normalizer = clip_normalizer()
+    tokenizer.pre_tokenizer = clip_pre_tokenizer(use_regex=False)
     trainer = trainers.BpeTrainer(vocab_size=max_merges + 512, initial_alphabet=_byte_alphabet(),
                                   end_of_word_suffix="</w>", show_progress=False, min_frequency=1)
     tokenizer.train_from_iterator(texts, trainer)
@@ -127,6 +123,24 @@ def word_merges(texts: list[str], max_merges: int = 20000) -> list[tuple[str, st
 
 
 CLIP_WORD_PATTERN = r"""<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+
+
+def clip_normalizer():
+    """CLIP's text normalisation as a `tokenizers` normalizer: NFC, whitespace runs to one space, lower case."""
+    from tokenizers import Regex, normalizers
+
+    return normalizers.Sequence([normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()])
+
+
+def clip_pre_tokenizer(use_regex: bool = True):
+    """CLIP's word splitting (CLIP_WORD_PATTERN), then bytes as printable characters. transformers'
+    CLIPTokenizer also applies the byte-level regex (use_regex); learning merges does without it."""
+    from tokenizers import Regex, pre_tokenizers
+
+    return pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(CLIP_WORD_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=use_regex),
+    ])
 
 
 def write_byte_tokenizer(folder: Path, model_max_length: int = 77, texts: list[str] = ()) -> int:

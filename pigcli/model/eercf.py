@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..core.losses import symmetric_ce
+from ..core.losses import mean_symmetric_ce
 
 TAU_FW = 0.01  # frame-wise weighted-sum softmax
 TAU_PW = 0.01  # patch-wise weighted-sum softmax
@@ -233,6 +233,7 @@ def eercf_loss(text: Tensor, frames: Tensor, patches: Tensor | None, head: Eercf
     others keep their weights), frames_mixed [B, T, D] | None (f~ = frames). logit_scale s: the
     already exponentiated scale (clamp it before if wanted). v = W_g norm(mean f~); v_fs = TIB
     frame-pooled video for its own text. Scores are [B, B] (text i, video j) for all pairs.
+    symCE is the mean of the two directions, as in the spec and EERCF's public code.
     Returns (loss, parts) with parts detached: ce_main, ce_tib, pc_video, pc_tib, loss.
     """
     t, fr, pa = l2n(text), l2n(frames), _l2n_opt(patches)
@@ -244,8 +245,8 @@ def eercf_loss(text: Tensor, frames: Tensor, patches: Tensor | None, head: Eercf
         main = main + MIX_PW * fine["pw"]
     v_fs = _tib_pool(_PAIRS, torch.einsum(_PAIRS.sim, t, fr[:, None]), mixed[:, None], TAU_FS)[:, 0]  # [B, D]
     parts = {
-        "ce_main": symmetric_ce(logit_scale * main),
-        "ce_tib": symmetric_ce(logit_scale * fine["fs"]),
+        "ce_main": mean_symmetric_ce(logit_scale * main),
+        "ce_tib": mean_symmetric_ce(logit_scale * fine["fs"]),
         "pc_video": pearson_constraint(t, v),
         "pc_tib": pearson_constraint(t, v_fs),
     }

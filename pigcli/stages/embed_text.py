@@ -1,7 +1,8 @@
-"""`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (docs/method.md s.5).
+"""`pig embed-text`: e_t = norm(text_projection(EOS state of CLIP's text encoder)) (docs/method.md s.5),
+computed by the model's text side alone (pigcli.model.text_encoder reads no video-side weights).
 
-Text longer than the model's max_text_tokens (50 by default, the PIG supplement's setting) is
-truncated with its end token kept; the run says which queries were cut.
+Text longer than the model's max_text_tokens (50 by default, the PIG supplement's setting; paragraphs:
+at least 64) is truncated with its end token kept; the run says which queries were cut.
 
 The queries are part of the output's fingerprint, so an unfinished run over other queries (a run that
 failed, then the file was fixed) is discarded with a note rather than refused: embedding is cheap.
@@ -14,37 +15,38 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import Query, load_queries
+from ..captions import load_queries
 from ..console import warn
-from ..core.device import resolve_device
-from ..core.text import embed_texts
+from ..core.text import text_token_limit
 from ..store import Provenance, json_hash
 from .common import StageSummary, run_blocks, start_stage
 
 
-def report_truncated(queries: list[Query], truncated: np.ndarray, max_tokens: int) -> None:
-    cut = [q.id for q, t in zip(queries, truncated) if t]
+def report_truncated(ids: list[str], truncated: np.ndarray, max_tokens: int, what: str = "queries") -> None:
+    """One warning naming the texts (by id) that were cut to max_tokens, as every text reader reports them."""
+    cut = [item for item, flag in zip(ids, truncated) if flag]
     if cut:
         shown = ", ".join(cut[:10]) + (f" (+{len(cut) - 10} more)" if len(cut) > 10 else "")
-        warn(f"{len(cut)} queries longer than {max_tokens} tokens were truncated: {shown}")
+        warn(f"{len(cut)} {what} longer than {max_tokens} tokens were truncated: {shown}")
 
 
 def embed_text(source, output: str | Path, model: str | None = None, *, max_tokens: int | None = None,
-               device: str = "auto", precision: str = "auto", batch_size: int = 256,
+               device: str = "auto", precision: str = "auto", batch_size: int = 256, paragraph: bool = False,
                force: bool = False) -> StageSummary:
-    """Embed queries from a text file (one per line), a CSV/JSONL with ids, or '-' (stdin)."""
-    from ..model.resolve import resolve_model
+    """Embed queries from a text file (one per line), a CSV/JSONL with ids, or '-' (stdin), with the
+    model's text side alone (pigcli.model.text_encoder).
+    paragraph: one query per video of a captions file, its captions joined, at least 64 tokens."""
+    from ..model.text_encoder import load_text_encoder
 
-    queries, warnings = load_queries(source)
+    queries, warnings = load_queries(source, paragraph)
     for message in warnings:
         warn(message)
-    torch_device, precision = resolve_device(device, precision)
-    loaded = resolve_model(model, torch_device)
-    max_tokens = max_tokens or loaded.model.config.max_text_tokens
+    encoder = load_text_encoder(model, device, precision)
+    max_tokens = max_tokens or text_token_limit(encoder.max_tokens, paragraph)
     provenance = Provenance(
-        "embed-text", {"max_tokens": max_tokens, "precision": precision}, loaded.identity.to_dict(),
+        "embed-text", {"max_tokens": max_tokens, "precision": encoder.precision}, encoder.identity.to_dict(),
         [{"path": str(source), "queries": len(queries), "fingerprint": json_hash([(q.id, q.text) for q in queries])}],
-        str(loaded.path.resolve()),
+        str(encoder.path.resolve()),
     )
     # embedding text is cheap: a run over other queries left unfinished (e.g. one that failed on a bad
     # file) is discarded rather than blocking the corrected rerun
@@ -56,12 +58,11 @@ def embed_text(source, output: str | Path, model: str | None = None, *, max_toke
 
     def compute(rows: np.ndarray) -> dict:
         chosen = [queries[r] for r in rows]
-        embedding, truncated = embed_texts(loaded, [q.text for q in chosen], max_tokens=max_tokens,
-                                           batch_size=batch_size, device=torch_device, precision=precision)
+        embedding, truncated = encoder.encode([q.text for q in chosen], batch_size, max_tokens=max_tokens)
         all_truncated[rows] = truncated
         return {"ids": [q.id for q in chosen], "text": [q.text for q in chosen], "embedding": embedding,
                 "truncated": truncated}
 
     run_blocks(writer, summary, len(queries), compute, "embed-text", "queries")
-    report_truncated(queries, all_truncated, max_tokens)
+    report_truncated([q.id for q in queries], all_truncated, max_tokens)
     return summary

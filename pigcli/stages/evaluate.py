@@ -74,10 +74,12 @@ class EvalInputs:
 
 def load_eval_inputs(index: str | Path, captions_path: str | Path, *, model: str | None = None,
                      method: str = "index", paragraph: bool = False, device: str = "auto") -> EvalInputs:
-    """Read the index and its model, keep the captions whose video is in the index, embed them."""
+    """Read the index and its model, keep the captions whose video is in the index, embed them (paragraphs:
+    at least 64 tokens, docs/method.md s.5); a warning names the captions cut to the token limit."""
     from ..core.device import resolve_device
-    from ..core.text import embed_texts
+    from ..core.text import embed_texts, text_token_limit
     from ..model.resolve import folder_for_file
+    from .embed_text import report_truncated
 
     captions = load_captions(captions_path)
     if paragraph:
@@ -94,7 +96,9 @@ def load_eval_inputs(index: str | Path, captions_path: str | Path, *, model: str
     if not kept:
         raise PigError(f"none of the {len(captions)} captions in {captions_path} names a video of {index} "
                        f"(e.g. caption video {captions[0].video_id!r}, index video {video_ids[0]!r})")
-    text, _ = embed_texts(loaded, [c.text for c in kept], device=torch_device)
+    max_tokens = text_token_limit(loaded.model.config.max_text_tokens, paragraph)
+    text, truncated = embed_texts(loaded, [c.text for c in kept], max_tokens=max_tokens, device=torch_device)
+    report_truncated([c.caption_id for c in kept], truncated, max_tokens, "paragraphs" if paragraph else "captions")
     caption_video = np.array([column[c.video_id] for c in kept])
     return EvalInputs(Path(index), folder, loaded, torch_device, video_ids, kept, missing, text, caption_video,
                       embedding)

@@ -22,11 +22,15 @@ from ..model.checkpoint import ModelFolder
 from ..model.pig import BACKBONES
 from ..model.resolve import resolve_folder
 from ..sources import discover_videos
-from ..video import normalize, resolve_decoder
+from ..video import DEFAULT_SAMPLING, normalize
 from .common import StageSummary, start_stage
-from .videos import BLOCK_VIDEOS, base_columns, block_videos, count_failures, run_video_blocks, video_provenance
+from .shard import Shard, shard_entries
+from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, count_failures, run_video_blocks,
+                     sampling_identity, video_provenance)
 
 __all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
+
+BATCH_VIDEOS = {"cpu": 4, "cuda": 32}  # default videos per forward: a GPU needs more frames at once to be busy
 
 
 @dataclass
@@ -36,11 +40,13 @@ class ExtractSettings:
     patches: str = "all"            # all | none | top-N (by ITS score)
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
+    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.video.sample_indices
 
     def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
-        return {**asdict(self), "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
-                "precision": device_precision, "image_size": model.image_size}
+        settings = {key: value for key, value in asdict(self).items() if key != "sampling"}
+        return {**settings, "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
+                "precision": device_precision, "image_size": model.image_size, **sampling_identity(self.sampling)}
 
 
 def parse_patch_setting(value: str) -> int | None:
@@ -55,24 +61,27 @@ def parse_patch_setting(value: str) -> int | None:
 
 
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
-            settings: ExtractSettings | None = None, device: str = "auto", batch_size: int = 4,
-            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False, force: bool = False,
-            replace_stale: bool = False) -> StageSummary:
+            settings: ExtractSettings | None = None, device: str = "auto", batch_size: int | None = None,
+            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+            ids_from: str | Path | None = None, force: bool = False, replace_stale: bool = False,
+            shard: Shard | None = None) -> StageSummary:
+    """Decode the videos and run the backbone (module docstring). ids_from: a captions file whose video ids
+    name the videos, found in the input folders as the official loader finds them (sources.videos_by_id).
+    shard: only the videos of this shard (stages/shard.py). batch_size: videos per forward (default
+    BATCH_VIDEOS of the device type)."""
     settings = settings or ExtractSettings()
     if settings.backbone not in BACKBONES:
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
     keep_patches = parse_patch_setting(settings.patches)
-    try:
-        decoder = resolve_decoder(settings.decoder)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
-    entries = discover_videos(inputs, relative_ids)
+    decoder = check_video_settings(settings.decoder, settings.sampling)
+    entries = shard_entries(discover_videos(inputs, relative_ids, ids_from), shard)
     torch_device, precision = resolve_device(device, settings.precision)
+    batch_size = batch_size or BATCH_VIDEOS.get(torch_device.type, BATCH_VIDEOS["cpu"])
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
     info = resolve_folder(model)
     num_frames = settings.num_frames or info.config.num_frames
     provenance = video_provenance("extract", settings.identity(info, decoder, precision), entries,
-                                  model=info.identity.to_dict(), model_path=str(info.path.resolve()))
+                                  model=info.identity.to_dict(), model_path=str(info.path.resolve()), shard=shard)
     writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
                                   inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:
@@ -85,7 +94,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
 
     return run_video_blocks(
         writer, summary, entries, encode_block, num_frames=num_frames, image_size=pig.image_size, decoder=decoder,
-        workers=workers, timeout=timeout, label="extract", done_word="extracted",
+        sampling=settings.sampling, workers=workers, timeout=timeout, label="extract", done_word="extracted",
         extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}})
 
 
@@ -111,7 +120,10 @@ def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, k
     mean, std = pig.config.image_mean, pig.config.image_std
     for start in range(0, len(good), batch_size):
         batch_rows = good[start : start + batch_size]
-        pixels = torch.from_numpy(np.stack([decoded[i].clip.frames for i in batch_rows])).to(device)
+        pixels = torch.from_numpy(np.stack([decoded[i].clip.frames for i in batch_rows]))
+        if device.type == "cuda":  # page-locked memory: the copy overlaps the work queued before it
+            pixels = pixels.pin_memory()
+        pixels = pixels.to(device, non_blocking=True)
         model_start = time.perf_counter()
         with torch.inference_mode(), autocast(device, precision):
             tokens = pig.encode_video(normalize(pixels, mean, std), backbone)

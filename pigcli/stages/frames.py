@@ -6,8 +6,9 @@ backbone before normalisation (docs/method.md s.1, input frames); plus /ids /sta
 /frame_index /timestamps as in extract. A video that cannot be read is recorded as failed, with zero
 pixels. `pig train --frames FILE` trains from it (backbone included) without decoding again.
 
-The file depends on the videos, T, S and the decoder only, not on a model's weights: one frames file
-serves every model with the same num_frames and image size. `-m` only supplies the defaults of T and S.
+The file depends on the videos, T, S, the decoder and the frame sampling only, not on a model's weights:
+one frames file serves every model with the same num_frames and image size. `-m` only supplies the
+defaults of T and S. Its frames are fixed: training from it has no sampling jitter (pig train --videos).
 
 Storage: /pixels is chunked by one video and not compressed. Training reads whole videos at random, so a
 chunk of several videos would read (and decompress) videos it does not need; lossless compression saved
@@ -28,9 +29,11 @@ from ..decode_pool import Decoded
 from ..errors import UsageError
 from ..model.resolve import resolve_folder
 from ..sources import discover_videos
-from ..video import resolve_decoder
+from ..video import DEFAULT_SAMPLING
 from .common import StageSummary, start_stage
-from .videos import base_columns, count_failures, run_video_blocks, video_provenance
+from .shard import Shard, shard_entries
+from .videos import (base_columns, check_video_settings, count_failures, run_video_blocks, sampling_identity,
+                     video_provenance)
 
 FRAMES_HINT = "pig frames VIDEOS -m MODEL -o frames.h5"  # how a frames file is made
 PIXEL_LAYOUT = {"chunk_rows": 1}  # one video per chunk, uncompressed (see the module docstring)
@@ -41,33 +44,35 @@ class FramesSettings:
     num_frames: int | None = None   # T; None: the model's num_frames
     image_size: int | None = None   # S; None: the model's image size
     decoder: str = "auto"
+    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.video.sample_indices
 
 
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
            settings: FramesSettings | None = None, workers: int = 2, timeout: float = 120.0,
-           relative_ids: bool = False, force: bool = False, replace_stale: bool = False) -> StageSummary:
+           relative_ids: bool = False, ids_from: str | Path | None = None, force: bool = False,
+           replace_stale: bool = False, shard: Shard | None = None) -> StageSummary:
     """Decode every video once and store its sampled, resized and cropped frames (uint8) in `output`.
 
+    ids_from: a captions file whose video ids name the videos, found in the input folders as the official
+    loader finds them (sources.videos_by_id).
     model: only read (its json files, never its weights) for the defaults of T and S; not needed when
-    both are given.
+    both are given. shard: only the videos of this shard (stages/shard.py).
     """
     settings = settings or FramesSettings()
-    try:
-        decoder = resolve_decoder(settings.decoder)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    decoder = check_video_settings(settings.decoder, settings.sampling)
     for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive integer, not {value}")
-    entries = discover_videos(inputs, relative_ids)
+    entries = shard_entries(discover_videos(inputs, relative_ids, ids_from), shard)
     num_frames, image_size = settings.num_frames, settings.image_size
     defaults_from = None
     if num_frames is None or image_size is None:
         info = resolve_folder(model)
         num_frames, image_size = num_frames or info.config.num_frames, image_size or info.image_size
         defaults_from = str(info.path.resolve())
-    identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder}
-    provenance = video_provenance("frames", identity, entries)
+    identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder,
+                **sampling_identity(settings.sampling)}
+    provenance = video_provenance("frames", identity, entries, shard=shard)
     writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
                                   inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:
@@ -82,5 +87,5 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
 
     return run_video_blocks(
         writer, summary, entries, pixel_block, num_frames=num_frames, image_size=image_size, decoder=decoder,
-        workers=workers, timeout=timeout, label="frames", done_word="decoded",
+        sampling=settings.sampling, workers=workers, timeout=timeout, label="frames", done_word="decoded",
         extra_attrs={"run": {"workers": workers, "defaults_from": defaults_from}}, layouts={"pixels": PIXEL_LAYOUT})

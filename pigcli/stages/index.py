@@ -30,26 +30,29 @@ def stage_paths(output: str | Path) -> dict[str, Path]:
 
 def build_index(videos: list[str | Path], output: str | Path, model: str | None = None, *, k: int | None = None,
                 method: str = "pig", settings: ExtractSettings | None = None, device: str = "auto",
-                batch_size: int = 4, workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
-                force: bool = False, selector: str = "its") -> dict:
-    """Returns the StageSummary of every stage run, by stage name."""
+                batch_size: int | None = None, workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+                force: bool = False, selector: str = "its", ids_from: str | Path | None = None) -> dict:
+    """Returns the StageSummary of every stage run, by stage name. ids_from: as extract's."""
     paths = stage_paths(output)
     for path in (*paths.values(), Path(output)):  # none of the files written may be one of the videos
         check_output_path(path, videos)
     common = dict(force=force, replace_stale=True)
+    precision = (settings or ExtractSettings()).precision  # every model stage runs at the extract's precision
     summaries = {"extract": extract(videos, paths["feats"], model, settings=settings, device=device,
                                     batch_size=batch_size, workers=workers, timeout=timeout,
-                                    relative_ids=relative_ids, force=force, replace_stale=False)}
+                                    relative_ids=relative_ids, ids_from=ids_from, force=force,
+                                    replace_stale=False)}
     _say("extract", summaries["extract"])
     if method == "pig":
         summaries["select"] = select(paths["feats"], paths["sel"], k=k, selector=selector, **common)
         _say("select", summaries["select"])
-        summaries["generate"] = generate(paths["sel"], paths["gen"], model, device=device, **common)
+        summaries["generate"] = generate(paths["sel"], paths["gen"], model, device=device, precision=precision,
+                                       **common)
         _say("generate", summaries["generate"])
         source = paths["gen"]
     else:
         source = paths["feats"]
-    summaries["fuse"] = fuse(source, output, model, method=method, device=device, **common)
+    summaries["fuse"] = fuse(source, output, model, method=method, device=device, precision=precision, **common)
     _say("fuse", summaries["fuse"])
     return summaries
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -17,11 +17,15 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PigError, UsageError
-from ..store import open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
+from ..store import decode_ids, open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
 from .scoring import FEATURE_STAGES, INDEX_HINT, rank_index, rank_xpool, read_ids_at, upstream_file
 
 RANK_METHODS = ("index", "xpool")
-FORMATS = ("tsv", "jsonl", "trec")
+FORMATS = ("tsv", "jsonl", "trec", "html")
+# Up to this many queries are encoded on one CPU thread: their matrices are too small to gain from
+# more, and on a busy CPU threads that wait for each other at every op made a ViT-B/32 query's
+# encoding several times slower (benchmarks/RESULTS_query.md).
+SINGLE_THREAD_QUERIES = 16
 
 
 @dataclass
@@ -30,6 +34,7 @@ class Ranking:
     video_ids: Sequence[str] | Mapping[int, str]  # index row -> video id (at least for the rows below)
     rows: np.ndarray      # [Q, k] row numbers of the index
     scores: np.ndarray    # [Q, k] float32, descending
+    query_texts: list[str] | None = None  # the query texts, where known (shown by the html format)
 
 
 def default_index_path(index: str | Path | None) -> Path:
@@ -54,11 +59,13 @@ def resolve_rank_inputs(first: Path | None, second: Path | None) -> tuple[Path |
     return first, second
 
 
-def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray]:
+def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray, list[str] | None]:
+    """Ids, embeddings and texts (None if the file has none) of an embed-text file made with the index's model."""
     with open_stage_file(path, ("embed-text",), "pig embed-text QUERIES -m MODEL -o q.h5") as handle:
         require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
                            f"pig embed-text with the model of {index_path}")
-        return read_ids(handle), handle["embedding"][:]
+        texts = decode_ids(handle["text"][:]) if "text" in handle else None
+        return read_ids(handle), handle["embedding"][:], texts
 
 
 def check_query_sources(query_file, has_texts: bool) -> None:
@@ -112,11 +119,18 @@ def trec_escape(value: str) -> str:
                    if c == "%" or c.isspace() or not c.isprintable() else c for c in value)
 
 
-def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "pig") -> None:
+def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "pig",
+                  thumbnails: Callable[[str], Sequence[bytes]] | None = None) -> None:
     """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line.
-    TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields)."""
+    TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields). HTML: one
+    self-contained page (pigcli.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    if fmt == "html":
+        from ..media import ranking_html
+
+        stream.write(ranking_html(ranking, thumbnails, title=f"{run_name} rank"))
+        return
     for qi, query_id in enumerate(ranking.query_ids):
         for position, (row, score) in enumerate(zip(ranking.rows[qi], ranking.scores[qi]), start=1):
             video = ranking.video_ids[row]
@@ -138,9 +152,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
     query on these queries to stderr."""
     from ..core.device import resolve_device
-    from ..core.text import embed_texts
     from ..model.resolve import folder_for_file
-    from .embed_text import report_truncated
     from .rerank import DEFAULT_K, resolve_rerank
 
     check_method(method)
@@ -157,21 +169,20 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
         n_videos = handle["ids"].shape[0]
         loaded = head = folder = None
-        needs_model = queries is not None or method == "xpool" or cost
-        if needs_model or rerank_k:
+        needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
+        if needs_model or queries is not None or rerank_k:
             folder = folder_for_file(model, handle, index_path, "pig index with this model")
         plan = resolve_rerank(rerank_k, rerank_weights, folder)
         rerank_k = plan.k
-        if needs_model or rerank_k:
-            loaded = folder.load(torch_device) if needs_model else None
-            # the rerank head alone is read much faster than the whole model
-            head = (loaded.model.eercf if loaded else folder.load_eercf_head()) if rerank_k else None
+        if needs_model:
+            loaded = folder.load(torch_device)
+        if rerank_k:  # the rerank head alone is read much faster than the whole model
+            head = loaded.model.eercf if loaded else folder.load_eercf_head()
         if query_file is not None:
-            query_ids, text = load_query_file(query_file, handle, index_path)
+            query_ids, text, query_texts = load_query_file(query_file, handle, index_path)
         else:
-            text, truncated = embed_texts(loaded, [q.text for q in queries], device=torch_device)
-            report_truncated(queries, truncated, loaded.model.config.max_text_tokens)
-            query_ids = [q.id for q in queries]
+            text = embed_queries(queries, folder, loaded, torch_device)
+            query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
         index_model = recorded_model(handle)
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
@@ -185,7 +196,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if method == "xpool":
         video_ids = read_ids_at(index_path)
         scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
-        return Ranking(query_ids, video_ids, rows, scores)
+        return Ranking(query_ids, video_ids, rows, scores, query_texts)
     scores, rows = rank_index(index_path, text, max(k, rerank_k))
     # only the ids of the rows found: decoding every id of a 1M-video index took longer than the scan
     video_ids = read_ids_at(index_path, rows)
@@ -194,7 +205,34 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
 
         rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, plan.weights, head,
                                   index_model)
-    return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k])
+    return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k], query_texts)
+
+
+def embed_queries(queries, folder, loaded, device) -> np.ndarray:
+    """e_t of the queries: with the whole model where it is loaded anyway (xpool, --cost), else with the
+    model's text side alone (pigcli.model.text_encoder: the same embeddings, without reading the video
+    side), a few queries on one CPU thread. Says which queries were truncated."""
+    from ..core.text import embed_texts
+    from ..model.text_encoder import load_text_encoder
+    from .embed_text import report_truncated
+
+    texts = [q.text for q in queries]
+    with query_threads(device, len(texts)):
+        if loaded is not None:
+            text, truncated = embed_texts(loaded, texts, device=device)
+        else:
+            text, truncated = load_text_encoder(folder.path, device).encode(texts)
+    report_truncated([q.id for q in queries], truncated, folder.config.max_text_tokens)
+    return text
+
+
+def query_threads(device, count: int):
+    """Where `count` queries are encoded: one CPU thread for up to SINGLE_THREAD_QUERIES (`pig serve` too)."""
+    from contextlib import nullcontext
+
+    from ..core.device import cpu_threads
+
+    return cpu_threads(device, 1) if count <= SINGLE_THREAD_QUERIES else nullcontext()
 
 
 def _report_cost(index_path, text, features, pig, device, rerank_k: int, top: int, n_videos: int) -> None:

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.methods import xpool_scores
 from ..core.search import RunningTopK, exact_topk
 from ..errors import PigError
 from ..store import EXTRACT_HINT, decode_ids, open_stage_file, read_attrs, read_ids, take_rows
@@ -62,6 +61,8 @@ def xpool_scores_blocks(pig, features: str | Path, video_ids: list[str], text: n
                         block_videos: int = 256):
     """Yield (first row, scores [Q, block]) of the single-tower score, video block by video block."""
     import torch
+
+    from ..core.methods import xpool_scores
 
     with open_stage_file(features, FEATURE_STAGES, EXTRACT_HINT) as handle:
         position = {vid: i for i, vid in enumerate(read_ids(handle))}

@@ -27,6 +27,7 @@ from ..decode_pool import Decoded, decode_videos
 from ..errors import UsageError
 from ..sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
+from ..video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
@@ -49,13 +50,32 @@ def block_videos() -> int:
     return int(value)
 
 
+def check_video_settings(decoder: str, sampling: str) -> str:
+    """The decoder to use ('auto' resolved); a UsageError for an unknown decoder or sampling."""
+    if sampling not in SAMPLINGS:
+        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
+    try:
+        return resolve_decoder(decoder)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def sampling_identity(sampling: str) -> dict:
+    """How the frames were sampled, as a stage file's settings record it: centre, the only sampler before
+    --sampling existed, stays unrecorded, so files made before remain valid (readers: UNRECORDED_SAMPLING)."""
+    return {} if sampling == UNRECORDED_SAMPLING else {"sampling": sampling}
+
+
 def video_provenance(stage: str, identity: dict, entries: list[VideoEntry], model: dict | None = None,
-                     model_path: str | None = None) -> Provenance:
-    """The provenance of a video stage's output: its identity settings (plus a non-default block size)
-    and the videos' fingerprint as its input."""
+                     model_path: str | None = None, shard=None) -> Provenance:
+    """The provenance of a video stage's output: its identity settings (plus a non-default block size,
+    and the shard 'I/N' if any: a resumed run of another shard is refused) and the videos' fingerprint
+    as its input (the shard's videos)."""
     block_size = block_videos()
     if block_size != BLOCK_VIDEOS:
         identity = {**identity, "block_videos": block_size}
+    if shard is not None:
+        identity = {**identity, "shard": str(shard)}
     return Provenance(stage=stage, settings=identity, model=model,
                       inputs=[{"videos": len(entries), "fingerprint": videos_fingerprint(entries)}],
                       model_path=model_path)
@@ -75,7 +95,7 @@ def base_columns(decoded: list[Decoded], num_frames: int) -> dict:
         "ids": [d.entry.id for d in decoded],
         "status": ["failed" if d.error else "ok" for d in decoded],
         "error": [d.error or "" for d in decoded],
-        "path": [str(d.entry.path) for d in decoded],
+        "path": [str(d.entry.path.absolute()) for d in decoded],  # absolute: pictures find it from any folder
         "frame_index": np.full((len(decoded), num_frames), -1, np.int64),
         "timestamps": np.full((len(decoded), num_frames), np.nan),
     }
@@ -87,11 +107,12 @@ def base_columns(decoded: list[Decoded], num_frames: int) -> dict:
 
 
 def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[VideoEntry], build_block: BlockBuilder,
-                     *, num_frames: int, image_size: int, decoder: str, workers: int, timeout: float | None,
-                     label: str, done_word: str, extra_attrs: dict | None = None,
+                     *, num_frames: int, image_size: int, decoder: str, sampling: str, workers: int,
+                     timeout: float | None, label: str, done_word: str, extra_attrs: dict | None = None,
                      layouts: dict[str, dict] | None = None) -> StageSummary:
     """Decode `entries` block by block, build each block's columns, write them; resume an interrupted run.
 
+    sampling: how each video's frames are chosen (pigcli.video.sample_indices; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking
@@ -109,7 +130,7 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[V
     start = time.perf_counter()
     try:
         stream = decode_videos([e for _, block in todo for e in block], num_frames, image_size, decoder, workers,
-                               timeout)
+                               timeout, sampling=sampling)
         with progress(len(entries) - summary.resumed_rows, label, "videos") as bar:
             for number, block in todo:
                 decoded = [next(stream) for _ in block]

@@ -15,6 +15,7 @@ from ..errors import UsageError
 from ..model.pig import BACKBONES
 from ..core.methods import METHODS
 from ..core.selection import SELECTORS
+from ..video import SAMPLINGS
 
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.
@@ -34,6 +35,7 @@ class TrainConfig:
     videos: str | Path | None = None            # raw-video mode: a folder (or list file) of videos
     frames: str | Path | None = None            # cached-frames mode: a `pig frames` file (decoded once)
     val_captions: str | Path | None = None      # validation split (never the test split)
+    paragraph: bool = False                     # one caption per video, its captions joined, >= 64 tokens
     method: str = "pig"                         # pig | meanpool | xpool | eercf
     phases: str | Sequence[int] | None = None   # '1,2' (default for pig), '1' or '2' (default otherwise)
     epochs: PerPhase = 5
@@ -49,6 +51,8 @@ class TrainConfig:
     freeze_backbone: bool = False               # phase 2 'heads only': vision tower, proxies, temporal frozen
     backbone: str | None = None                 # videos, frames: vip | frames (features: the file's)
     selector: str = "its"                       # patches fed to the generator: its | random (an ablation)
+    sampling: str | None = None                 # uniform | centre; None: a features/frames file's, else uniform
+    jitter: bool = True                         # --videos with uniform sampling: the official training jitter
     decoder: str = "auto"
     workers: int = 2                            # decoding (--videos) or reading (--frames) processes; 0: in-process
     device: str = "auto"
@@ -129,6 +133,8 @@ def parse_phases(value: str | Sequence[int] | None, method: str) -> tuple[int, .
 def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
     if config.method not in METHODS:
         raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {config.method!r}")
+    if config.sampling not in (None, *SAMPLINGS):
+        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {config.sampling!r}")
     if config.selector not in SELECTORS:
         raise UsageError(f"--selector must be one of {', '.join(SELECTORS)}, not {config.selector!r}")
     if config.backbone not in (None, *BACKBONES):

@@ -6,7 +6,9 @@ the backbone is frozen: the stored tokens are what the backbone computes.
 Raw-video mode (`VideoSource`): frames decoded with `read_clip` in a torch DataLoader (spawned
 workers); the training step runs the backbone.
 Cached-frames mode (`FrameSource`): the same frames, decoded once by `pig frames` and read back from
-its file; the batches, and so the training step, are identical to raw-video mode.
+its file; the batches, and so the training step, are identical to raw-video mode without its jitter.
+Raw-video training with uniform sampling jitters the frames per video and epoch, as the official code
+does (pigcli.video.sample_indices), seeded by (seed, phase, epoch, video row).
 
 Batches are planned in the main process from (seed, phase, epoch) alone, so a resumed run sees the
 same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
@@ -24,14 +26,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..captions import load_captions
+from ..captions import group_paragraphs, load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
 from ..core.selection import (PatchIndexError, choose_patches, corrupt_extract, gather_patches,
                               require_extract_layout, require_kept_patches)
 from ..sources import discover_videos
 from ..store import EXTRACT_HINT, ok_rows, open_stage_file, read_ids, recorded_model, recorded_model_path, take_rows
-from ..video import VideoError, read_clip
+from ..video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, read_clip
 
 FEATURE_BLOCK_ROWS = 256  # rows read from the extract file at a time
 
@@ -53,11 +55,17 @@ class PairSet:
     def num_captions(self) -> int:
         return sum(len(c) for c in self.captions)
 
+    def caption_ids(self) -> list[str]:
+        """'<video_id>#<n>' for every caption, in the order of `captions` (for messages)."""
+        return [f"{video}#{n}" for video, texts in zip(self.video_ids, self.captions) for n in range(len(texts))]
 
-def load_pairs(captions_path: str | Path, available: set[str], what: str) -> PairSet:
-    """Group a captions file by video, keeping the videos the source has; report the others."""
+
+def load_pairs(captions_path: str | Path, available: set[str], what: str, paragraph: bool = False) -> PairSet:
+    """Group a captions file by video, keeping the videos the source has; report the others.
+    paragraph: one caption per video, its captions joined (DiDeMo, ActivityNet)."""
     grouped: dict[str, list[str]] = {}
-    for caption in load_captions(captions_path):
+    captions = load_captions(captions_path)
+    for caption in group_paragraphs(captions) if paragraph else captions:
         grouped.setdefault(caption.video_id, []).append(caption.text)
     kept = [v for v in grouped if v in available]
     pairs = PairSet(kept, [grouped[v] for v in kept], sorted(v for v in grouped if v not in available))
@@ -158,6 +166,7 @@ class FeatureSource:
             check_features_model(self.path, handle, loaded)
             self.settings = _settings(handle)
             self.backbone = self.settings.get("backbone", "vip")
+            self.sampling = self.settings.get("sampling", UNRECORDED_SAMPLING)
             rows = ok_rows(handle)
             ids = read_ids(handle)
             self.ids = [ids[r] for r in rows]
@@ -195,7 +204,8 @@ class FeatureSource:
         self.tokens = HeadInputs(*(torch.from_numpy(np.concatenate(parts[name]))
                                    for name in ("video", "proxies", "frames", "selected")))
 
-    def iterate(self, batches: list[np.ndarray]) -> Iterator[SourceBatch]:
+    def iterate(self, batches: list[np.ndarray], jitter: tuple[int, ...] | None = None) -> Iterator[SourceBatch]:
+        """The tokens of each batch of rows (jitter: ignored, the features are fixed)."""
         for rows in batches:
             index = torch.from_numpy(self._position[rows])
             tokens = HeadInputs(*(t[index] for t in (self.tokens.video, self.tokens.proxies,
@@ -246,17 +256,23 @@ def backbone_fingerprint(pig) -> str:
 # --- raw videos -----------------------------------------------------------------------------------
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Row -> (row, uint8 frames [T, 3, S, S] or None, error). Picklable for spawned workers."""
+    """Row, or (row, jitter seed), -> (row, uint8 frames [T, 3, S, S] or None, error). Picklable for
+    spawned workers. With a jitter seed the frames are sampled with training's jitter, seeded by
+    (seed..., row): the same epoch gives the same frames again (resume, several ranks)."""
 
-    def __init__(self, paths: list[str], num_frames: int, image_size: int, decoder: str):
+    def __init__(self, paths: list[str], num_frames: int, image_size: int, decoder: str,
+                 sampling: str = DEFAULT_SAMPLING):
         self.paths, self.num_frames, self.image_size, self.decoder = paths, num_frames, image_size, decoder
+        self.sampling = sampling
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, row: int):
+    def __getitem__(self, item):
+        row, seed = item if isinstance(item, tuple) else (item, None)
+        jitter = None if seed is None else (*seed, row)
         try:
-            clip = read_clip(self.paths[row], self.num_frames, self.image_size, self.decoder)
+            clip = read_clip(self.paths[row], self.num_frames, self.image_size, self.decoder, self.sampling, jitter)
             return row, clip.frames, None
         except VideoError as err:
             return row, None, str(err)
@@ -290,7 +306,7 @@ class _PlanSampler(torch.utils.data.Sampler):
         self.batches: list[np.ndarray] = []
 
     def __iter__(self):
-        return iter([b.tolist() for b in self.batches])
+        return iter([b.tolist() if isinstance(b, np.ndarray) else list(b) for b in self.batches])
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -327,11 +343,16 @@ class _PixelSource:
     def load(self, video_ids: list[str]) -> None:
         pass
 
-    def iterate(self, batches: list[np.ndarray]) -> Iterator[SourceBatch]:
-        self._sampler.batches = batches
+    def iterate(self, batches: list[np.ndarray], jitter: tuple[int, ...] | None = None) -> Iterator[SourceBatch]:
+        """The frames of each batch of rows. jitter: a seed (run seed, phase, epoch) for training's jittered
+        sampling, where the source decodes (VideoSource); a frames file's frames are fixed."""
+        self._sampler.batches = self._items(batches, jitter)
         for batch in self.loader:
             self.failures.update(batch.errors)
             yield batch
+
+    def _items(self, batches: list[np.ndarray], jitter: tuple[int, ...] | None) -> list:
+        return batches
 
     def failure_summary(self) -> str:
         counts = Counter(self.failures.values())
@@ -346,12 +367,18 @@ class VideoSource(_PixelSource):
     """Videos of a folder (or files / list files) decoded on the fly."""
 
     def __init__(self, inputs: str | Path | list, num_frames: int, image_size: int, decoder: str, workers: int,
-                 pin_memory: bool = False, seed: int = 0):
+                 pin_memory: bool = False, seed: int = 0, sampling: str = DEFAULT_SAMPLING):
         entries = discover_videos(inputs if isinstance(inputs, list) else [inputs])
         self.ids = [e.id for e in entries]
         self._row_of = {e.id: i for i, e in enumerate(entries)}
-        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder)
+        self.sampling = sampling
+        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder, sampling)
         self._start_loader(dataset, num_frames, image_size, workers, pin_memory, seed)
+
+    def _items(self, batches: list[np.ndarray], jitter: tuple[int, ...] | None) -> list:
+        if jitter is None:
+            return batches
+        return [[(int(row), tuple(jitter)) for row in rows] for rows in batches]
 
 
 # --- cached frames --------------------------------------------------------------------------------
@@ -403,6 +430,7 @@ class FrameSource(_PixelSource):
         with open_stage_file(path, ("frames",), FRAMES_HINT) as handle:
             settings = _settings(handle)
             self.num_frames, self.image_size = int(settings["num_frames"]), int(settings["image_size"])
+            self.sampling = settings.get("sampling", UNRECORDED_SAMPLING)
             wanted = (pig.config.num_frames, pig.image_size)
             if (self.num_frames, self.image_size) != wanted:
                 raise StaleInputError(

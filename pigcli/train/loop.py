@@ -18,20 +18,21 @@ import math
 import os
 import time
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ..console import log, progress, warn
-from ..errors import UsageError
+from ..errors import StaleInputError, UsageError
 from ..core.device import autocast, resolve_device
 from ..core.losses import clamp_logit_scale_
-from ..core.text import tokenize
+from ..core.text import text_token_limit, tokenize, truncated
+from ..stages.embed_text import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
-from ..video import resolve_decoder
+from ..video import DEFAULT_SAMPLING, resolve_decoder
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
 from .data import FeatureSource, FrameSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice
@@ -86,14 +87,20 @@ class Trainer:
         self.loaded = resolve_model(config.model, self.device)
         self.pig = self.loaded.model
         self.source = self._open_source()
-        self.train_set = load_pairs(config.captions, set(self.source.ids), "training captions")
-        self.val_set = (load_pairs(config.val_captions, set(self.source.ids), "validation captions")
+        # the run records the sampling its frames were chosen with (a file's, or --sampling's for --videos)
+        self.config = config = replace(config, sampling=self.source.sampling)
+        self.jitter = self._training_jitter()
+        self.text_tokens = text_token_limit(self.pig.config.max_text_tokens, config.paragraph)
+        self.train_set = load_pairs(config.captions, set(self.source.ids), "training captions", config.paragraph)
+        self.val_set = (load_pairs(config.val_captions, set(self.source.ids), "validation captions", config.paragraph)
                         if config.val_captions else None)
         self._check_splits()
+        self._report_truncated()
         self.source.load(self.train_set.video_ids + (self.val_set.video_ids if self.val_set else []))
         self.train_rows = np.array([self.source.row_of(v) for v in self.train_set.video_ids])
         self.validator = (Validator(self.loaded, self.source, self.val_set, config.method, self.backbone,
-                                    config.batch_size, self.device, self.precision, config.selector)
+                                    config.batch_size, self.device, self.precision, config.selector,
+                                    self.text_tokens)
                           if self.val_set else None)
         self.log = RunLog(self.out / "log.jsonl", context.is_main)
         self.position = _Position()
@@ -125,17 +132,39 @@ class Trainer:
                 raise UsageError(f"{config.features} holds '{source.backbone}' backbone features, not "
                                  f"--backbone {config.backbone}")
             self.backbone = source.backbone
-            return source
+            return self._check_sampling(source, config.features, "pig extract VIDEOS -m MODEL", "feats.h5")
         self.backbone = config.backbone or "vip"
         if config.frames is not None:
-            return FrameSource(config.frames, self.loaded, config.workers, pin_memory=self.device.type == "cuda",
-                               seed=config.seed)
+            source = FrameSource(config.frames, self.loaded, config.workers, pin_memory=self.device.type == "cuda",
+                                 seed=config.seed)
+            return self._check_sampling(source, config.frames, "pig frames VIDEOS -m MODEL", "frames.h5")
         try:
             decoder = resolve_decoder(config.decoder)
         except ValueError as err:
             raise UsageError(str(err)) from err
         return VideoSource(config.videos, pig.config.num_frames, pig.image_size, decoder, config.workers,
-                           pin_memory=self.device.type == "cuda", seed=config.seed)
+                           pin_memory=self.device.type == "cuda", seed=config.seed,
+                           sampling=config.sampling or DEFAULT_SAMPLING)
+
+    def _check_sampling(self, source, path, command: str, output: str):
+        """A features or frames file holds frames chosen one way: --sampling, when given, must be that way."""
+        wanted = self.config.sampling
+        if wanted is not None and wanted != source.sampling:
+            source.close()
+            raise StaleInputError(f"{path} holds frames sampled with --sampling {source.sampling}, not {wanted}; "
+                                  f"rerun: {command} --sampling {wanted} -o {output}, or leave out --sampling "
+                                  f"to train on the file's frames")
+        return source
+
+    def _training_jitter(self) -> bool:
+        """Whether training batches get the official jittered frames: uniform sampling decoded per epoch."""
+        if not self.config.jitter or self.config.sampling != "uniform":
+            return False
+        if self.config.videos is None:
+            log(f"{self.config.features or self.config.frames}: its frames are fixed, so training has no frame "
+                "jitter (pig train --videos decodes each epoch with the official jittered sampling)")
+            return False
+        return True
 
     def _warn(self, message: str) -> None:
         if self.context.is_main:  # one rank talks
@@ -148,6 +177,17 @@ class Trainer:
         shared = set(self.train_set.video_ids) & set(self.val_set.video_ids)
         if shared:
             self._warn(f"{len(shared)} validation videos are also training videos: validation R@1 is optimistic")
+
+    def _report_truncated(self) -> None:
+        """Name the captions cut to the token limit, once, as pig rank and pig eval do."""
+        if not self.context.is_main:
+            return
+        what = "paragraphs" if self.config.paragraph else "captions"
+        for pairs, split in ((self.train_set, "training"), (self.val_set, "validation")):
+            if pairs is not None:
+                texts = [text for captions in pairs.captions for text in captions]
+                report_truncated(pairs.caption_ids(), truncated(self.loaded.tokenizer, texts, self.text_tokens),
+                                 self.text_tokens, f"{split} {what}")
 
     # state ---------------------------------------------------------------------------------------
 
@@ -255,7 +295,8 @@ class Trainer:
         todo = local[position.batch :]
         start, pairs_before = time.perf_counter(), self.pairs_this_run
         with progress(len(todo) * config.batch_size, f"phase {phase} epoch {position.epoch + 1}", "pairs") as bar:
-            batches = self.source.iterate([self.train_rows[b.videos] for b in todo])
+            jitter = (config.seed, phase, position.epoch) if self.jitter else None
+            batches = self.source.iterate([self.train_rows[b.videos] for b in todo], jitter)
             for batch, planned in zip(batches, todo):  # source first: it is run to its end
                 if config.stop_after is not None and self.steps_this_run >= config.stop_after:
                     self.train_seconds += time.perf_counter() - start
@@ -273,7 +314,7 @@ class Trainer:
     def train_step(self, step_module, optimizer, scheduler, planned, batch, phase: int) -> dict:
         config, pig, device = self.config, self.pig, self.device
         texts = [self.train_set.captions[v][c] for v, c in zip(planned.videos, planned.captions)]
-        tokens = tokenize(self.loaded.tokenizer, texts, pig.config.max_text_tokens)
+        tokens = tokenize(self.loaded.tokenizer, texts, self.text_tokens)
         tokens = {k: v.to(device) for k, v in tokens.items()}
         valid = batch.valid.to(device)
         inputs = ({"pixels": batch.pixels.to(device, non_blocking=True)} if batch.pixels is not None

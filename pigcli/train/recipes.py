@@ -70,7 +70,8 @@ MSRVTT_B32 = Recipe(
         "pig decays matrices only. At lr 3e-6 the difference is a 0.2 % pull on the gains over the run.",
         "Checkpoint choice: the official code keeps the best test1ka R@1 (model_best.pt, validated on "
         "the test split); pig picks OUT/best on --val-captions, which must not be the test split.",
-        "Frames: the official loader samples linspace(0, n-1, 12), jittered in training (sample_jitter 1).",
+        "Frames: the official loader samples linspace(0, n-1, 12), jittered in training (sample_jitter 1): "
+        "pig's --sampling uniform (the default), with the jitter when training from --videos.",
         "Proxy tokens: the official code starts added_cls as torch.randn (std 1; HF's _init_weights does not "
         "touch it); pig starts them as CLIP's class embedding, as docs/method.md s.1 specifies.",
     ),

@@ -33,6 +33,7 @@ class Validator:
     device: torch.device
     precision: str
     selector: str = "its"           # how the generator's patches are chosen (core.selection)
+    max_tokens: int | None = None   # text tokens kept per caption (None: the model's max_text_tokens)
 
     @torch.no_grad()
     def __call__(self) -> dict:
@@ -43,7 +44,8 @@ class Validator:
         texts = [text for caps, ok in zip(self.pairs.captions, keep) if ok for text in caps]
         caption_video = np.repeat(np.arange(int(keep.sum())),
                                   [len(c) for c, ok in zip(self.pairs.captions, keep) if ok])
-        text, _ = embed_texts(self.loaded, texts, device=self.device, precision=self.precision)
+        text, _ = embed_texts(self.loaded, texts, max_tokens=self.max_tokens, device=self.device,
+                              precision=self.precision)
         sim = self._scores(torch.from_numpy(text).to(self.device), parts, torch.from_numpy(keep).to(self.device))
         return retrieval_metrics(sim, caption_video)
 

@@ -1,0 +1,66 @@
+"""`pig serve`: search an index over HTTP. FastAPI and uvicorn are imported only when it runs, so
+`pig --help` works without the `serve` extra."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import Device, QueryModel, Rerank, TokenFeatures, WeightCoarse, WeightFs, WeightFw, WeightPw, rerank_weights
+
+
+def serve_cmd(
+    index: Annotated[Optional[Path], typer.Argument(help="index file (default: $PIG_INDEX, else ./index.h5)")] = None,
+    host: Annotated[str, typer.Option("--host", help="address to listen on (0.0.0.0: every interface)")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="TCP port")] = 8000,
+    model: QueryModel = None,
+    device: Device = "auto",
+    rerank: Rerank = 0,
+    w_fw: WeightFw = None,
+    w_fs: WeightFs = None,
+    w_pw: WeightPw = None,
+    w_coarse: WeightCoarse = None,
+    features: TokenFeatures = None,
+    threads: Annotated[Optional[int], typer.Option(
+        "--threads", help="torch threads per search (default: torch's, one per core); 1 where other processes "
+        "share the cores: spinning threads made scans 8x slower there (benchmarks/RESULTS_serve.md)")] = None,
+):
+    """Search an index over HTTP: a JSON API and a search page with the videos and their ITS patches.
+
+    Loads once, at startup: the whole index into RAM (N x D floats: 2 GiB for 1M videos at D = 512),
+    the query encoder of the index's model and, with --rerank, the rerank head. Each query then costs
+    the text encoding and one exact scan, the same ranking as pig rank --query on the same index.
+
+    API (errors: 4xx with {"error": ...}):
+      GET  /search?q=TEXT&k=10[&rerank=K]   {"query", "truncated", "results": [{"rank", "video", "score"}]}
+      POST /search?k=10  body ["text", ...]  a list of those, the queries as one batch
+      GET  /health                            videos, model, rerank
+      GET  /                                  the search page; /video?id=ID plays a video's own file
+
+    Examples:
+      pig serve index.h5                      # then open http://127.0.0.1:8000/
+      pig serve index.h5 --port 9000 --rerank 50
+      curl 'http://127.0.0.1:8000/search?q=a+red+car&k=5'
+      curl -X POST 'http://127.0.0.1:8000/search?k=5' -d '["a red car", "a dog on a beach"]'
+    """
+    from ..console import log
+    from ..errors import PigError
+    from ..stages.rank import default_index_path
+
+    try:
+        import uvicorn
+
+        from ..serve.app import create_app
+    except ImportError as err:
+        raise PigError(f"pig serve needs FastAPI and uvicorn ({err.name} is missing): pip install 'pigcli[serve]'") from None
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, threads))
+    index = default_index_path(index)
+    app = create_app(index, model=model, device=device, rerank=rerank, features=features,
+                     rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse))
+    log(f"serving {index} ({app.state.searcher.size} videos) on http://{host}:{port}/")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

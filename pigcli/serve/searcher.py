@@ -1,0 +1,162 @@
+"""The served query path without HTTP: the index in RAM, the query encoder and the rerank head loaded once.
+
+`Searcher.search` gives the ranking `pig rank --query` gives on the same index and model: the same text
+embedding (pigcli.model.text_encoder, the model's text side alone), the same exact scan
+(pigcli.core.search.exact_topk with the index's stored norm bound, as stages/scoring.rank_index runs
+it) and the same EERCF rerank (stages/rerank.py), only over an array held in memory instead of the
+HDF5 file read block by block.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import UsageError
+
+MAX_K = 1000          # results per query a request may ask for
+MAX_RERANK = 1000     # candidates a request may rerank
+
+
+@dataclass
+class Hit:
+    rank: int
+    video: str
+    score: float
+
+
+@dataclass
+class Answer:
+    hits: list[list[Hit]]                         # per query, best first
+    timings: dict = field(default_factory=dict)   # seconds: encode, scan, rerank
+    truncated: list[bool] = field(default_factory=list)
+    batch: int = 1                                # queries in the scan that answered these
+
+
+@dataclass
+class _Request:
+    """One caller's queries, waiting for the next scan; `done` once answer or error is set."""
+    texts: list[str]
+    k: int
+    rerank: int
+    answer: Answer | None = None
+    error: BaseException | None = None
+    done: bool = False
+
+
+class Searcher:
+    """Everything a query needs, loaded once.
+
+    Scans run one at a time, and requests that arrive while one runs share the next: each caller's
+    texts are encoded on their own (so each gets exactly the embedding `pig rank` computes for them),
+    then one exact scan serves them all (a scan reads the whole index once, whatever the number of
+    queries: benchmarks/RESULTS_rank.md). The first caller to get the lock runs every request queued."""
+
+    def __init__(self, index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
+                 rerank_weights=None, features: str | Path | None = None):
+        from ..model.resolve import folder_for_file
+        from ..stages.rerank import find_features, resolve_rerank
+        from ..stages.scoring import INDEX_HINT, stored_norm_bound
+        from ..store import open_stage_file, read_ids, recorded_model
+        from ..model.text_encoder import load_text_encoder
+
+        self.index_path = Path(index)
+        with open_stage_file(self.index_path, ("fuse",), INDEX_HINT) as handle:
+            self.embedding = np.ascontiguousarray(handle["embedding"][:])  # the whole index in RAM
+            self.norm_bound = stored_norm_bound(handle)
+            self.ids = read_ids(handle)
+            self.index_model = recorded_model(handle)
+            self.folder = folder_for_file(model, handle, self.index_path, "pig index with this model")
+        self.encoder = load_text_encoder(self.folder.path, device)  # the text side alone
+        plan = resolve_rerank(rerank, rerank_weights, self.folder)
+        self.rerank_k, self.rerank_weights = plan.k, plan.weights
+        self.features = find_features(self.index_path, features) if plan.k else None
+        self.head = self.folder.load_eercf_head() if plan.k else None
+        self._lock = threading.Lock()        # one batch at a time
+        self._queue: list[_Request] = []
+        self._queue_lock = threading.Lock()
+
+    @property
+    def size(self) -> int:
+        return len(self.ids)
+
+    def check_request(self, k: int, rerank: int | None) -> int:
+        """The rerank K a request runs with (its own, else the server's); UsageError for values out of range."""
+        if not 1 <= k <= MAX_K:
+            raise UsageError(f"k must be between 1 and {MAX_K}, not {k}")
+        rerank = self.rerank_k if rerank is None else rerank
+        if not 0 <= rerank <= MAX_RERANK:
+            raise UsageError(f"rerank must be between 0 (off) and {MAX_RERANK}, not {rerank}")
+        if rerank and self.features is None:
+            raise UsageError("this server reranks nothing: start it with pig serve INDEX --rerank")
+        return rerank
+
+    def search(self, texts: list[str], k: int = 10, rerank: int | None = None) -> Answer:
+        """Top-k videos of each text (rerank: EERCF on the top `rerank`; None: the server's setting)."""
+        rerank = self.check_request(k, rerank)
+        if not texts or any(not text.strip() for text in texts):
+            raise UsageError("empty query: give the text to search for, e.g. q=a red car")
+        request = _Request(list(texts), k, rerank)
+        with self._queue_lock:
+            self._queue.append(request)
+        with self._lock:
+            if not request.done:  # nobody took it along yet: run everything waiting
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._run(batch)
+        if request.error is not None:
+            raise request.error
+        return request.answer
+
+    def _run(self, batch: list[_Request]) -> None:
+        from ..core.search import exact_topk
+
+        try:
+            start = time.perf_counter()
+            encoded = [self._encode(request.texts) for request in batch]
+            encode = time.perf_counter() - start
+            text = np.concatenate([embedding for embedding, _ in encoded])
+            widest = max(max(request.k, request.rerank) for request in batch)
+            scores, rows = exact_topk(self.embedding, text, widest, row_norm_bound=self.norm_bound)
+            scan = time.perf_counter() - start - encode
+            first = 0
+            for request, (embedding, truncated) in zip(batch, encoded):
+                mine = slice(first, first + len(request.texts))
+                first = mine.stop
+                request.answer = self._answer(request, embedding, rows[mine], scores[mine], truncated,
+                                              {"encode": encode, "scan": scan})
+                request.answer.batch = len(text)
+                request.done = True
+        except BaseException as err:  # every caller of the batch gets the error, none waits forever
+            for request in batch:
+                if not request.done:
+                    request.error, request.done = err, True
+
+    def _encode(self, texts: list[str]):
+        """(e_t, truncated), on the threads `pig rank` encodes that many queries with (the same numbers)."""
+        from ..stages.rank import query_threads
+
+        with query_threads(self.encoder.device, len(texts)):
+            return self.encoder.encode(texts)
+
+    def _answer(self, request: _Request, text, rows, scores, truncated, timings: dict) -> Answer:
+        if request.rerank:
+            start = time.perf_counter()
+            rows, scores = self._rerank(text, rows, scores, request.rerank)
+            timings["rerank"] = time.perf_counter() - start
+        k = request.k
+        hits = [[Hit(position, self.ids[row], float(score))
+                 for position, (row, score) in enumerate(zip(rows[q, :k], scores[q, :k]), start=1)]
+                for q in range(len(rows))]
+        return Answer(hits, timings, [bool(t) for t in truncated])
+
+    def _rerank(self, text, rows, scores, k: int):
+        from ..stages.rerank import rerank
+
+        rows, scores, _ = rerank(text, rows, scores, self.features, self.ids, k, self.rerank_weights, self.head,
+                                 self.index_model)
+        return rows, scores
