@@ -2,6 +2,7 @@
 
     python benchmarks/effectiveness.py --seeds 0 1 2 --work /tmp/pig-eff            # main table
     python benchmarks/effectiveness.py --seeds 0 --ablations --work /tmp/pig-eff     # + ablations, seed 0
+    python benchmarks/effectiveness.py --lr-study /tmp/pig-eff/seed0 --work /tmp/pig-lr   # pig's phase 2 rates
 
 For each seed, in WORK/seed<S>, the demo's recipe (pigcli.demo.prepare_demo) with that seed for the
 corpus, the pretraining and every training: a 'shots' toy corpus, a two tower pretrained on its still
@@ -36,6 +37,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from pigcli.demo import (DemoRun, DemoSettings, split_video_list, ceiling, index_test_videos, prepare_demo,
                          start_model, train_method)
@@ -53,6 +55,48 @@ ABLATIONS = {
     "pig, no phase 1": (16, {"phase1": False}, {}),
     "pig, frames backbone": (16, {"backbone": "frames"}, {"backbone": "frames"}),
 }
+# --lr-study SEED_WORK: phase 2's learning rates of pig (docs/method.md s.6). pig's default gives the new
+# modules (mapper, fusioner, proxies, temporal embedding) 10x CLIP's rate; the spec one rate for all. On
+# an existing seed folder (its corpus and start model, read only), pig trains from frozen-backbone
+# features (phases 1+2 with the demo's epochs, batch and warm-up), so what phase 2 trains is the
+# generator, fusioner and CLIP's text tower; the toy corpus's scale of rates is the demo's 5e-4. Rows:
+# the demo's one rate; new 5e-4 with CLIP 5e-5 (the 10x split); all 5e-5 (the spec's one rate, at the
+# split's CLIP rate). Phase 1 is 5e-4 in every row. Test metrics of OUT/best (chosen on validation).
+LR_STUDY = {
+    "phase 2 all 5e-4 (the demo's one rate)": {"lr": "5e-4,5e-4", "lr_clip": "5e-4,5e-4"},
+    "phase 2 new 5e-4, CLIP 5e-5 (10x split)": {"lr": "5e-4,5e-4", "lr_clip": "5e-4,5e-5"},
+    "phase 2 all 5e-5 (one rate)": {"lr": "5e-4,5e-5", "lr_clip": "5e-4,5e-5"},
+}
+
+
+def lr_study(work: Path, seed_work: Path, settings: DemoSettings) -> dict:
+    """{row: test t2v metrics} of pig trained from frozen features with each LR_STUDY setting."""
+    from pigcli.model.checkpoint import load_checkpoint
+    from pigcli.stages.extract import extract
+    from pigcli.train import TrainConfig, train
+    from pigcli.train.data import FeatureSource, load_pairs
+    from pigcli.train.validate import Validator
+
+    corpus, start = seed_work / "corpus", seed_work / "model"
+    features = work / "feats.h5"
+    work.mkdir(parents=True, exist_ok=True)
+    extract([corpus / "videos"], features, str(start), device="cpu", workers=settings.workers)
+    rows = {}
+    for name, rates in LR_STUDY.items():
+        run = work / "runs" / "".join(c if c.isalnum() else "-" for c in name)
+        if not (run / "best").is_dir():
+            train(TrainConfig(output=run, captions=corpus / "train.csv", val_captions=corpus / "val.csv",
+                              model=str(start), features=features, phases="1,2",
+                              epochs=f"{settings.generator_epochs},{settings.epochs}", freeze_backbone=True,
+                              batch_size=settings.batch_size, warmup=0.05, seed=settings.seed, device="cpu",
+                              workers=0, **rates))
+        best = load_checkpoint(run / "best")
+        source = FeatureSource(features, best, best.model.config.select_k)
+        pairs = load_pairs(corpus / "test.csv", set(source.ids), "test captions")
+        source.load(pairs.video_ids)
+        metrics = Validator(best, source, pairs, "pig", source.backbone, 256, torch.device("cpu"), "fp32")()
+        rows[name] = {k: metrics["t2v"][k] for k in METRICS}
+    return rows
 
 
 # ---------------------------------------------------------------- retrieval
@@ -272,6 +316,13 @@ def format_report(settings: dict, command: str, per_seed: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def format_lr_study(command: str, rows: dict) -> str:
+    lines = ["## Phase 2 learning rates of pig (frozen backbone)", "", f"Command: `{command}`", "",
+             "| phase 2 rates | R@1 | R@5 | R@10 | MdR |", "|---|---|---|---|---|"]
+    lines += [f"| {name} | " + " | ".join(f"{m[k]:.1f}" for k in METRICS) + " |" for name, m in rows.items()]
+    return "\n".join(lines)
+
+
 _RULE_TEXT = {"intersect": "square intersects the box", "centre": "square centre inside the box"}
 
 
@@ -286,6 +337,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--generator-epochs", type=int, default=defaults.generator_epochs, help="pig's phase 1")
     parser.add_argument("--workers", type=int, default=defaults.workers, help="decoding processes")
     parser.add_argument("--ablations", action="store_true", help="also the ablations of pig, on the first seed")
+    parser.add_argument("--lr-study", type=Path, metavar="SEED_WORK",
+                        help="only the study of pig's phase 2 rates, from frozen features, on the corpus and "
+                        "start model of an existing seed folder (read only); results in WORK")
     parser.add_argument("--work", type=Path, default=Path("/tmp/pig-eff"), help="one sub-folder per seed; reused")
     return parser.parse_args(argv)
 
@@ -295,6 +349,9 @@ def main(argv=None) -> None:
     command = "python benchmarks/effectiveness.py " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))
     base = DemoSettings(videos=args.videos, images=args.images, pretrain_epochs=args.pretrain_epochs,
                         epochs=args.epochs, generator_epochs=args.generator_epochs, workers=args.workers)
+    if args.lr_study:
+        print(format_lr_study(command, lr_study(args.work, args.lr_study, replace(base, seed=args.seeds[0]))))
+        return
     per_seed = [run_seed(args.work / f"seed{seed}", replace(base, seed=seed), args.ablations and n == 0)
                 for n, seed in enumerate(args.seeds)]
     settings = {k: v for k, v in asdict(base).items() if k != "seed"}

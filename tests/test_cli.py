@@ -249,7 +249,7 @@ CHOICES = [
     (["rank", "index.h5", "q.h5"], "--format", "csv", "tsv|jsonl|trec"),
     (["eval", "index.h5", "-c", "c.csv"], "--method", "faiss", "index|xpool"),
     (["train", "--captions", "c.csv", "-o", "run"], "--method", "clip", "pig|meanpool|xpool|eercf"),
-    (["train", "--captions", "c.csv", "-o", "run"], "--precision", "fp16", "auto|fp32|bf16"),
+    (["train", "--captions", "c.csv", "-o", "run"], "--precision", "fp8", "auto|fp32|bf16|fp16"),
 ]
 
 

@@ -30,7 +30,7 @@ def choices(name: str, values: str) -> type[Enum]:
 
 
 Precision = choices("Precision", "auto fp32 bf16 fp16")      # auto: bf16 on a GPU, fp32 on the CPU
-TrainPrecision = choices("TrainPrecision", "auto fp32 bf16")  # fp16 would need a loss scaler: not offered
+TrainPrecision = choices("TrainPrecision", "auto fp32 bf16 fp16")  # fp16: with loss scaling
 Selector = choices("Selector", "its random")                  # random patches: an ablation of ITS
 Backbone = choices("Backbone", "vip frames")                  # video proxy tokens | CLIP per frame
 Decoder = choices("Decoder", "auto decord pyav")              # auto: decord if installed, else PyAV

@@ -25,7 +25,8 @@ VideoInputs = Annotated[List[str], typer.Argument(
 
 def init_cmd(
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="checkpoint folder to create")],
-    source: Annotated[Optional[str], typer.Option("--from", help="CLIP to start from: hub id, CLIP folder, or a pig model folder (its CLIP, e.g. a pretrained two-tower, with new PIG heads)")] = None,
+    source: Annotated[Optional[str], typer.Option("--from", help="CLIP to start from: hub id, CLIP folder, or a pig model folder (its CLIP, e.g. a pretrained two-tower, with new PIG heads); with --from-official: the CLIP the checkpoint was trained from (tokenizer and settings), default openai/clip-vit-base-patch32")] = None,
+    official: Annotated[Optional[Path], typer.Option("--from-official", help="convert a checkpoint of the official code: a PIG model_best.pt (its state dict) or CLIP-ViP pretrained weights; T and P come from the checkpoint")] = None,
     preset: Annotated[Optional[Preset], typer.Option(help="a random CLIP of this size instead (offline)")] = None,
     frames: Annotated[int, typer.Option(help="frames sampled per video (T)")] = 12,
     proxies: Annotated[int, typer.Option(help="video proxy tokens (P)")] = 3,
@@ -42,15 +43,23 @@ def init_cmd(
       pig init --from openai/clip-vit-base-patch32 -o models/pig-b32
       pig init --preset tiny -o models/tiny        # offline, for tests and demos
       pig init --preset toy --vocab-from data/toy/train.csv -o models/toy
+      pig init --from-official outputs/msrvtt/pig_b32/ckpt/model_best.pt -o models/pig-official
+      pig init --from-official pretrain_clipvip_base_32.pt --from openai/clip-vit-base-patch32 -o models/clipvip-b32
     """
     from ..model.checkpoint import ModelFolder
     from ..model.factory import init_from_clip, init_random
     from ..model.pig import PigConfig
 
-    if bool(source) == bool(preset):
-        raise UsageError("give exactly one of --from (a CLIP) or --preset (a random CLIP)")
+    if official is not None and preset:
+        raise UsageError("--from-official converts a checkpoint; --preset makes a random model: give one of them")
+    if official is None and bool(source) == bool(preset):
+        raise UsageError("give exactly one of --from (a CLIP) or --preset (a random CLIP), or --from-official")
     config = PigConfig(num_frames=frames, num_proxies=proxies, select_k=k, max_text_tokens=max_text_tokens)
-    if preset:
+    if official is not None:
+        from ..model.official import init_from_official
+
+        path = init_from_official(official, output, source or OFFICIAL_BASE_CLIP, pig_config=config, seed=seed)
+    elif preset:
         texts = _vocabulary_texts(vocab_from) if vocab_from else []
         path = init_random(output, preset.value, seed=seed, pig_config=config, vocab_texts=texts)
     else:
@@ -59,6 +68,9 @@ def init_cmd(
         emit_json({"path": str(path), **ModelFolder.read(path).identity.to_dict()})
     else:
         emit(path)
+
+
+OFFICIAL_BASE_CLIP = "openai/clip-vit-base-patch32"  # clip_config of the official PIG and CLIP-ViP B/32 configs
 
 
 def _vocabulary_texts(path: Path) -> list:

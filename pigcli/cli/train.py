@@ -24,6 +24,7 @@ METHOD_HELP = ("pig: hybrid tower; meanpool: two tower; xpool: single tower; "
 
 
 def train_cmd(
+    ctx: typer.Context,
     captions: Annotated[Path, typer.Option("--captions", help="training captions (csv/jsonl/json with video_id or clip_id, and caption/text), e.g. the official train9k.jsonl")],
     output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="run folder: best/, last/, state.pt, log.jsonl")],
     model: Annotated[Optional[str], typer.Option(*MODEL_FLAGS, help=MODEL_HELP)] = None,
@@ -71,8 +72,17 @@ def train_cmd(
         help="decoding processes with --videos, reading processes with --frames (0: in this process)")] = 2,
     device: Annotated[str, typer.Option(
         help="auto | cpu | cuda | cuda:N (torchrun: each process its LOCAL_RANK GPU)")] = "auto",
-    precision: Annotated[TrainPrecision, typer.Option(help="auto: bf16 on GPU, fp32 on CPU")] = TrainPrecision.auto,
+    precision: Annotated[TrainPrecision, typer.Option(
+        help="auto: bf16 on a GPU that has it, else fp16; fp32 on CPU. fp16 scales the loss (dynamic, "
+        "skipping overflowing steps), as the official recipe does")] = TrainPrecision.auto,
+    grad_checkpointing: Annotated[bool, typer.Option(
+        help="recompute the video tower's and generator's layer activations in backward: much less memory "
+        "for about a third more compute (larger backbones, frames or batches per GPU)")] = False,
     seed: Annotated[int, typer.Option(help="seed for batches, captions and dropout")] = 0,
+    recipe: Annotated[Optional[str], typer.Option(
+        help="fill every option not given from a named recipe: msrvtt-b32 (the official PIG settings: "
+        "phase 2 only, 100 epochs, batch 128, lr 3e-6, fp16, ...; pigcli/train/recipes.py lists each "
+        "value's source); options given explicitly win")] = None,
     resume: Annotated[bool, typer.Option(help="continue the run in OUTPUT from OUTPUT/state.pt (same options)")] = False,
     stop_after: Annotated[Optional[int], typer.Option(
         help="stop after this many steps in this invocation, saving the state (time-limited jobs)")] = None,
@@ -91,10 +101,12 @@ def train_cmd(
       pig frames videos/ -m runs/p1/best -o frames.h5   # decode once, then train many epochs from it:
       pig train --captions train.csv --val-captions val.csv --frames frames.h5 -m runs/p1/best --phases 2 -o runs/p2
       pig train ... --phases 2 --eercf-weight 1 -o runs/p2   # also learn the rerank head for pig rank --rerank
+      torchrun --nproc-per-node 4 -m pigcli train --recipe msrvtt-b32 --captions train9k.jsonl \\
+          --val-captions val.jsonl --frames frames.h5 -m models/pig-b32 -o runs/msrvtt   # the official settings
     """
     from ..train.loop import TrainConfig, train
 
-    config = TrainConfig(
+    values = dict(
         output=output, captions=captions, model=model, features=features, videos=videos, frames=frames,
         val_captions=val_captions, paragraph=paragraph,
         method=method.value,
@@ -102,8 +114,12 @@ def train_cmd(
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
         freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
-        selector=selector.value, sampling=sampling.value if sampling else None, jitter=jitter, workers=workers, device=device, precision=precision.value, seed=seed, resume=resume, stop_after=stop_after)
-    result = train(config)
+        selector=selector.value, sampling=sampling.value if sampling else None, jitter=jitter, workers=workers,
+        device=device, precision=precision.value, grad_checkpointing=grad_checkpointing, seed=seed, resume=resume,
+        stop_after=stop_after)
+    if recipe:
+        values = _with_recipe(ctx, recipe, values)
+    result = train(TrainConfig(**values))
     if os.environ.get("RANK", "0") != "0":  # torchrun: one process reports
         return
     if as_json:
@@ -117,3 +133,24 @@ def train_cmd(
             emit(f"last\t{result.last}")
     if result.failed_videos:
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _with_recipe(ctx: typer.Context, recipe: str, values: dict) -> dict:
+    """The options not given on the command line filled from the recipe; says on stderr what it set and
+    where the model's own settings (made by pig init) differ from the recipe's."""
+    from ..console import log, warn
+    from ..model.checkpoint import ModelFolder, is_checkpoint
+    from ..train.recipes import apply_recipe, check_model
+
+    # by name: typer may bring its own copy of click, whose ParameterSource is another class
+    given = {name for name in values if getattr(ctx.get_parameter_source(name), "name", "DEFAULT") != "DEFAULT"}
+    values, applied = apply_recipe(recipe, values, given)
+    if os.environ.get("RANK", "0") == "0":
+        log(f"recipe {recipe} set: " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in applied.items()))
+        model = values["model"] or os.environ.get("PIG_MODEL")
+        if model and is_checkpoint(model):
+            folder = ModelFolder.read(model)
+            for difference in check_model(recipe, folder.config.to_dict(), folder.clip_config):
+                warn(f"recipe {recipe}: the model's {difference}")
+    return values
+

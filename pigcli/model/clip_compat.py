@@ -7,13 +7,31 @@ tuple; 5.x layers take `(hidden, attention_mask)` and return a tensor. We never 
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import inspect
 import json
 from functools import lru_cache
 from pathlib import Path
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
+
+# Gradient checkpointing of the layers run_layers runs (the video tower and the generator): set by
+# `checkpointed_layers()` around a training forward (pig train --grad-checkpointing).
+_CHECKPOINT_LAYERS = contextvars.ContextVar("pig_checkpoint_layers", default=False)
+
+
+@contextlib.contextmanager
+def checkpointed_layers(enabled: bool = True):
+    """Within this context, run_layers recomputes each layer's activations in the backward pass instead of
+    keeping them (less memory, about one more forward of compute); outside, or without gradients, a no-op."""
+    token = _CHECKPOINT_LAYERS.set(enabled)
+    try:
+        yield
+    finally:
+        _CHECKPOINT_LAYERS.reset(token)
 
 
 @lru_cache(maxsize=None)
@@ -23,8 +41,12 @@ def _layer_takes_causal_mask(layer_type: type) -> bool:
 
 def run_layers(layers: nn.ModuleList, hidden: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     """Run CLIP encoder layers with an additive attention mask [B or 1, 1, S, S]."""
+    checkpoint = _CHECKPOINT_LAYERS.get() and torch.is_grad_enabled()
     for layer in layers:
-        hidden = run_layer(layer, hidden, mask)
+        if checkpoint:  # non-reentrant: gradients reach the weights even when `hidden` needs none
+            hidden = torch.utils.checkpoint.checkpoint(run_layer, layer, hidden, mask, use_reentrant=False)
+        else:
+            hidden = run_layer(layer, hidden, mask)
     return hidden
 
 

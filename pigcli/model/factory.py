@@ -78,27 +78,53 @@ def init_random(output: Path, preset: str = "tiny", seed: int = 0, pig_config: P
 def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
     """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder), or the CLIP
     inside a pig model folder (init_from_pig)."""
-    from transformers import CLIPModel, CLIPTokenizer
+    from transformers import CLIPModel
 
     if is_checkpoint(source):
         return init_from_pig(source, output, pig_config, seed)
+    clip = _from_hub(CLIPModel, source).eval()
+    tokenizer, config = clip_tokenizer_and_settings(source, pig_config or PigConfig())
+    torch.manual_seed(seed)
+    return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
 
-    # Without a resolvable hub, the hub client retries for a long time before failing: use its cache only.
-    local = {} if Path(source).is_dir() or hub_resolvable() else {"local_files_only": True}
+
+def _from_hub(cls, source: str, **kwargs):
+    """cls.from_pretrained(source) from a folder or the hub, offline-friendly, with pig's error message."""
     try:
-        clip = CLIPModel.from_pretrained(source, **local).eval()
-        tokenizer = CLIPTokenizer.from_pretrained(source, **local)
+        return cls.from_pretrained(source, **_hub_options(source), **kwargs)
     except OSError as err:
         raise PigError(
             f"cannot load CLIP {source!r} ({_first_line(err)}). Without network access, point -m at a local "
             "pig model folder, or make one offline: pig init --preset tiny -o models/tiny"
         ) from err
-    config = pig_config or PigConfig()
+
+
+def clip_tokenizer_and_settings(source: str, config: PigConfig):
+    """A CLIP's tokenizer (hub id or folder), and `config` with what pig takes from that CLIP: its start and
+    end token ids and its image statistics."""
+    from transformers import CLIPTokenizer
+
+    tokenizer = _from_hub(CLIPTokenizer, source)
     config.source = source
     config.bos_token_id, config.eos_token_id = tokenizer.bos_token_id, tokenizer.eos_token_id
-    config.image_mean, config.image_std = _image_statistics(source, local)
-    torch.manual_seed(seed)
-    return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
+    config.image_mean, config.image_std = _image_statistics(source, _hub_options(source))
+    return tokenizer, config
+
+
+def _hub_options(source: str) -> dict:
+    # Without a resolvable hub, the hub client retries for a long time before failing: use its cache only.
+    return {} if Path(source).is_dir() or hub_resolvable() else {"local_files_only": True}
+
+
+def clip_config(source: str) -> dict:
+    """The CLIPConfig (as a dict) of a CLIP (hub id or folder) or of a pig model folder's CLIP."""
+    from transformers import CLIPConfig
+
+    if is_checkpoint(source):
+        from .checkpoint import ModelFolder
+
+        return ModelFolder.read(source).clip_config
+    return _from_hub(CLIPConfig, source).to_dict()
 
 
 def init_from_pig(source: str | Path, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:

@@ -12,6 +12,8 @@ Modules:
     data         captions, frozen features, raw-video loader, per-epoch batch plans
     distributed  torchrun helpers, feature gathering
     optim        what trains in each phase, parameter groups, AdamW, warm-up + cosine schedule
+    precision    fp16 loss scaling (LossScaler)
+    recipes      named recipes (the official settings, each with its source) for --recipe
     validate     validation metrics, choice of the best checkpoint
     runlog       OUT/log.jsonl
     state        OUT/state.pt for --resume: save/load, RNG states, atomic writes

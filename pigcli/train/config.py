@@ -56,7 +56,11 @@ class TrainConfig:
     decoder: str = "auto"
     workers: int = 2                            # decoding (--videos) or reading (--frames) processes; 0: in-process
     device: str = "auto"
-    precision: str = "auto"                     # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"                     # auto (GPU: bf16, else fp16; CPU: fp32) | fp32 | bf16 | fp16
+    loss_scale: float | None = None             # initial loss scale; None: 2**16, dynamic, with fp16 only; a number
+                                                # turns scaling on at any precision (how CPU tests check it)
+    grad_checkpointing: bool = False            # recompute the video tower's and generator's layers in backward
+    recipe: str | None = None                   # the named recipe the settings came from (pigcli.train.recipes)
     seed: int = 0
     resume: bool = False
     stop_after: int | None = None               # stop after this many steps in this invocation (resume later)
@@ -146,8 +150,8 @@ def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
         raise UsageError(f"--batch-size must be at least 2 for the contrastive loss, not {config.batch_size}")
     if not 0 <= config.warmup < 1:
         raise UsageError(f"--warmup is a fraction of the steps in [0, 1), not {config.warmup}")
-    if config.precision == "fp16":
-        raise UsageError("--precision fp16 needs loss scaling, which pig train does not do; use bf16 or fp32")
+    if config.loss_scale is not None and not config.loss_scale > 0:
+        raise UsageError(f"the loss scale must be a positive number, not {config.loss_scale}")
     if config.eercf_weight < 0 or (config.method == "eercf" and config.eercf_weight):
         raise UsageError(f"--eercf-weight adds EERCF's loss to --method pig, meanpool or xpool (a weight >= 0); "
                          f"--method eercf trains with that loss alone, so leave it out (got {config.eercf_weight})")

@@ -22,6 +22,7 @@ from torch import nn
 from ..core.losses import generation_loss, logit_scale_value, retrieval_loss
 from ..core.methods import pseudo_query, video_embedding, xpool_scores
 from ..core.selection import select_patch_tokens
+from ..model.clip_compat import checkpointed_layers
 from ..model.eercf import eercf_loss
 from ..video import normalize
 from .data import HeadInputs
@@ -55,15 +56,19 @@ class TrainStep(nn.Module):
     """
 
     def __init__(self, pig, method: str, phase: int, alpha: float, backbone: str, eercf_weight: float = 0.0,
-                 selector: str = "its"):
+                 selector: str = "its", grad_checkpointing: bool = False):
         super().__init__()
-        self.selector = selector
+        self.selector, self.grad_checkpointing = selector, grad_checkpointing
         self.pig, self.method, self.phase, self.alpha, self.backbone = pig, method, phase, alpha, backbone
         # --method eercf trains with EERCF's loss alone; other methods add it with --eercf-weight
         self.eercf_weight = 1.0 if method == "eercf" else eercf_weight
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor,
                 pixels: torch.Tensor | None = None, tokens: HeadInputs | None = None) -> dict[str, torch.Tensor]:
+        with checkpointed_layers(self.grad_checkpointing):
+            return self._losses(input_ids, attention_mask, valid, pixels, tokens)
+
+    def _losses(self, input_ids, attention_mask, valid, pixels, tokens) -> dict[str, torch.Tensor]:
         pig = self.pig
         if pixels is not None:
             with _grad_if(pig.clip.visual_projection.weight.requires_grad):

@@ -5,7 +5,8 @@ Phase 2 (joint): everything the method uses trains (the backbone unless --freeze
 L = L_ret + alpha L_gen (L_ret alone for meanpool and xpool) + beta L_eercf (--eercf-weight beta,
 default 0; --method eercf: L_eercf alone). L_eercf trains the EERCF rerank head W_g, W_F.
 
-Each phase has its own optimiser and schedule (optim), gradient clipping and bf16 autocast on GPU.
+Each phase has its own optimiser and schedule (optim), gradient clipping, and mixed precision on GPU
+(bf16 autocast, or fp16 with loss scaling: precision); --grad-checkpointing trades compute for memory.
 Validation after every epoch on a separate split (validate); the best checkpoint (by text-to-video
 R@1) goes to OUT/best, the final one to OUT/last, both normal pig model folders. OUT/state.pt makes a
 run resumable (state, --resume), OUT/log.jsonl records every step and epoch (runlog).
@@ -16,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -36,6 +38,7 @@ from .config import TrainConfig, TrainResult, check_config, parse_phases, per_ph
 from .data import FeatureSource, FrameSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice
 from .forward import TrainStep
 from .optim import make_optimizer, set_trainable
+from .precision import LossScaler
 from .runlog import RunLog
 from .state import load_state, restore_rng, save_state
 from .validate import Validator, is_better, summary
@@ -56,8 +59,6 @@ class _Position:
 
 def training_device(config: TrainConfig, context: dist_utils.DistContext) -> tuple[torch.device, str]:
     device, precision = resolve_device(config.device, config.precision)
-    if precision == "fp16":  # 'auto' on a GPU without bf16: fp16 would need loss scaling
-        precision = "fp32"
     if device.type == "cuda" and context.active:
         device = torch.device("cuda", context.local_rank)
     if device.type == "cuda":
@@ -82,6 +83,7 @@ class Trainer:
         self._check_output()
         self.device, self.precision = training_device(config, context)
         torch.manual_seed(config.seed + context.rank)
+        self.scaler = LossScaler(self.device, self.precision, config.loss_scale)
         self.loaded = resolve_model(config.model, self.device)
         self.pig = self.loaded.model
         self.source = self._open_source()
@@ -193,7 +195,8 @@ class Trainer:
         if self.context.is_main:
             save_state(self.out / "state.pt", self.config.identity(), asdict(self.position), self.pig, optimizer,
                        scheduler, self.device, {"best_metrics": self.best_metrics, "last_metrics": self.last_metrics,
-                                                "final_loss": self.final_loss, "epoch_losses": self.epoch_losses})
+                                                "final_loss": self.final_loss, "epoch_losses": self.epoch_losses,
+                                                "scaler": self.scaler.state_dict()})
 
     def load_state(self) -> None:
         state = load_state(self.out / "state.pt", self.config.identity())
@@ -201,6 +204,7 @@ class Trainer:
         self.position = _Position(**state["position"])
         self.best_metrics, self.last_metrics = state["best_metrics"], state["last_metrics"]
         self.final_loss, self.epoch_losses = state["final_loss"], state["epoch_losses"]
+        self.scaler.load_state_dict(state.get("scaler"))  # fp16: continue with the scale reached
         self.log.truncate_after(self.position.step)
         self._resumed_state = state
         log(f"resuming {self.out} at phase {self.phases[min(self.position.phase_index, len(self.phases) - 1)]}, "
@@ -223,7 +227,7 @@ class Trainer:
             self.log.write({"event": "start", "step": 0, "settings": self.config.identity(),
                             "train_videos": len(self.train_set), "val_videos": len(self.val_set or []),
                             "world_size": self.context.world_size, "device": str(self.device),
-                            "precision": self.precision})
+                            "precision": self.precision, "loss_scaling": self.scaler.enabled})
             metrics = self.validate()
             if metrics:
                 self.log.write({"event": "val", "phase": 0, "epoch": 0, "step": 0, "val": metrics})
@@ -266,7 +270,7 @@ class Trainer:
         log(f"phase {phase}: {config.method}, {trainable:,} trainable weights, {epochs} epochs, {total_steps} steps, "
             f"batch {config.batch_size}, {len(self.train_set)} videos")
         step_module = self._wrap(TrainStep(pig, config.method, phase, config.alpha, self.backbone,
-                                           config.eercf_weight, config.selector))
+                                           config.eercf_weight, config.selector, config.grad_checkpointing))
         while self.position.epoch < epochs:
             if self.run_epoch(phase, step_module, optimizer, scheduler, total_steps):
                 return True
@@ -318,25 +322,26 @@ class Trainer:
         enough = dist_utils.all_sum(float(valid.sum()), device) >= (1 if phase == 1 else 2)
         lrs = {g["name"]: g["lr"] for g in optimizer.param_groups}
         values = {key: float("nan") for key in LOSS_KEYS}
+        scaling = {}
         if enough:  # the same decision on every rank: a batch of undecodable videos is skipped everywhere
             step_module.train()
             with autocast(device, self.precision):
                 out = step_module(tokens["input_ids"], tokens["attention_mask"], valid, **inputs)
             optimizer.zero_grad(set_to_none=True)
-            out["loss"].backward()
-            torch.nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], config.grad_clip)
-            optimizer.step()
+            scaling = self.scaler.step(out["loss"], optimizer, config.grad_clip)  # fp16: S loss, unscale, maybe skip
             clamp_logit_scale_(pig.clip.logit_scale)
             values = dist_utils.mean_over_ranks({k: float(out[k].detach()) for k in values}, device)
             self.steps_this_run += 1
-        scheduler.step()  # even for a skipped batch: the schedule follows the plan
+        with warnings.catch_warnings():  # an fp16 step skipped for overflow is expected, not a misordered call
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step\\(\\)` before")
+            scheduler.step()  # even for a skipped batch: the schedule follows the plan
         self.position.batch += 1
         self.position.step += 1
         self.position.phase_step += 1
         self.pairs_this_run += len(planned.videos) * self.context.world_size
         record = {"event": "step", "phase": phase, "epoch": self.position.epoch + 1, "step": self.position.step,
                   **values, "scale": float(pig.clip.logit_scale.detach().exp()), "lr": lrs,
-                  "videos": int(valid.sum()) if enough else 0}
+                  "videos": int(valid.sum()) if enough else 0, **scaling}
         self.log.write(record)
         return values
 
