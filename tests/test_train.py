@@ -376,6 +376,26 @@ def test_resume_refuses_other_settings(corpus, tmp_path):
         train(config(corpus, tmp_path / "run", resume=True, val_captions=None))
 
 
+def test_resume_of_a_run_started_before_settings_were_added(corpus, tmp_path):
+    """A state that lacks a setting added since was made with the setting's old behaviour
+    (config.ADDED_SETTINGS): it resumes when the run still behaves so, and is refused, naming it, if not."""
+    from pigcli.train.config import ADDED_SETTINGS
+
+    train(config(corpus, tmp_path / "run", stop_after=1, val_captions=None))
+    path = tmp_path / "run" / "state.pt"
+    state = torch.load(path, weights_only=True)
+    assert state["config"]["jitter"] is False          # features are fixed frames: no jitter, whatever --jitter says
+    older = {k: v for k, v in state["config"].items() if k not in set(ADDED_SETTINGS) - {"sampling"}}
+    torch.save({**state, "config": older}, path)
+    assert train(config(corpus, tmp_path / "run", resume=True, val_captions=None)).last is not None
+    train(config(corpus, tmp_path / "run2", stop_after=1, val_captions=None))
+    state = torch.load(tmp_path / "run2" / "state.pt", weights_only=True)
+    del state["config"]["sampling"]                     # before --sampling: centre; this extract file is uniform
+    torch.save(state, tmp_path / "run2" / "state.pt")
+    with pytest.raises(UsageError, match="sampling: 'centre' -> 'uniform'"):
+        train(config(corpus, tmp_path / "run2", resume=True, val_captions=None))
+
+
 # --- learning -------------------------------------------------------------------------------------
 
 def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline(corpus, tmp_path):

@@ -20,6 +20,10 @@ from ..video import SAMPLINGS
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.
 RESUMABLE_CHANGES = ("resume", "stop_after", "workers", "device", "output")
+# Settings added after runs may have been started, with the value that reproduces what those runs did:
+# a state that does not record one was made with that value, and resumes when the run still has it.
+ADDED_SETTINGS = {"paragraph": False, "sampling": "centre", "jitter": False, "loss_scale": None,
+                  "grad_checkpointing": False, "recipe": None}
 
 PerPhase = float | int | str | Sequence[float] | None
 

@@ -88,8 +88,10 @@ class Trainer:
         self.pig = self.loaded.model
         self.source = self._open_source()
         # the run records the sampling its frames were chosen with (a file's, or --sampling's for --videos)
+        # and whether they are jittered (only --videos with uniform sampling is)
         self.config = config = replace(config, sampling=self.source.sampling)
         self.jitter = self._training_jitter()
+        self.config = config = replace(config, jitter=self.jitter)
         self.text_tokens = text_token_limit(self.pig.config.max_text_tokens, config.paragraph)
         self.train_set = load_pairs(config.captions, set(self.source.ids), "training captions", config.paragraph)
         self.val_set = (load_pairs(config.val_captions, set(self.source.ids), "validation captions", config.paragraph)

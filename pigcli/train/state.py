@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UsageError
+from .config import ADDED_SETTINGS
 
 STATE_FORMAT = "pig-train-state/2"  # /2: training phases (position phase_index, phase_step; settings 'phases')
 
@@ -33,7 +34,7 @@ def load_state(path: Path, settings: dict) -> dict:
     if state.get("format") != STATE_FORMAT:
         raise UsageError(f"{path} is not a pig training state that this version resumes "
                          f"({state.get('format')!r}, expected {STATE_FORMAT!r}); start a new run with another -o")
-    saved = state["config"]
+    saved = {**ADDED_SETTINGS, **state["config"]}
     changed = sorted(k for k in set(saved) | set(settings) if saved.get(k) != settings.get(k))
     if changed:
         details = ", ".join(f"{k}: {saved.get(k)!r} -> {settings.get(k)!r}" for k in changed)
