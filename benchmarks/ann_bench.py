@@ -47,7 +47,7 @@ def main() -> None:
     results = []
     for kind in args.types:
         n = min(args.rows, args.hnsw_rows) if kind == "hnsw" else args.rows
-        index = work / f"index-{n}.h5"
+        index = work / f"index-{n}-{args.dtype}-c{clusters(args)}-noise{args.noise}-seed{args.seed}.h5"
         if not index.exists():
             seconds = write_index(index, args, n)
             print(f"wrote {index} ({n} x {args.dim}, {args.dtype}) in {seconds:.0f} s", flush=True)
@@ -63,7 +63,7 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000)
-    p.add_argument("--hnsw-rows", type=int, default=500_000, help="rows hnsw is measured on (fp32 in memory)")
+    p.add_argument("--hnsw-rows", type=int, default=200_000, help="rows hnsw is measured on (fp32 in memory)")
     p.add_argument("--dim", type=int, default=512)
     p.add_argument("--clusters", type=int, default=0, help="default: rows / 1000")
     p.add_argument("--noise", type=float, default=0.8, help="norm of the noise added to a centre")
