@@ -55,7 +55,7 @@ def main() -> None:
         rng = np.random.default_rng(n)
         index32 = unit_vectors(rng, n, args.dim)
         queries = {q: unit_vectors(rng, q, args.dim) for q in args.queries}
-        for storage in ("fp32", "fp16"):
+        for storage in args.storages:
             index = index32 if storage == "fp32" else index32.astype(np.float16)
             rows_out += bench_storage(args, index, storage, queries)
             del index
@@ -77,6 +77,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--repeats", type=int, default=7, help="timed calls per method (median)")
     p.add_argument("--block-rows", type=int, nargs="+", default=[65536], help="exact_topk block sizes")
+    p.add_argument("--storages", nargs="+", choices=("fp32", "fp16"), default=["fp32", "fp16"],
+                   help="stored index dtypes to time")
     p.add_argument("--no-faiss", action="store_true", help="skip faiss even if installed")
     p.add_argument("--baseline", metavar="REPO", help="also time exact_topk of another checkout (e.g. main) "
                    "in the same rounds, as 'exact_topk (baseline)'")

@@ -102,7 +102,7 @@ def test_ivfpq_knobs_trade_speed_for_recall(data, built) -> None:
 
     root, embedding, queries, truth = data
     params = built["ivfpq"].params
-    assert params.query == {"nprobe": max(1, params.nlist // 64), "refine": 10}
+    assert params.query == {"nprobe": max(1, params.nlist // 64), "refine": 30}
     with AnnSearcher(root / "index.h5", built["ivfpq"].output) as searcher:
         one = recall(searcher.search(queries, K, nprobe=1, refine=1)[1], truth)
         wide = recall(searcher.search(queries, K, nprobe=params.nlist, refine=20)[1], truth)

@@ -49,7 +49,7 @@ def rank_cmd(
         "--ef-search", min=1, help="--ann hnsw: search breadth (default: recorded at build)")] = None,
     refine: Annotated[Optional[int], typer.Option(
         "--refine", min=1, help="--ann: take refine x N candidates from the ANN, rescored exactly "
-        "(default: recorded at build; 10 for ivfpq, 1 otherwise)")] = None,
+        "(default: recorded at build; 30 for ivfpq, 1 otherwise)")] = None,
 ):
     """Top-N videos for each query, to stdout (or -o FILE): exact, or approximate with --ann.
 
@@ -220,7 +220,7 @@ def index_ann_cmd(
     ef_construction: Annotated[Optional[int], typer.Option("--ef-construction", min=1, help="hnsw: build breadth (default 40)")] = None,
     nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="ivfpq: default lists searched per query (default: nlist/64)")] = None,
     ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="hnsw: default search breadth (default 64)")] = None,
-    refine: Annotated[Optional[int], typer.Option("--refine", min=1, help="default candidates per result, rescored exactly (default: ivfpq 10, else 1)")] = None,
+    refine: Annotated[Optional[int], typer.Option("--refine", min=1, help="default candidates per result, rescored exactly (default: ivfpq 30, else 1)")] = None,
     force: Annotated[bool, typer.Option("--force/--no-force", help="replace an ANN file built from another index or with other parameters")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, type, parameters, rows, seconds, bytes)")] = False,
 ):

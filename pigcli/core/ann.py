@@ -95,7 +95,7 @@ def default_params(kind: str, n_rows: int, dim: int, *, nlist: int | None = None
     nbits = nbits or min(8, int(math.log2(train_rows / _POINTS_PER_CENTROID)))
     quantizer_m = (hnsw_m or 32) if nlist >= _HNSW_QUANTIZER_FROM else 0
     return AnnParams("ivfpq", nlist=nlist, m=m, nbits=nbits, hnsw_m=quantizer_m, train_rows=train_rows,
-                     query={"nprobe": nprobe or max(1, nlist // 64), "refine": refine or 10})
+                     query={"nprobe": nprobe or max(1, nlist // 64), "refine": refine or 30})
 
 
 def _default_nlist(n_rows: int) -> int:

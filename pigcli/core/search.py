@@ -23,6 +23,7 @@ hide a finite one. `pig fuse` refuses to write such rows in the first place.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterator
@@ -264,21 +265,31 @@ class _TileWorkers:
 
     def __init__(self, count: int) -> None:
         self.count = count
-        self.pool = None if count < 2 else self._pools.setdefault(
-            count, ThreadPoolExecutor(count, "pig-scan", initializer=torch.set_num_threads, initargs=(1,)))
+        if count >= 2 and count not in self._pools:
+            self._pools[count] = ThreadPoolExecutor(count, "pig-scan", initializer=torch.set_num_threads, initargs=(1,))
+        self.pool = self._pools.get(count)
 
     @classmethod
     def get(cls) -> "_TileWorkers":
         return cls(torch.get_num_threads())
 
     def map(self, score, tiles: list[tuple[int, int]], buffers: list[_Buffers]) -> list[float]:
-        """score(tile, buffers) of every tile, in tile order; contiguous runs of tiles per worker."""
+        """score(tile, buffers) of every tile, in tile order. Workers take the next tile as they
+        finish one, so a worker that loses its core delays one tile, not a fixed share."""
         if self.pool is None or len(tiles) < 2:
             return [score(tile, buffers[0]) for tile in tiles]
-        per = math.ceil(len(tiles) / self.count)
-        runs = [tiles[i : i + per] for i in range(0, len(tiles), per)]
-        futures = [self.pool.submit(lambda run=run, b=b: [score(t, b) for t in run]) for run, b in zip(runs, buffers)]
-        return [norm for future in futures for norm in future.result()]
+        results: list[float] = [0.0] * len(tiles)
+        next_tile = itertools.count()  # next() on it is atomic under the GIL
+
+        def work(own: _Buffers) -> None:
+            for i in iter(lambda: next(next_tile), None):
+                if i >= len(tiles):
+                    return
+                results[i] = score(tiles[i], own)
+
+        for future in [self.pool.submit(work, b) for b in buffers[: min(self.count, len(tiles))]]:
+            future.result()
+        return results
 
 
 def _select(scan: _Scan, floor: torch.Tensor, k: int) -> torch.Tensor:
