@@ -167,7 +167,7 @@ def bench_type(args, kind: str, index: Path, queries: np.ndarray, truth: np.ndar
             torch.set_num_threads(threads)
             faiss.omp_set_num_threads(threads)
             for value in values:
-                for refine in args.refine:
+                for refine in args.refine if kind == "ivfpq" else [1]:  # others hold exact vectors
                     options = {"refine": refine, **({knob: value} if knob else {})}
                     searcher.search(queries[:5], args.k, **options)  # warm: pages of the lists, caches
                     times, found = [], []

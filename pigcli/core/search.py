@@ -68,7 +68,8 @@ def exact_topk(
     row_norm_bound: an upper bound on the L2 norm of every index row (`pig fuse` stores one); it
     replaces the pass over each block that computes one, which costs about as much as a one-query
     scan. A bound that is too small breaks exactness: give only a true one (or None).
-    Runs on torch's CPU threads: torch.set_num_threads is left to the caller.
+    Runs on torch.get_num_threads() CPU threads (whole tiles per thread, `_TileWorkers`);
+    torch.set_num_threads is left to the caller.
     """
     n_rows, dim = _check_index(index)
     q = _check_queries(queries, dim)
@@ -255,11 +256,12 @@ class _Buffers:
 
 class _TileWorkers:
     """Runs a block's tiles on the caller's torch thread count, as that many threads with one
-    torch thread each. A tile's norm, cast and matmul are short parallel regions; splitting each
-    over torch's OpenMP threads paid a barrier per region, and each spin-waiting thread lost its
-    core to other processes on a busy machine (benchmarks/RESULTS_rank.md: 1.9x a plain matmul
-    for one query at 2 threads). Whole tiles per thread need no barrier but the last.
-    torch.set_num_threads is per thread, so the workers' setting leaves the caller's alone."""
+    torch thread each. A tile's norm, cast and matmul are short OpenMP regions; split over torch's
+    threads, each region ended in a barrier where libgomp's spin-waiting threads lost their cores
+    to other processes: one query over 262k fp32 rows at 2 threads took 1576 ms against 168 ms
+    for a plain matmul (171 ms with whole tiles per thread: benchmarks/RESULTS_rank.md).
+    torch.set_num_threads is per thread, so the workers' setting leaves the caller's alone.
+    """
 
     _pools: dict[int, ThreadPoolExecutor] = {}
 
