@@ -9,8 +9,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .options import (OUTPUT_FLAGS, AnnType, Device, OutputFormat, QueryModel, Rerank, Scoring, ScoringMethod, TokenFeatures, WeightCoarse,
-                      WeightFs, WeightFw, WeightPw, rerank_weights)
+from .options import (OUTPUT_FLAGS, AnnType, Device, OutputFormat, QueryModel, Rerank, Scoring, ScoringMethod,
+                      TokenFeatures, WeightCoarse, WeightFs, WeightFw, WeightPw, rerank_weights)
 from .output import check_result_path, emit, emit_json
 
 
@@ -213,16 +213,25 @@ def index_ann_cmd(
         "--type", help="ivfpq: inverted lists + product quantisation (compact, for millions of videos); "
         "hnsw: a graph over the full vectors (fast, 4*D+256 bytes a video); flat: exhaustive (a reference)")
     ] = AnnType.ivfpq,
-    nlist: Annotated[Optional[int], typer.Option("--nlist", min=1, help="ivfpq: k-means cells (default: about 4 sqrt(N), at most 4096)")] = None,
-    pq_m: Annotated[Optional[int], typer.Option("--pq-m", min=1, help="ivfpq: PQ codes per vector, divides D (default: D/8)")] = None,
-    nbits: Annotated[Optional[int], typer.Option("--nbits", min=1, max=16, help="ivfpq: bits per PQ code (default 8)")] = None,
+    nlist: Annotated[Optional[int], typer.Option(
+        "--nlist", min=1, help="ivfpq: k-means cells (default: about 4 sqrt(N), at most 4096)")] = None,
+    pq_m: Annotated[Optional[int], typer.Option(
+        "--pq-m", min=1, help="ivfpq: PQ codes per vector, divides D (default: D/8)")] = None,
+    nbits: Annotated[Optional[int], typer.Option(
+        "--nbits", min=1, max=16, help="ivfpq: bits per PQ code (default 8)")] = None,
     hnsw_m: Annotated[Optional[int], typer.Option("--hnsw-m", min=2, help="hnsw: links per node (default 32)")] = None,
-    ef_construction: Annotated[Optional[int], typer.Option("--ef-construction", min=1, help="hnsw: build breadth (default 40)")] = None,
-    nprobe: Annotated[Optional[int], typer.Option("--nprobe", min=1, help="ivfpq: default lists searched per query (default: nlist/64)")] = None,
-    ef_search: Annotated[Optional[int], typer.Option("--ef-search", min=1, help="hnsw: default search breadth (default 64)")] = None,
-    refine: Annotated[Optional[int], typer.Option("--refine", min=1, help="default candidates per result, rescored exactly (default: ivfpq 30, else 1)")] = None,
-    force: Annotated[bool, typer.Option("--force/--no-force", help="replace an ANN file built from another index or with other parameters")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, type, parameters, rows, seconds, bytes)")] = False,
+    ef_construction: Annotated[Optional[int], typer.Option(
+        "--ef-construction", min=1, help="hnsw: build breadth (default 40)")] = None,
+    nprobe: Annotated[Optional[int], typer.Option(
+        "--nprobe", min=1, help="ivfpq: default lists searched per query (default: nlist/64)")] = None,
+    ef_search: Annotated[Optional[int], typer.Option(
+        "--ef-search", min=1, help="hnsw: default search breadth (default 64)")] = None,
+    refine: Annotated[Optional[int], typer.Option(
+        "--refine", min=1, help="default candidates per result, rescored exactly (default: ivfpq 30, else 1)")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force/--no-force", help="replace an ANN file built from another index or with other parameters")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="print one JSON object (output, type, parameters, rows, seconds, bytes)")] = False,
 ):
     """Build an approximate-search index (faiss) over an index's vectors, for pig rank --ann.
 

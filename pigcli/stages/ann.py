@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from ..console import log, progress, warn
-from ..core.ann import AnnParams, ann_candidates, default_params, exact_rescore, new_index, require_faiss, set_query_params
+from ..core.ann import (AnnParams, ann_candidates, default_params, exact_rescore, new_index, require_faiss,
+                        set_query_params)
 from ..errors import PigError, StaleInputError, UsageError
 from ..store import RowReader, is_stage_file, open_stage_file, recorded_model, take_rows
 from .scoring import INDEX_HINT, rank_index

@@ -245,7 +245,8 @@ def _check_ann(ann: str | Path, method: str) -> None:
     from .ann import read_meta
 
     if method != "index":
-        raise UsageError(f"--ann replaces the exact index scan; --method {method} scores every video and does not use it")
+        raise UsageError(f"--ann replaces the exact index scan; --method {method} scores every video "
+                         "and does not use it")
     read_meta(ann)
 
 
