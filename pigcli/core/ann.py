@@ -29,7 +29,7 @@ from .search import RunningTopK, rescore_rows
 ANN_TYPES = ("ivfpq", "hnsw", "flat")
 INSTALL_HINT = "pip install faiss-cpu (or: pip install 'pigcli[ann]')"
 _POINTS_PER_CENTROID = 39  # faiss warns below this many training points per k-means centroid
-_MAX_TRAIN_PER_CENTROID = 40  # more adds little to k-means and costs build time (benchmarks/RESULTS_ann.md)
+_MAX_TRAIN_PER_CENTROID = 40  # k-means time grows with it: 570 s to build 1M on a busy 2-core machine
 _HNSW_QUANTIZER_FROM = 2048  # nlist from which an HNSW graph over the centroids beats scanning them
 _QUANTIZER_EF_SEARCH = 128  # search breadth of that graph at query time
 
