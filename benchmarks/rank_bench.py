@@ -55,7 +55,7 @@ def main() -> None:
         rng = np.random.default_rng(n)
         index32 = unit_vectors(rng, n, args.dim)
         queries = {q: unit_vectors(rng, q, args.dim) for q in args.queries}
-        for storage in ("fp32", "fp16"):
+        for storage in args.storages:
             index = index32 if storage == "fp32" else index32.astype(np.float16)
             rows_out += bench_storage(args, index, storage, queries)
             del index
@@ -77,7 +77,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--repeats", type=int, default=7, help="timed calls per method (median)")
     p.add_argument("--block-rows", type=int, nargs="+", default=[65536], help="exact_topk block sizes")
+    p.add_argument("--storages", nargs="+", choices=("fp32", "fp16"), default=["fp32", "fp16"],
+                   help="stored index dtypes to time")
     p.add_argument("--no-faiss", action="store_true", help="skip faiss even if installed")
+    p.add_argument("--baseline", metavar="REPO", help="also time exact_topk of another checkout (e.g. main) "
+                   "in the same rounds, as 'exact_topk (baseline)'")
     return p.parse_args()
 
 
@@ -125,6 +129,9 @@ def methods(args: argparse.Namespace, index: np.ndarray, q: np.ndarray, faiss_in
     for b in args.block_rows:
         label = "exact_topk" if len(args.block_rows) == 1 else f"exact_topk B={b}"
         found[label] = lambda b=b: exact_topk(index, q, k, block_rows=b)[1]
+    if args.baseline:
+        old = baseline_exact_topk(args.baseline)
+        found["exact_topk (baseline)"] = lambda: old(index, q, k, block_rows=args.block_rows[0])[1]
     found["exact_topk fp32"] = lambda: exact_topk(index, q, k, block_rows=args.block_rows[0], precision="fp32")[1]
     bound = max(float(row_norm_bounds(index[i : i + 65536]).max()) for i in range(0, len(index), 65536))
     found[WITH_BOUND] = lambda: exact_topk(index, q, k, block_rows=args.block_rows[0], row_norm_bound=bound)[1]
@@ -133,6 +140,20 @@ def methods(args: argparse.Namespace, index: np.ndarray, q: np.ndarray, faiss_in
         found["faiss flat"] = lambda: faiss_index.search(q, k)[1]
     found["plain scan"] = plain_scan(index, q)
     return found
+
+
+def baseline_exact_topk(repo: str):
+    """exact_topk of the pigcli package in another checkout, imported under another name."""
+    import importlib
+    import importlib.util
+
+    root = Path(repo) / "pigcli"
+    spec = importlib.util.spec_from_file_location("pig_baseline", root / "__init__.py",
+                                                  submodule_search_locations=[str(root)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["pig_baseline"] = module
+    spec.loader.exec_module(module)
+    return importlib.import_module("pig_baseline.core.search").exact_topk
 
 
 def numpy_topk(index: np.ndarray, q: np.ndarray, k: int) -> np.ndarray:

@@ -18,7 +18,7 @@ from pigcli.cli import app
 
 FOUNDATION_COMMANDS = ("init", "extract", "inspect")
 COMMANDS = ("init", "extract", "frames", "select", "generate", "fuse", "embed-text", "merge", "index", "rank", "eval",
-            "tune-rerank", "serve", "train", "inspect", "explain", "demo", "toy make")
+            "tune-rerank", "index-ann", "serve", "train", "inspect", "explain", "demo", "toy make")
 
 
 def test_help_lists_the_commands_and_is_fast(run_pig) -> None:

@@ -350,3 +350,35 @@ def test_random_mixes_of_scales(seed: int) -> None:
         for q in (queries[:1], queries):
             assert_matches_relative(index, q, 10, block_rows=700, precision=precision)
             assert_matches_relative(index, q, 10, block_rows=700, precision=precision, row_norm_bound=bound)
+
+
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("case", ["plain", "nan_in_a_late_tile", "fp16_overflow_in_a_late_tile", "huge_rows"])
+def test_tiles_on_worker_threads_match_one_thread(precision: str, case: str, monkeypatch) -> None:
+    """A block's tiles split over worker threads (torch threads > 1) give the same answer, bit for
+    bit, as one thread, including when a late tile decides the block's fallback (non-finite rows:
+    rescoring in full; fp16 overflow: an fp32 scan), and leave the caller's thread count alone."""
+    monkeypatch.setattr(search, "_TILE_ROWS", 97)
+    rng = np.random.default_rng(21)
+    index, queries = unit_rows(rng, 2000, 32), unit_rows(rng, 3, 32)
+    if case == "nan_in_a_late_tile":
+        index[1900:1905] = np.nan
+    elif case == "fp16_overflow_in_a_late_tile":
+        index[1800:1810] *= 3000.0
+    elif case == "huge_rows":
+        index[1700:1710] *= 1e30
+    before = torch.get_num_threads()
+    results = {}
+    try:
+        for threads in (1, 2, 3):
+            torch.set_num_threads(threads)
+            for q in (queries[:1], queries):
+                results[threads, len(q)] = exact_topk(index, q, 10, block_rows=1000, precision=precision)
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    for (threads, n_q), (scores, rows) in results.items():
+        np.testing.assert_array_equal(rows, results[1, n_q][1])
+        np.testing.assert_array_equal(scores, results[1, n_q][0])
+    want_scores, want_rows = finite_brute_force(index, queries, 10)
+    np.testing.assert_array_equal(results[2, 3][1], want_rows)

@@ -38,6 +38,7 @@ Sampling = choices("Sampling", "uniform centre")              # the official lin
 FuseMethod = choices("FuseMethod", "pig meanpool eercf")
 ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
 OutputFormat = choices("OutputFormat", "tsv jsonl trec html")
+AnnType = choices("AnnType", "ivfpq hnsw flat")               # pig index-ann (pigcli.core.ann.ANN_TYPES)
 TrainMethod = choices("TrainMethod", "pig meanpool xpool eercf")
 Preset = choices("Preset", "tiny toy b32")
 

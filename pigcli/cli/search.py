@@ -9,8 +9,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from .options import (Device, OutputFormat, QueryModel, Rerank, Scoring, ScoringMethod, TokenFeatures, WeightCoarse,
-                      WeightFs, WeightFw, WeightPw, rerank_weights)
+from .options import (OUTPUT_FLAGS, AnnType, Device, OutputFormat, QueryModel, Rerank, Scoring, ScoringMethod,
+                      TokenFeatures, WeightCoarse, WeightFs, WeightFw, WeightPw, rerank_weights)
 from .output import check_result_path, emit, emit_json
 
 
@@ -40,8 +40,18 @@ def rank_cmd(
     w_pw: WeightPw = None,
     w_coarse: WeightCoarse = None,
     cost: Annotated[bool, typer.Option("--cost", help="also print each method's multiply-adds and time per query (stderr)")] = False,
+    ann: Annotated[Optional[Path], typer.Option(
+        "--ann", help="approximate search: candidates from this file of pig index-ann (built from this index), "
+        "rescored exactly; default: the exact scan")] = None,
+    nprobe: Annotated[Optional[int], typer.Option(
+        "--nprobe", min=1, help="--ann ivfpq: inverted lists searched per query (default: recorded at build)")] = None,
+    ef_search: Annotated[Optional[int], typer.Option(
+        "--ef-search", min=1, help="--ann hnsw: search breadth (default: recorded at build)")] = None,
+    refine: Annotated[Optional[int], typer.Option(
+        "--refine", min=1, help="--ann: take refine x N candidates from the ANN, rescored exactly "
+        "(default: recorded at build; 30 for ivfpq, 1 otherwise)")] = None,
 ):
-    """Exact top-N videos for each query, to stdout (or -o FILE).
+    """Top-N videos for each query, to stdout (or -o FILE): exact, or approximate with --ann.
 
     --query/--queries are embedded with the model's text side alone (its text tower and projection,
     not the video side), the same embeddings in a fraction of the time and memory
@@ -54,6 +64,7 @@ def rank_cmd(
       pig rank index.h5 q.h5 --rerank 50          # EERCF coarse-to-fine on the top 50
       pig rank index.h5 q.h5 --rerank             # K and weights from pig tune-rerank (else K = 50)
       pig rank index.h5 --queries queries.txt -n 5 --format html -o results.html
+      pig rank index.h5 q.h5 --ann index.faiss --nprobe 32   # approximate (pig index-ann)
     """
     from ..captions import Query, load_queries
     from ..console import warn
@@ -81,7 +92,8 @@ def rank_cmd(
             texts += more
     ranking = rank(index, query_file=query_file, queries=texts, k=top, method=method.value, features=features,
                    model=model, device=device, rerank_k=rerank,
-                   rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse), cost=cost)
+                   rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse), cost=cost, ann=ann,
+                   ann_options={"nprobe": nprobe, "ef_search": ef_search, "refine": refine})
     thumbs = None
     if fmt == OutputFormat.html and thumbnails:
         from functools import partial
@@ -192,3 +204,53 @@ def tune_rerank_cmd(
                    "settings": len(report.scored), **report.tuned.to_dict()})
     elif report.written:
         emit(str(report.written))
+
+
+def index_ann_cmd(
+    index: Annotated[Path, typer.Argument(help="index file (pig fuse / pig index)")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="ANN file to write (and OUTPUT.json, its identity)")],
+    kind: Annotated[AnnType, typer.Option(
+        "--type", help="ivfpq: inverted lists + product quantisation (compact, for millions of videos); "
+        "hnsw: a graph over the full vectors (fast, 4*D+256 bytes a video); flat: exhaustive (a reference)")
+    ] = AnnType.ivfpq,
+    nlist: Annotated[Optional[int], typer.Option(
+        "--nlist", min=1, help="ivfpq: k-means cells (default: about 4 sqrt(N), at most 4096)")] = None,
+    pq_m: Annotated[Optional[int], typer.Option(
+        "--pq-m", min=1, help="ivfpq: PQ codes per vector, divides D (default: D/8)")] = None,
+    nbits: Annotated[Optional[int], typer.Option(
+        "--nbits", min=1, max=16, help="ivfpq: bits per PQ code (default 8)")] = None,
+    hnsw_m: Annotated[Optional[int], typer.Option("--hnsw-m", min=2, help="hnsw: links per node (default 32)")] = None,
+    ef_construction: Annotated[Optional[int], typer.Option(
+        "--ef-construction", min=1, help="hnsw: build breadth (default 40)")] = None,
+    nprobe: Annotated[Optional[int], typer.Option(
+        "--nprobe", min=1, help="ivfpq: default lists searched per query (default: nlist/64)")] = None,
+    ef_search: Annotated[Optional[int], typer.Option(
+        "--ef-search", min=1, help="hnsw: default search breadth (default 64)")] = None,
+    refine: Annotated[Optional[int], typer.Option(
+        "--refine", min=1, help="default candidates per result, rescored exactly (default: ivfpq 30, else 1)")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force/--no-force", help="replace an ANN file built from another index or with other parameters")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="print one JSON object (output, type, parameters, rows, seconds, bytes)")] = False,
+):
+    """Build an approximate-search index (faiss) over an index's vectors, for pig rank --ann.
+
+    Needs faiss (pip install faiss-cpu). Reads the index block by block (ivfpq trains on a random
+    sample of rows first), so the index need not fit in memory. Records which index and model it was
+    built from, so pig rank --ann refuses another one. The exact scan stays pig rank's default.
+
+    Examples:
+      pig index-ann index.h5 -o index.faiss                      # ivfpq, parameters by size
+      pig index-ann index.h5 -o index.faiss --type hnsw --ef-search 128
+      pig rank index.h5 q.h5 --ann index.faiss --nprobe 64
+    """
+    from ..stages.ann import build_ann
+
+    built = build_ann(index, output, kind.value, force=force, nlist=nlist, m=pq_m, nbits=nbits, hnsw_m=hnsw_m,
+                      ef_construction=ef_construction, nprobe=nprobe, ef_search=ef_search, refine=refine)
+    if as_json:
+        emit_json({"output": built.output, "type": built.params.type, "params": built.params.to_dict(),
+                   "rows": built.rows, "seconds": round(built.seconds, 3), "bytes": built.bytes,
+                   "skipped": built.skipped})
+    else:
+        emit(str(built.output))

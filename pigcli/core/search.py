@@ -23,9 +23,11 @@ hide a finite one. `pig fuse` refuses to write such rows in the first place.
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -66,7 +68,8 @@ def exact_topk(
     row_norm_bound: an upper bound on the L2 norm of every index row (`pig fuse` stores one); it
     replaces the pass over each block that computes one, which costs about as much as a one-query
     scan. A bound that is too small breaks exactness: give only a true one (or None).
-    Runs on torch's CPU threads: torch.set_num_threads is left to the caller.
+    Runs on torch.get_num_threads() CPU threads (whole tiles per thread, `_TileWorkers`);
+    torch.set_num_threads is left to the caller.
     """
     n_rows, dim = _check_index(index)
     q = _check_queries(queries, dim)
@@ -172,7 +175,7 @@ def _block_candidates(
     else:
         local = _select(scan, floor, k)
         local = torch.sort(local, dim=1).values  # ascending rows: ties then merge in row order
-    return local, _rescore(scanner.q, x, local)
+    return local, rescore_rows(scanner.q, x, local)
 
 
 class _Scan(NamedTuple):
@@ -190,7 +193,8 @@ class _Scanner:
         self.q_norm = torch.linalg.vector_norm(q.double(), dim=1, keepdim=True)
         self.q_peak = float(self.q_norm.max())  # NaN or inf when a query is not finite
         self.scale = _query_scale(q) if scan == torch.float16 else 1.0
-        self._buffers: dict[str, torch.Tensor] = {}
+        self.workers = _TileWorkers.get()
+        self._buffers = [_Buffers() for _ in range(max(1, self.workers.count))]
 
     def scan_block(self, x: torch.Tensor) -> _Scan | None:
         """Approximate scores of the queries against block x, with their error bound; None when
@@ -204,37 +208,90 @@ class _Scanner:
         Returns a _Scan, None (no finite bound) or _FP16_OVERFLOW."""
         q_scan = (self.q * scale).to(dtype)
         q_bound = float(self.q_norm.max()) * scale
-        out = self._buffer("scores", dtype, (self.q.shape[0], x.shape[0]))
-        x_norm = 0.0
+        out = self._buffers[0].get("scores", dtype, (self.q.shape[0], x.shape[0]))
         # Tiles only pay off when a cast is fused in; otherwise one matmul is fastest.
         rows = _TILE_ROWS if x.dtype != dtype else x.shape[0]
-        for t in range(0, x.shape[0], rows):
-            tile = x[t : t + rows]
+        tiles = [(t, min(t + rows, x.shape[0])) for t in range(0, x.shape[0], rows)]
+
+        def score(tile_range: tuple[int, int], buffers: _Buffers) -> float:
+            tile = x[tile_range[0] : tile_range[1]]
             if tile.dtype == torch.float16 and dtype != torch.float16:
-                tile = self._cast(tile, torch.float32, "x32")  # exact; fp16->bf16 casts are slow
-            if self.row_norm_bound is not None:
-                x_norm = self.row_norm_bound
-            else:
-                x_norm = max(x_norm, _max_row_norm(tile))  # inf when the tile is not all finite
+                tile = buffers.cast(tile, torch.float32, "x32")  # exact; fp16->bf16 casts are slow
+            # inf when the tile is not all finite
+            norm = self.row_norm_bound if self.row_norm_bound is not None else _max_row_norm(tile)
+            if self.q_peak * norm < _SCORE_LIMIT and not (dtype == torch.float16 and not _fp16_safe(q_bound, norm)):
+                torch.matmul(q_scan, buffers.cast(tile, dtype, "x_scan").T, out=out[:, tile_range[0] : tile_range[1]])
+            return norm
+
+        x_norm = 0.0
+        # The same decisions, in tile order, as a serial scan that stops at the first failing tile.
+        for norm in self.workers.map(score, tiles, self._buffers):
+            x_norm = max(x_norm, norm)
             if not self.q_peak * x_norm < _SCORE_LIMIT:  # also False for NaN
                 return None
             if dtype == torch.float16 and not _fp16_safe(q_bound, x_norm):
                 return _FP16_OVERFLOW
-            torch.matmul(q_scan, self._cast(tile, dtype, "x_scan").T, out=out[:, t : t + rows])
         slack = (_error_bound(dtype, x.shape[1], self.q_norm * scale, x_norm) / scale).float()
         if not bool(torch.isfinite(slack).all()):  # e.g. gamma_D infinite for fp16 accumulation
             return None
         return _Scan(out, scale, slack)
 
-    def _cast(self, x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
-        return x if x.dtype == dtype else self._buffer(name, dtype, tuple(x.shape)).copy_(x)
 
-    def _buffer(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
+class _Buffers:
+    """Named scratch tensors, reused across blocks (one set per tile worker)."""
+
+    def __init__(self) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+
+    def cast(self, x: torch.Tensor, dtype: torch.dtype, name: str) -> torch.Tensor:
+        return x if x.dtype == dtype else self.get(name, dtype, tuple(x.shape)).copy_(x)
+
+    def get(self, name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> torch.Tensor:
         numel = math.prod(shape)
-        buf = self._buffers.get(name)
+        buf = self._tensors.get(name)
         if buf is None or buf.dtype != dtype or buf.numel() < numel:
-            buf = self._buffers[name] = torch.empty(numel, dtype=dtype)
+            buf = self._tensors[name] = torch.empty(numel, dtype=dtype)
         return buf[:numel].view(shape)
+
+
+class _TileWorkers:
+    """Runs a block's tiles on the caller's torch thread count, as that many threads with one
+    torch thread each. A tile's norm, cast and matmul are short OpenMP regions; split over torch's
+    threads, each region ended in a barrier where libgomp's spin-waiting threads lost their cores
+    to other processes: one query over 262k fp32 rows at 2 threads took 1576 ms against 168 ms
+    for a plain matmul (171 ms with whole tiles per thread: benchmarks/RESULTS_rank.md).
+    torch.set_num_threads is per thread, so the workers' setting leaves the caller's alone.
+    """
+
+    _pools: dict[int, ThreadPoolExecutor] = {}
+
+    def __init__(self, count: int) -> None:
+        self.count = count
+        if count >= 2 and count not in self._pools:
+            self._pools[count] = ThreadPoolExecutor(count, "pig-scan", initializer=torch.set_num_threads, initargs=(1,))
+        self.pool = self._pools.get(count)
+
+    @classmethod
+    def get(cls) -> "_TileWorkers":
+        return cls(torch.get_num_threads())
+
+    def map(self, score, tiles: list[tuple[int, int]], buffers: list[_Buffers]) -> list[float]:
+        """score(tile, buffers) of every tile, in tile order. Workers take the next tile as they
+        finish one, so a worker that loses its core delays one tile, not a fixed share."""
+        if self.pool is None or len(tiles) < 2:
+            return [score(tile, buffers[0]) for tile in tiles]
+        results: list[float] = [0.0] * len(tiles)
+        next_tile = itertools.count()  # next() on it is atomic under the GIL
+
+        def work(own: _Buffers) -> None:
+            for i in iter(lambda: next(next_tile), None):
+                if i >= len(tiles):
+                    return
+                results[i] = score(tiles[i], own)
+
+        for future in [self.pool.submit(work, b) for b in buffers[: min(self.count, len(tiles))]]:
+            future.result()
+        return results
 
 
 def _select(scan: _Scan, floor: torch.Tensor, k: int) -> torch.Tensor:
@@ -260,7 +317,7 @@ def _select(scan: _Scan, floor: torch.Tensor, k: int) -> torch.Tensor:
         m = min(2 * m, n)
 
 
-def _rescore(q: torch.Tensor, x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+def rescore_rows(q: torch.Tensor, x: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
     """Exact fp32 scores of rows `local` [Q, m] of x. Each score is an elementwise product summed
     over D, so identical rows get bit-identical scores (matmul kernels give no such promise),
     which keeps ties in row order. Non-finite scores become -inf (ranked last, module docstring).

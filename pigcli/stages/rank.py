@@ -145,10 +145,13 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
 
 def rank(index: str | Path | None = None, *, query_file: str | Path | None = None, queries=None, k: int = 10,
          method: str = "index", features: str | Path | None = None, model: str | None = None,
-         device: str = "auto", rerank_k: int | str = 0, rerank_weights=None, cost: bool = False) -> Ranking:
+         device: str = "auto", rerank_k: int | str = 0, rerank_weights=None, cost: bool = False,
+         ann: str | Path | None = None, ann_options: dict | None = None) -> Ranking:
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
-    on the fly with the index's model). rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7);
-    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    on the fly with the index's model). ann: an ANN file from `pig index-ann` to take the candidates
+    from instead of the exact scan (stages/ann.py; ann_options: its nprobe, ef_search, refine).
+    rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7), candidates from the ANN when
+    given; "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
     (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
     query on these queries to stderr."""
     from ..core.device import resolve_device
@@ -165,6 +168,8 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         raise UsageError(f"--top must be at least 1, not {k}")
     check_rerank(rerank_k, method)
     index_path = default_index_path(index)
+    if ann is not None:
+        _check_ann(ann, method)
     torch_device, _ = resolve_device(device)
     with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
         n_videos = handle["ids"].shape[0]
@@ -197,7 +202,12 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
         video_ids = read_ids_at(index_path)
         scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
         return Ranking(query_ids, video_ids, rows, scores, query_texts)
-    scores, rows = rank_index(index_path, text, max(k, rerank_k))
+    if ann is not None:
+        from .ann import rank_ann
+
+        scores, rows = rank_ann(index_path, ann, text, max(k, rerank_k), **(ann_options or {}))
+    else:
+        scores, rows = rank_index(index_path, text, max(k, rerank_k))
     # only the ids of the rows found: decoding every id of a 1M-video index took longer than the scan
     video_ids = read_ids_at(index_path, rows)
     if rerank_k:
@@ -233,6 +243,17 @@ def query_threads(device, count: int):
     from ..core.device import cpu_threads
 
     return cpu_threads(device, 1) if count <= SINGLE_THREAD_QUERIES else nullcontext()
+
+
+def _check_ann(ann: str | Path, method: str) -> None:
+    """Before any model is loaded: --ann replaces the index scan, so it needs --method index, and a
+    readable ANN file."""
+    from .ann import read_meta
+
+    if method != "index":
+        raise UsageError(f"--ann replaces the exact index scan; --method {method} scores every video "
+                         "and does not use it")
+    read_meta(ann)
 
 
 def _report_cost(index_path, text, features, pig, device, rerank_k: int, top: int, n_videos: int) -> None:
