@@ -37,9 +37,10 @@ def clustered(rng: np.random.Generator, n: int, centres: np.ndarray, noise: floa
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
-def write_index(path, embedding: np.ndarray, model_hash: str = "h1") -> None:
-    writer = StageWriter(path, Provenance("fuse", {"synthetic": len(embedding)}, {"name": "m", "hash": model_hash}),
-                         force=True)
+def write_index(path, embedding: np.ndarray, model_hash: str = "h1", variant: int = 0) -> None:
+    """A fuse file; its fingerprint follows `variant` (the identity the ANN records, with the creation second)."""
+    settings = {"synthetic": len(embedding), "variant": variant}
+    writer = StageWriter(path, Provenance("fuse", settings, {"name": "m", "hash": model_hash}), force=True)
     writer.write_block(0, {"ids": [f"v{i}" for i in range(len(embedding))], "embedding": embedding})
     writer.finish()
 
@@ -139,12 +140,12 @@ def test_rank_refuses_another_index_or_model(data, built, tmp_path) -> None:
 
     root, embedding, queries, _ = data
     other = tmp_path / "other.h5"
-    write_index(other, embedding)  # the same vectors, but another file
+    write_index(other, embedding, variant=1)  # the same vectors, but another file made from other inputs
     with pytest.raises(PigError, match=r"was built from .*index\.h5.*rebuild: pig index-ann .*other\.h5"):
         rank_ann(other, built["flat"].output, queries, K)
     ann = tmp_path / "flat.faiss"
     build_ann(other, ann, "flat")
-    write_index(other, embedding, model_hash="h2")  # rebuilt with another model
+    write_index(other, embedding, model_hash="h2", variant=1)  # rebuilt with another model
     with pytest.raises(PigError, match=r"built for model m \(h1\).*holds model m \(h2\)"):
         rank_ann(other, ann, queries, K)
 
