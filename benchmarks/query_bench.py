@@ -5,8 +5,8 @@ text side alone (pigcli.model.text_encoder, what pig rank does now) against load
     python benchmarks/query_bench.py --runs 5                       # makes WORK/b32 and WORK/index.h5
     python benchmarks/query_bench.py --runs 5 --baseline-tree ../pig-old   # also an older checkout's CLI
 
-Each run is a fresh process, timed from start to exit; peak RSS is that child's ru_maxrss
-(os.wait4: resource.getrusage's children figure, per child). Old and new runs alternate, so both see
+Each run is a fresh process, timed from start to exit (through a small launcher, which adds its own
+start-up of some 20 ms); peak RSS is that child's ru_maxrss as the launcher's os.wait4 reports it. Old and new runs alternate, so both see
 the same load on a busy machine; medians are printed, with new/old ratios.
 
   new    python -m pigcli rank INDEX --query TEXT -n 5 (this checkout's CLI)
@@ -32,6 +32,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,17 +73,24 @@ def make_index(work: Path, model: Path, videos: int = 8) -> Path:
 
 # --- measuring a fresh process -------------------------------------------------------------------------
 
+# The child is started by a small launcher: Linux keeps a process's peak RSS across fork and exec, so a
+# child forked straight from this process (which holds the model it made) would report at least this
+# process's peak. The launcher is small when it forks, so the figure it reports is the child's own.
+LAUNCHER = ("import os, subprocess, sys; p = subprocess.Popen(sys.argv[1:]); _, s, u = os.wait4(p.pid, 0); "
+            "sys.stderr.write(f'\\nPEAK_RSS_KB {u.ru_maxrss}\\n'); sys.exit(os.waitstatus_to_exitcode(s))")
+
+
 def run_child(argv: list[str], env: dict | None = None) -> tuple[float, float, str]:
-    """(wall seconds, peak RSS MB, stdout) of one fresh process."""
+    """(wall seconds, peak RSS MB, stdout) of one fresh process, started in a folder that is not a
+    checkout (`python -m pigcli` puts the current folder first on sys.path)."""
     start = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True)
-    out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
+    proc = subprocess.run([sys.executable, "-S", "-c", LAUNCHER, *argv], capture_output=True, env=env, text=True,
+                          cwd=tempfile.gettempdir())
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}")
-    return wall, usage.ru_maxrss / 1024, out
+        raise SystemExit(f"{' '.join(argv)} failed with exit code {proc.returncode}: {proc.stderr[-2000:]}")
+    peak_kb = int(proc.stderr.rsplit("PEAK_RSS_KB ", 1)[1].split()[0])
+    return wall, peak_kb / 1024, proc.stdout
 
 
 def child_env(pythonpath: str | None = None) -> dict:
