@@ -382,3 +382,52 @@ def test_tiles_on_worker_threads_match_one_thread(precision: str, case: str, mon
         np.testing.assert_array_equal(scores, results[1, n_q][0])
     want_scores, want_rows = finite_brute_force(index, queries, 10)
     np.testing.assert_array_equal(results[2, 3][1], want_rows)
+
+
+# --- an fp16 copy held by the caller (pig serve) -----------------------------------------------------
+
+@pytest.mark.parametrize("case", ["random", "near ties", "duplicates", "large entries"])
+@pytest.mark.parametrize("with_bound", [False, True])
+def test_fp16_scan_copy_gives_the_same_results(case: str, with_bound: bool, monkeypatch) -> None:
+    """scan_copy replaces the scan's own cast of each tile: the same candidates, so bit-identical
+    results, including near ties (the error bound still holds) and entries past fp16's range
+    (the copy holds inf there; the scan's fp32 checks send those blocks to an fp32 scan)."""
+    from pigcli.core.search import fp16_scan_copy
+
+    monkeypatch.setattr(search, "_TILE_ROWS", 300)
+    rng = np.random.default_rng(11)
+    if case == "near ties":
+        index, queries = near_ties("fp16")
+    else:
+        index, queries = unit_rows(rng, 5000, 32), unit_rows(rng, 1, 32)
+        if case == "duplicates":
+            index[100:4000:7] = index[50]
+        if case == "large entries":
+            index[2000:2100] *= 1e5
+    bound = float(np.linalg.norm(index.astype(np.float64), axis=1).max()) * (1 + 1e-6) if with_bound else None
+    copy = fp16_scan_copy(index)
+    for k in (1, 10):
+        plain = exact_topk(index, queries[:1], k, block_rows=1024, precision="fp16", row_norm_bound=bound)
+        copied = exact_topk(index, queries[:1], k, block_rows=1024, precision="fp16", row_norm_bound=bound,
+                            scan_copy=copy)
+        np.testing.assert_array_equal(copied[1], plain[1])
+        np.testing.assert_array_equal(copied[0], plain[0])
+    assert_matches(index, queries[:1], 5, block_rows=1024, precision="fp16", scan_copy=copy)
+
+
+def test_scan_copy_is_read_instead_of_casting(monkeypatch) -> None:
+    """The test above has teeth: the fp16 scan reads the copy (a copy of other rows gives other rows)."""
+    from pigcli.core.search import fp16_scan_copy
+
+    rng = np.random.default_rng(12)
+    index, query = unit_rows(rng, 3000, 32), unit_rows(rng, 1, 32)
+    wrong = fp16_scan_copy(unit_rows(rng, 3000, 32))
+    assert not np.array_equal(exact_topk(index, query, 10, precision="fp16", scan_copy=wrong)[1],
+                              exact_topk(index, query, 10, precision="fp16")[1])
+
+
+def test_scan_copy_must_fit_the_index() -> None:
+    index = np.zeros((10, 4), np.float32)
+    for bad in (np.zeros((10, 4), np.float32), np.zeros((9, 4), np.float16), np.zeros((4, 10), np.float16).T):
+        with pytest.raises(ValueError, match="scan_copy"):
+            exact_topk(index, np.ones((1, 4), np.float32), 3, scan_copy=bad)

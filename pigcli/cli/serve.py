@@ -23,13 +23,17 @@ def serve_cmd(
     w_pw: WeightPw = None,
     w_coarse: WeightCoarse = None,
     features: TokenFeatures = None,
+    fp16_copy: Annotated[bool, typer.Option(
+        "--fp16-copy/--no-fp16-copy", help="also hold an fp16 copy of an fp32 index for the scan (half the bytes a "
+        "query reads; the same results; N x D x 2 bytes more RAM)")] = True,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", help="torch threads per search (default: torch's, one per core); 1 where other processes "
         "share the cores: spinning threads made scans 8x slower there (benchmarks/RESULTS_serve.md)")] = None,
 ):
     """Search an index over HTTP: a JSON API and a search page with the videos and their ITS patches.
 
-    Loads once, at startup: the whole index into RAM (N x D floats: 2 GiB for 1M videos at D = 512),
+    Loads once, at startup: the whole index into RAM (N x D floats: 2 GiB for 1M videos at D = 512, and
+    an fp16 copy for the scan, 1 GiB more; --no-fp16-copy leaves it out),
     the query encoder of the index's model and, with --rerank, the rerank head. Each query then costs
     the text encoding and one exact scan, the same ranking as pig rank --query on the same index.
 
@@ -61,6 +65,6 @@ def serve_cmd(
         torch.set_num_threads(max(1, threads))
     index = default_index_path(index)
     app = create_app(index, model=model, device=device, rerank=rerank, features=features,
-                     rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse))
+                     rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse), fp16_copy=fp16_copy)
     log(f"serving {index} ({app.state.searcher.size} videos) on http://{host}:{port}/")
     uvicorn.run(app, host=host, port=port, log_level="warning")

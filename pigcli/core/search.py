@@ -55,6 +55,7 @@ def exact_topk(
     block_rows: int = 65536,
     precision: str = "auto",
     row_norm_bound: float | None = None,
+    scan_copy: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k inner-product search.
 
@@ -68,21 +69,34 @@ def exact_topk(
     row_norm_bound: an upper bound on the L2 norm of every index row (`pig fuse` stores one); it
     replaces the pass over each block that computes one, which costs about as much as a one-query
     scan. A bound that is too small breaks exactness: give only a true one (or None).
+    scan_copy: index cast to float16 (`fp16_scan_copy`), kept by a caller that searches one in-memory
+    index many times (`pig serve`): an fp16 scan reads it instead of casting the index tile by tile,
+    which halves the bytes a one-query scan reads. The same candidates, so the same results.
     Runs on torch.get_num_threads() CPU threads (whole tiles per thread, `_TileWorkers`);
     torch.set_num_threads is left to the caller.
     """
     n_rows, dim = _check_index(index)
     q = _check_queries(queries, dim)
     _check_options(k, block_rows, precision, row_norm_bound)
+    _check_scan_copy(scan_copy, index)
     k_out = min(int(k), n_rows)
     if q.shape[0] == 0:
         return np.empty((0, k_out), np.float32), np.empty((0, k_out), np.int64)
     top = RunningTopK(q.shape[0], k_out)
     scanner = _Scanner(q, _pick_scan_dtype(precision, index.dtype, q.shape[0]), row_norm_bound)
     for start, block in _iter_blocks(index, block_rows):
-        local, scores = _block_candidates(scanner, _as_tensor(block), k_out, top.floor())
+        x_scan = None if scan_copy is None else _as_tensor(scan_copy[start : start + block.shape[0]])
+        local, scores = _block_candidates(scanner, _as_tensor(block), k_out, top.floor(), x_scan)
         top.merge(scores, local + start)
     return top.result()
+
+
+def fp16_scan_copy(index: np.ndarray) -> np.ndarray:
+    """The fp16 copy of an in-memory fp32 index that `exact_topk(..., scan_copy=)` scans: entries
+    rounded to nearest as the scan's own cast rounds them (values past fp16's range become inf; the
+    scan's overflow checks, which look at the fp32 rows, then rescan those blocks in fp32)."""
+    with np.errstate(over="ignore"):
+        return np.ascontiguousarray(index, dtype=np.float16)
 
 
 # ---------------------------------------------------------------- input checks
@@ -118,6 +132,16 @@ def _check_options(k: int, block_rows: int, precision: str, row_norm_bound: floa
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     if row_norm_bound is not None and not (0 <= row_norm_bound < math.inf):
         raise ValueError(f"row_norm_bound must be a finite number >= 0, got {row_norm_bound}")
+
+
+def _check_scan_copy(scan_copy: np.ndarray | None, index: Any) -> None:
+    if scan_copy is None:
+        return
+    if not isinstance(scan_copy, np.ndarray) or scan_copy.dtype != np.float16 or scan_copy.shape != tuple(index.shape):
+        raise ValueError(f"scan_copy must be a float16 array of the index's shape {tuple(index.shape)}, got "
+                         f"{getattr(scan_copy, 'dtype', type(scan_copy).__name__)} {getattr(scan_copy, 'shape', '')}")
+    if not scan_copy.flags.c_contiguous:
+        raise ValueError("scan_copy must be C-contiguous (fp16_scan_copy makes one)")
 
 
 def _pick_scan_dtype(precision: str, stored: np.dtype, n_queries: int) -> torch.dtype:
@@ -164,12 +188,13 @@ def _as_tensor(block: np.ndarray) -> torch.Tensor:
 
 
 def _block_candidates(
-    scanner: _Scanner, x: torch.Tensor, k: int, floor: torch.Tensor
+    scanner: _Scanner, x: torch.Tensor, k: int, floor: torch.Tensor, x_scan: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rows of block x (local numbers, ascending per query) that may enter the top-k, with their
-    exact fp32 scores. floor: [Q] exact k-th best score so far (-inf until k rows are held)."""
+    exact fp32 scores. floor: [Q] exact k-th best score so far (-inf until k rows are held).
+    x_scan: the block's fp16 copy (exact_topk's scan_copy), or None."""
     n_q, n = scanner.q.shape[0], x.shape[0]
-    scan = scanner.scan_block(x) if n > k else None
+    scan = scanner.scan_block(x, x_scan) if n > k else None
     if scan is None:  # every row is needed anyway, or the block has no finite error bound
         local = torch.arange(n).expand(n_q, n)
     else:
@@ -196,21 +221,23 @@ class _Scanner:
         self.workers = _TileWorkers.get()
         self._buffers = [_Buffers() for _ in range(max(1, self.workers.count))]
 
-    def scan_block(self, x: torch.Tensor) -> _Scan | None:
+    def scan_block(self, x: torch.Tensor, x_scan: torch.Tensor | None = None) -> _Scan | None:
         """Approximate scores of the queries against block x, with their error bound; None when
-        no finite bound holds (non-finite entries or queries, scores that could overflow)."""
-        scan = self._scan_tiles(x, self.scan, self.scale)
+        no finite bound holds (non-finite entries or queries, scores that could overflow).
+        x_scan: x cast to fp16 beforehand, read by an fp16 scan instead of casting x."""
+        scan = self._scan_tiles(x, self.scan, self.scale, x_scan if self.scan == torch.float16 else None)
         # An fp16 value could overflow (entries or scores near 65504): redo in fp32.
         return self._scan_tiles(x, torch.float32, 1.0) if scan is _FP16_OVERFLOW else scan
 
-    def _scan_tiles(self, x: torch.Tensor, dtype: torch.dtype, scale: float) -> Any:
+    def _scan_tiles(self, x: torch.Tensor, dtype: torch.dtype, scale: float, x_scan: torch.Tensor | None = None) -> Any:
         """Tile by tile, so the norm pass, the cast and the matmul read rows still in cache.
         Returns a _Scan, None (no finite bound) or _FP16_OVERFLOW."""
         q_scan = (self.q * scale).to(dtype)
         q_bound = float(self.q_norm.max()) * scale
         out = self._buffers[0].get("scores", dtype, (self.q.shape[0], x.shape[0]))
-        # Tiles only pay off when a cast is fused in; otherwise one matmul is fastest.
-        rows = _TILE_ROWS if x.dtype != dtype else x.shape[0]
+        # Tiles only pay off when a cast is fused in or the tiles go to several workers; otherwise
+        # one matmul is fastest.
+        rows = _TILE_ROWS if x.dtype != dtype or x_scan is not None else x.shape[0]
         tiles = [(t, min(t + rows, x.shape[0])) for t in range(0, x.shape[0], rows)]
 
         def score(tile_range: tuple[int, int], buffers: _Buffers) -> float:
@@ -220,7 +247,8 @@ class _Scanner:
             # inf when the tile is not all finite
             norm = self.row_norm_bound if self.row_norm_bound is not None else _max_row_norm(tile)
             if self.q_peak * norm < _SCORE_LIMIT and not (dtype == torch.float16 and not _fp16_safe(q_bound, norm)):
-                torch.matmul(q_scan, buffers.cast(tile, dtype, "x_scan").T, out=out[:, tile_range[0] : tile_range[1]])
+                scanned = buffers.cast(tile, dtype, "x_scan") if x_scan is None else x_scan[tile_range[0] : tile_range[1]]
+                torch.matmul(q_scan, scanned.T, out=out[:, tile_range[0] : tile_range[1]])
             return norm
 
         x_norm = 0.0

@@ -43,10 +43,11 @@ class RequestError(Exception):
 
 
 def create_app(index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
-               rerank_weights=None, features: str | Path | None = None) -> FastAPI:
-    """Load the index (into RAM), the query encoder and, with rerank, the EERCF head once; return the app."""
+               rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True) -> FastAPI:
+    """Load the index (into RAM, with an fp16 copy for the scan unless fp16_copy is False), the query
+    encoder and, with rerank, the EERCF head once; return the app."""
     searcher = Searcher(index, model=model, device=device, rerank=rerank, rerank_weights=rerank_weights,
-                        features=features)
+                        features=features, fp16_copy=fp16_copy)
     catalog = VideoCatalog(index)
     return build_app(searcher, catalog)
 

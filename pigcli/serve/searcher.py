@@ -57,7 +57,8 @@ class Searcher:
     queries: benchmarks/RESULTS_rank.md). The first caller to get the lock runs every request queued."""
 
     def __init__(self, index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
-                 rerank_weights=None, features: str | Path | None = None):
+                 rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True):
+        from ..core.search import fp16_scan_copy
         from ..model.resolve import folder_for_file
         from ..stages.rerank import find_features, resolve_rerank
         from ..stages.scoring import INDEX_HINT, stored_norm_bound
@@ -68,6 +69,9 @@ class Searcher:
         with open_stage_file(self.index_path, ("fuse",), INDEX_HINT) as handle:
             self.embedding = np.ascontiguousarray(handle["embedding"][:])  # the whole index in RAM
             self.norm_bound = stored_norm_bound(handle)
+            # an fp16 copy halves what a one-query scan reads (same results: core/search.py)
+            self.scan_copy = (fp16_scan_copy(self.embedding) if fp16_copy and self.embedding.dtype == np.float32
+                              else None)
             self.ids = read_ids(handle)
             self.index_model = recorded_model(handle)
             self.folder = folder_for_file(model, handle, self.index_path, "pig index with this model")
@@ -121,7 +125,8 @@ class Searcher:
             encode = time.perf_counter() - start
             text = np.concatenate([embedding for embedding, _ in encoded])
             widest = max(max(request.k, request.rerank) for request in batch)
-            scores, rows = exact_topk(self.embedding, text, widest, row_norm_bound=self.norm_bound)
+            scores, rows = exact_topk(self.embedding, text, widest, row_norm_bound=self.norm_bound,
+                                      scan_copy=self.scan_copy)
             scan = time.perf_counter() - start - encode
             first = 0
             for request, (embedding, truncated) in zip(batch, encoded):
