@@ -16,6 +16,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..errors import PigError, UsageError
 from .options import Device, QueryModel, Rerank, TokenFeatures, WeightCoarse, WeightFs, WeightFw, WeightPw, rerank_weights
 
 
@@ -68,7 +69,6 @@ def serve_cmd(
       curl -X POST 'http://127.0.0.1:8000/search?k=5' -d '["a red car", "a dog on a beach"]'
     """
     from ..console import log
-    from ..errors import PigError, UsageError
     from ..stages.rank import default_index_path
 
     if not 0 <= port <= 65535:
@@ -94,8 +94,6 @@ def serve_cmd(
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """A TCP socket bound to host:port (uvicorn listens on it); PigError, one line, if it cannot be."""
-    from ..errors import PigError
-
     name = host.strip("[]")  # [::1] as a URL writes it
     try:
         family, kind, proto, _, address = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
@@ -110,7 +108,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
         sock.close()
         hint = (" (another server? pick another --port, or --port 0 for a free one)" if err.errno == errno.EADDRINUSE
                 else " (ports below 1024 need root)" if err.errno == errno.EACCES else "")
-        raise PigError(f"cannot listen on {host}:{port}: {err.strerror.lower()}{hint}") from None
+        raise PigError(f"cannot listen on {host}:{port}: {(err.strerror or str(err)).lower()}{hint}") from None
     return sock
 
 
