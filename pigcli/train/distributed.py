@@ -32,9 +32,12 @@ def setup(device_type: str) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
+        if device_type == "cuda":  # NCCL binds each process to the current GPU: this rank's own
+            torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def teardown(context: DistContext) -> None:

@@ -26,7 +26,7 @@ import torch
 
 from ..console import log, progress, warn
 from ..errors import StaleInputError, UsageError
-from ..core.device import autocast, resolve_device
+from ..core.device import autocast, cuda_indexed, resolve_device
 from ..core.losses import clamp_logit_scale_
 from ..core.text import text_token_limit, tokenize, truncated
 from ..stages.embed_text import report_truncated
@@ -58,9 +58,11 @@ class _Position:
 
 
 def training_device(config: TrainConfig, context: dist_utils.DistContext) -> tuple[torch.device, str]:
+    """This process's device, always with its index, made the current GPU: --device (auto: a GPU when
+    there is one), and under torchrun each process its LOCAL_RANK GPU."""
     device, precision = resolve_device(config.device, config.precision)
     if device.type == "cuda" and context.active:
-        device = torch.device("cuda", context.local_rank)
+        device = cuda_indexed(torch.device("cuda", context.local_rank))
     if device.type == "cuda":
         torch.cuda.set_device(device)
     return device, precision
