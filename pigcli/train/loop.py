@@ -351,8 +351,7 @@ class Trainer:
         """One optimiser step, queued on the device without waiting for it: its numbers are logged later
         (flush_log), from the device, every --log-every steps."""
         config, pig, device = self.config, self.pig, self.device
-        tokens = {k: v.to(device, non_blocking=True)
-                  for k, v in self.caption_tokens.batch(planned.videos, planned.captions).items()}
+        input_ids = self.caption_tokens.batch(planned.videos, planned.captions).to(device, non_blocking=True)
         # a source whose rows all hold videos needs no mask (selecting by a mask makes the host wait)
         valid = None if self.source.always_valid else batch.valid.to(device, non_blocking=True)
         inputs = ({"pixels": batch.pixels.to(device, non_blocking=True)} if batch.pixels is not None
@@ -363,7 +362,9 @@ class Trainer:
         if enough:  # the same decision on every rank: a batch of undecodable videos is skipped everywhere
             step_module.train()
             with autocast(device, self.precision):
-                out = step_module(tokens["input_ids"], tokens["attention_mask"], valid, **inputs)
+                # no padding mask: CLIP's text tower is causal and pools at the first end token, so the
+                # padding after it changes nothing, and transformers would check a mask on the host
+                out = step_module(input_ids, None, valid, **inputs)
             optimizer.zero_grad(set_to_none=True)
             scaling = self.scaler.step(out["loss"], optimizer, config.grad_clip)  # fp16: S loss, unscale, maybe skip
             clamp_logit_scale_(pig.clip.logit_scale)
@@ -380,7 +381,7 @@ class Trainer:
         self.pairs_this_run += len(planned.videos) * self.context.world_size
         numbers = torch.cat([losses, pig.clip.logit_scale.detach().float().exp().reshape(1)])
         record = {"event": "step", "phase": phase, "epoch": self.position.epoch + 1, "step": self.position.step,
-                  "lr": lrs, "videos": int(batch.valid.sum()) if enough else 0, **scaling}
+                  "lr": lrs, "videos": int(batch.valid.numpy().sum()) if enough else 0, **scaling}
         self.pending.append((record, numbers))
 
     def _enough(self, batch, planned, phase: int) -> bool:
