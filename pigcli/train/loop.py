@@ -43,7 +43,7 @@ from .config import TrainConfig, TrainResult, check_config, parse_phases, per_ph
 from .data import (CaptionTokens, FeatureSource, FrameSource, VideoSource, batches_per_epoch, default_workers,
                    epoch_plan, load_pairs, rank_slice)
 from .forward import TrainStep
-from .optim import make_optimizer, set_trainable
+from .optim import fused_adamw, make_optimizer, set_trainable
 from .precision import LossScaler
 from .runlog import RunLog
 from .state import SaveCadence, StopSignal, load_state, restore_rng, save_state
@@ -284,7 +284,7 @@ class Trainer:
         trainable = set_trainable(pig, phase, config.method, config.freeze_backbone or self.source.frozen,
                                   self.backbone, eercf=config.trains_eercf_head)
         optimizer, scheduler = make_optimizer(pig, self.lr[phase], self.lr_clip[phase], config.weight_decay,
-                                              config.warmup, total_steps, fused=self.device.type == "cuda")
+                                              config.warmup, total_steps, fused=fused_adamw(self.device))
         if self._resumed_state is not None:
             if self._resumed_state["optimizer"] is not None:
                 optimizer.load_state_dict(self._resumed_state["optimizer"])
@@ -425,7 +425,8 @@ class Trainer:
         for record, row in zip(records, rows):
             values = dict(zip(LOSS_KEYS, row))
             head = {k: record[k] for k in ("event", "phase", "epoch", "step")}
-            self.log.write({**head, **values, "scale": row[-1], **{k: v for k, v in record.items() if k not in head}})
+            rest = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in record.items() if k not in head}
+            self.log.write({**head, **values, "scale": row[-1], **rest})  # rest: the loss scaler's tensors read
             self.epoch_losses.append(values)
 
     def end_epoch(self, phase: int, optimizer, scheduler, timing: dict) -> None:
