@@ -361,3 +361,26 @@ def test_clip_towers_use_fused_attention_equal_to_eager(tiny_model_dir):
                  (fused.text_features(ids), eager.text_features(ids)), (fused.generate(queries), eager.generate(queries))]
     for x, y in pairs:
         torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+
+
+# --- the data path ---------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("cpus, processes, expected", [(16, 1, 15), (16, 4, 3), (2, 1, 1), (1, 1, 1), (8, 16, 1)])
+def test_default_workers_follow_the_cpus(monkeypatch, cpus, processes, expected):
+    from pigcli.train.data import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
+    assert default_workers(processes) == expected
+
+
+def test_compiled_step_trains_as_the_plain_one(frames_corpus, tmp_path, monkeypatch):
+    """--compile wraps the step in torch.compile (dynamo's eager backend here: inductor takes minutes on a
+    busy CPU); the step's graph breaks (the generator's layers, ITS selection) keep the same numbers."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))
+    features = dict(frames=None, features=frames_corpus[3], freeze_backbone=True, steps=2)
+    plain = train(run_config(frames_corpus, tmp_path / "plain", **features))
+    compiled = train(run_config(frames_corpus, tmp_path / "compiled", compile=True, **features))
+    losses = [[r["loss"] for r in step_records(tmp_path / name)] for name in ("plain", "compiled")]
+    assert losses[1] == pytest.approx(losses[0], rel=1e-5) and compiled.steps == plain.steps == 2

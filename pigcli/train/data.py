@@ -347,7 +347,12 @@ def default_workers(local_processes: int = 1) -> int:
 
 
 def _worker_init(_worker_id: int) -> None:
+    import signal
+
     torch.set_num_threads(1)  # one core per decoding worker; the model gets the rest
+    # a job's SIGTERM reaches the workers too: they keep serving while the trainer saves its state
+    # (a worker that died would fail the trainer's next read); they end with the trainer
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _PixelSource:
