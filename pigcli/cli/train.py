@@ -73,7 +73,8 @@ def train_cmd(
         help="decoding processes with --videos, reading processes with --frames, which read ahead of the "
         "step (0: in this process); default: the CPUs less one, shared by torchrun's processes")] = None,
     device: Annotated[str, typer.Option(
-        help="auto | cpu | cuda | cuda:N (torchrun: each process its LOCAL_RANK GPU)")] = "auto",
+        help="auto (the current GPU when there is one, else cpu) | cpu | cuda | cuda:N (torchrun: each "
+        "process its LOCAL_RANK GPU)")] = "auto",
     precision: Annotated[TrainPrecision, typer.Option(
         help="auto: bf16 on a GPU that has it, else fp16; fp32 on CPU. fp16 scales the loss (dynamic, "
         "skipping overflowing steps), as the official recipe does")] = TrainPrecision.auto,

@@ -226,6 +226,7 @@ class Trainer:
         state = load_state(self.out / "state.pt", self.config.identity())
         self.pig.load_state_dict(state["model"])
         self.position = _Position(**state["position"])
+        self.cadence.saved(self.position.step)  # the cadence counts from the state resumed
         self.best_metrics, self.last_metrics = state["best_metrics"], state["last_metrics"]
         self.final_loss, self.epoch_losses = state["final_loss"], state["epoch_losses"]
         self.scaler.load_state_dict(state.get("scaler"))  # fp16: continue with the scale reached
