@@ -84,6 +84,15 @@ def test_devices_that_do_not_exist_are_usage_errors(monkeypatch, device, message
         resolve_device(device)
 
 
+def test_epochs_record_the_gpu_memory_peak_on_a_gpu_only(monkeypatch):
+    from pigcli.train.loop import peak_memory
+
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 3 * 2**30 + 2**19 if device.index == 1
+                        else 0)
+    assert peak_memory(torch.device("cuda", 1)) == {"gpu_peak_mb": 3072.5}
+    assert peak_memory(torch.device("cpu")) == {}
+
+
 def test_every_stage_gets_an_indexed_gpu_and_gpu_precision(monkeypatch):
     FakeCuda(monkeypatch)
     assert resolve_device("auto") == (torch.device("cuda", 0), "bf16")

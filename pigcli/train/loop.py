@@ -74,6 +74,14 @@ def training_device(config: TrainConfig, context: dist_utils.DistContext) -> tup
     return device, precision
 
 
+def peak_memory(device: torch.device) -> dict:
+    """{'gpu_peak_mb': the most GPU memory tensors have held so far} on a GPU (the allocator's own count:
+    no wait for the GPU); nothing on the CPU."""
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_mb": round(torch.cuda.max_memory_allocated(device) / 2**20, 1)}
+
+
 class Trainer:
     """One training run: set-up, then phase by phase, epoch by epoch, step by step from its position."""
 
@@ -345,7 +353,7 @@ class Trainer:
         self.train_seconds += seconds
         self.end_epoch(phase, optimizer, scheduler, {"seconds": round(seconds, 3),
                                                      "pairs_per_s": (self.pairs_this_run - pairs_before) / seconds,
-                                                     "data_wait_s": round(waited, 3)})
+                                                     "data_wait_s": round(waited, 3), **peak_memory(self.device)})
         return False
 
     def train_step(self, step_module, optimizer, scheduler, planned, batch, phase: int) -> None:
