@@ -382,6 +382,7 @@ def test_default_workers_follow_the_cpus(monkeypatch, cpus, processes, expected)
     assert default_workers(processes) == expected
 
 
+@pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")
 def test_compiled_step_trains_as_the_plain_one(frames_corpus, tmp_path, monkeypatch):
     """--compile wraps the step in torch.compile (dynamo's eager backend here: inductor takes minutes on a
     busy CPU); the step's graph breaks (the generator's layers, ITS selection) keep the same numbers."""
@@ -393,3 +394,36 @@ def test_compiled_step_trains_as_the_plain_one(frames_corpus, tmp_path, monkeypa
     compiled = train(run_config(frames_corpus, tmp_path / "compiled", compile=True, **features))
     losses = [[r["loss"] for r in step_records(tmp_path / name)] for name in ("plain", "compiled")]
     assert losses[1] == pytest.approx(losses[0], rel=1e-5) and compiled.steps == plain.steps == 2
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_job_stops_pig_train_resumably(frames_corpus, tmp_path, pig_cache):
+    """SIGTERM to the whole process group (as a scheduler ending a job sends it), reading workers included:
+    pig train saves its state and exits 143; --resume continues from the step it stopped at."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import pig_env
+
+    captions, model, frames, _ = frames_corpus
+    args = [sys.executable, "-m", "pigcli", "train", "--captions", captions, "-m", model, "--frames", frames,
+            "--phases", "2", "--batch-size", "4", "--steps", "400", "--device", "cpu", "--workers", "1",
+            "--log-every", "1", "-o", tmp_path / "run"]
+    env = pig_env(pig_cache, {"OMP_NUM_THREADS": "1"})
+    proc = subprocess.Popen([str(a) for a in args], env=env, start_new_session=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "run" / "log.jsonl"
+    deadline = time.monotonic() + 180
+    while not (log.is_file() and '"event": "step"' in log.read_text()) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()[1][-2000:]
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    stopped_at = torch.load(tmp_path / "run" / "state.pt", weights_only=True)["position"]["step"]
+    assert 1 <= stopped_at < 400 and "by SIGTERM" in err
+    resumed = subprocess.run([str(a) for a in args + ["--resume", "--stop-after", "2"]], env=env,
+                             capture_output=True, text=True, timeout=180)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert [r["step"] for r in step_records(tmp_path / "run")] == list(range(1, stopped_at + 3))
