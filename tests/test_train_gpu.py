@@ -69,6 +69,33 @@ def test_torchrun_gives_each_process_its_local_rank_gpu(monkeypatch, device):
     assert cuda.set == [1]
 
 
+def test_torchrun_binds_nccl_to_the_local_rank_gpu(monkeypatch):
+    """NCCL takes the current GPU when its process group starts: each rank's own, not GPU 0 for all."""
+    import torch.distributed as dist
+
+    from pigcli.train.distributed import setup
+
+    cuda = FakeCuda(monkeypatch, count=4)
+    started = []
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    monkeypatch.setattr(dist, "is_initialized", lambda: bool(started))
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: started.append((backend, cuda.current)))
+    monkeypatch.setattr(dist, "get_rank", lambda: 7)
+    monkeypatch.setattr(dist, "get_world_size", lambda: 8)
+    assert setup("cuda") == DistContext(rank=7, world_size=8, local_rank=3)
+    assert started == [("nccl", 3)]
+
+
+@pytest.mark.parametrize("overrides, message", [(dict(workers=-1), "--workers"), (dict(log_every=0), "--log-every"),
+                                                (dict(save_every="often"), "--save-every")])
+def test_new_settings_are_checked(overrides, message):
+    from pigcli.train.config import check_config
+
+    with pytest.raises(UsageError, match=message):
+        check_config(TrainConfig(output="unused", captions="unused", features="f.h5", **overrides), (1,))
+
+
 def test_no_gpu(monkeypatch):
     cuda = FakeCuda(monkeypatch, count=0)
     assert chosen("auto") == torch.device("cpu") and cuda.set == []

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -347,8 +348,6 @@ def default_workers(local_processes: int = 1) -> int:
 
 
 def _worker_init(_worker_id: int) -> None:
-    import signal
-
     torch.set_num_threads(1)  # one core per decoding worker; the model gets the rest
     # a job's SIGTERM reaches the workers too: they keep serving while the trainer saves its state
     # (a worker that died would fail the trainer's next read); they end with the trainer
