@@ -7,6 +7,7 @@ uses it for the precision of its candidate filter.
 from __future__ import annotations
 
 import contextlib
+import os
 
 from ..errors import UsageError
 
@@ -14,21 +15,41 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str, precision: str = "auto"):
-    """('auto'|'cpu'|'cuda[:n]', precision) -> (torch.device, concrete precision)."""
+    """('auto'|'cpu'|'cuda[:n]', precision) -> (torch.device, concrete precision). A GPU always comes back
+    with its index ('cuda' and 'auto' are the current GPU, cuda:0 unless torch.cuda.set_device chose
+    another): torch.cuda.set_device refuses a device without one, and torch.device('cuda') is not equal
+    to the cuda:0 of a tensor on it."""
     import torch
 
     if precision not in PRECISIONS:
         raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
-    torch_device = torch.device(device)
+    try:
+        torch_device = torch.device(device)
+    except RuntimeError:
+        raise UsageError(f"--device must be auto, cpu, cuda or cuda:N, not {device!r}") from None
+    if torch_device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError("--device cuda was asked for, but torch sees no CUDA GPU; use --device cpu")
+        torch_device = _indexed_gpu(torch_device)
     if precision == "auto":
         # Mixed precision on GPU; fp32 on CPU, where bf16 is faster but changes the numbers (opt in).
         precision = "bf16" if torch_device.type == "cuda" and torch.cuda.is_bf16_supported() else (
             "fp16" if torch_device.type == "cuda" else "fp32")
     return torch_device, precision
+
+
+def _indexed_gpu(device):
+    """cuda -> cuda:<current GPU>; cuda:N checked against the GPUs torch sees."""
+    import torch
+
+    count = torch.cuda.device_count()
+    index = torch.cuda.current_device() if device.index is None else device.index
+    if index >= count:
+        raise UsageError(f"--device {device}: torch sees {count} GPU{'s' if count != 1 else ''} "
+                         f"(cuda:0 to cuda:{count - 1})")
+    return torch.device("cuda", index)
 
 
 def autocast(device, precision: str):
@@ -55,3 +76,14 @@ def cpu_threads(device, count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def default_workers() -> int:
+    """Decoding processes when none are asked for: one per CPU this process may run on, less one left to
+    the main process (the model's batches, HDF5 writes); at least 1. Decoding is what keeps a GPU
+    waiting (benchmarks/RESULTS_extract.md), so it gets every other core."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS and Windows
+        cpus = os.cpu_count() or 1
+    return max(1, cpus - 1)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decode_pool import Decoded
+from ..decode_pool import Decoded, resolve_workers
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
@@ -62,17 +62,19 @@ def parse_patch_setting(value: str) -> int | None:
 
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
             settings: ExtractSettings | None = None, device: str = "auto", batch_size: int | None = None,
-            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+            workers: int | None = None, timeout: float = 120.0, relative_ids: bool = False,
             ids_from: str | Path | None = None, force: bool = False, replace_stale: bool = False,
             shard: Shard | None = None) -> StageSummary:
     """Decode the videos and run the backbone (module docstring). ids_from: a captions file whose video ids
     name the videos, found in the input folders as the official loader finds them (sources.videos_by_id).
     shard: only the videos of this shard (stages/shard.py). batch_size: videos per forward (default
-    BATCH_VIDEOS of the device type)."""
+    BATCH_VIDEOS of the device type). workers: decoding processes (None: one per CPU but one,
+    decode_pool.default_workers)."""
     settings = settings or ExtractSettings()
     if settings.backbone not in BACKBONES:
         raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
     keep_patches = parse_patch_setting(settings.patches)
+    workers = resolve_workers(workers)
     decoder = check_video_settings(settings.decoder, settings.sampling)
     entries = shard_entries(discover_videos(inputs, relative_ids, ids_from), shard)
     torch_device, precision = resolve_device(device, settings.precision)
