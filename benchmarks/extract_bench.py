@@ -3,6 +3,7 @@ alone, and the whole `pig extract` loop at each number of workers.
 
     python benchmarks/extract_bench.py [--videos 32] [--preset b32] [--workers 1,2] [--size 224]
                                        [--decoder auto] [--device auto] [--batch-size N] [--no-extract]
+                                       [--per-worker N] [--model DIR] [--videos-dir DIR]
 
 On the same generated videos (48 frames, h264) and a random model of the preset's shape:
   decode, N workers : the decoding pool alone (pigcli.decode_pool, as extract runs it: T sampled frames
@@ -116,6 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--batch-size", type=int, default=None, help="videos per forward (default: extract's)")
     parser.add_argument("--no-extract", action="store_true", help="decoding and the model alone")
+    parser.add_argument("--per-worker", type=int, default=None,
+                        help="decode at most this many videos per worker (0 workers: as 1) for each decode rate")
     parser.add_argument("--model", type=Path, default=None, help="a model folder (default: random, --preset)")
     parser.add_argument("--videos-dir", type=Path, default=None, help="videos already made (default: generated)")
     args = parser.parse_args(argv)
@@ -142,7 +145,8 @@ def main(argv: list[str] | None = None) -> None:
         model = model_rate(pig, clips, batch_size, device, precision, repeats=1 if device.type == "cpu" else 5)
         rows = []
         for workers in parse_workers(args.workers):
-            decoded = decode_rate(paths, num_frames, image_size, decoder, workers)
+            share = paths[: args.per_worker * max(workers, 1)] if args.per_worker else paths
+            decoded = decode_rate(share, num_frames, image_size, decoder, workers)
             whole = None if args.no_extract else extract_rate(videos, tmp / "feats.h5", model_dir, str(device),
                                                               batch_size, workers, decoder)
             rows.append((workers, decoded, whole))

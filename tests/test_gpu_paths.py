@@ -58,12 +58,21 @@ def test_a_device_name_torch_does_not_know_is_a_usage_error(asked: str) -> None:
 
 @pytest.mark.parametrize("cpus, workers", [(16, 15), (2, 1), (1, 1)])
 def test_default_workers_leave_one_cpu_to_the_main_process(monkeypatch, cpus: int, workers: int) -> None:
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(device_module.os, "sched_getaffinity", lambda pid: set(range(100, 100 + cpus)), raising=False)
+    assert default_workers() == workers
+
+
+@pytest.mark.parametrize("local_processes, workers", [("4", 3), ("16", 1), ("", 15)])
+def test_default_workers_share_the_cpus_between_torchrun_processes(monkeypatch, local_processes, workers) -> None:
+    monkeypatch.setattr(device_module.os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
     assert default_workers() == workers
 
 
 def test_default_workers_without_affinity_count_the_cpus(monkeypatch) -> None:
     monkeypatch.delattr(device_module.os, "sched_getaffinity", raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
     monkeypatch.setattr(device_module.os, "cpu_count", lambda: 8)
     assert default_workers() == 7
 

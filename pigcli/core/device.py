@@ -79,11 +79,14 @@ def cpu_threads(device, count: int):
 
 
 def default_workers() -> int:
-    """Decoding processes when none are asked for: one per CPU this process may run on, less one left to
-    the main process (the model's batches, HDF5 writes); at least 1. Decoding is what keeps a GPU
-    waiting (benchmarks/RESULTS_extract.md), so it gets every other core."""
+    """Decoding processes when none are asked for: the CPUs this process may run on, shared with the other
+    processes torchrun started on this machine (LOCAL_WORLD_SIZE), less one left to the main process
+    (the model's batches, HDF5 writes); at least 1. Decoding is what keeps a GPU waiting
+    (benchmarks/RESULTS_extract.md), so it gets every other core."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # no affinity on macOS and Windows
         cpus = os.cpu_count() or 1
-    return max(1, cpus - 1)
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    share = cpus // int(local) if local.isdigit() and int(local) > 0 else cpus
+    return max(1, share - 1)
