@@ -125,11 +125,13 @@ def main(argv: list[str] | None = None) -> None:
 
     import torch
 
-    from pigcli.core.device import resolve_device
+    from pigcli.core.device import default_workers, resolve_device
+    from pigcli.decode_pool import decode_videos
     from pigcli.model.checkpoint import load_checkpoint
     from pigcli.model.factory import init_random
     from pigcli.stages.extract import BATCH_VIDEOS
-    from pigcli.video import read_clip, resolve_decoder
+    from pigcli.sources import VideoEntry
+    from pigcli.video import resolve_decoder
 
     decoder = resolve_decoder(args.decoder)
     device, precision = resolve_device(args.device)
@@ -141,8 +143,11 @@ def main(argv: list[str] | None = None) -> None:
         model_dir = args.model or init_random(tmp / "model", args.preset)
         pig = load_checkpoint(model_dir, device).model
         num_frames, image_size = pig.config.num_frames, pig.image_size
-        clips = [read_clip(p, num_frames, image_size, decoder).frames for p in paths]
-        model = model_rate(pig, clips, batch_size, device, precision, repeats=1 if device.type == "cpu" else 5)
+        # the model's input: a few batches, decoded by the pool (a GPU gets the same batches 10 times)
+        sample = paths[: max(2 * batch_size, 8)]
+        clips = [d.clip.frames for d in decode_videos([VideoEntry(p.stem, p) for p in sample], num_frames,
+                                                      image_size, decoder, default_workers(), timeout=120.0)]
+        model = model_rate(pig, clips, batch_size, device, precision, repeats=1 if device.type == "cpu" else 10)
         rows = []
         for workers in parse_workers(args.workers):
             share = paths[: args.per_worker * max(workers, 1)] if args.per_worker else paths
@@ -150,8 +155,8 @@ def main(argv: list[str] | None = None) -> None:
             whole = None if args.no_extract else extract_rate(videos, tmp / "feats.h5", model_dir, str(device),
                                                               batch_size, workers, decoder)
             rows.append((workers, decoded, whole))
-    print(f"{len(paths)} videos, T = {num_frames}, {image_size} px, decoder {decoder}, preset {args.preset} "
-          f"(random weights), {device} {precision}, batch {batch_size} videos, torch threads {torch.get_num_threads()}")
+    made = f"model {args.model}" if args.model else f"preset {args.preset} (random weights)"
+    print(f"{len(paths)} videos, T = {num_frames}, {image_size} px, decoder {decoder}, {made}, {device} {precision}, batch {batch_size} videos, torch threads {torch.get_num_threads()}")
     print(f"model alone: {model:.1f} frames/s\n")
     print("| workers | decoded frames/s | decoded / model | extract frames/s (loop) |")
     print("|---|---|---|---|")

@@ -7,6 +7,7 @@ with the error text for videos that could not be read (their feature rows are ze
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -88,16 +89,19 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
                                   inputs=[*inputs, *(e.path for e in entries)])
     if summary.skipped:
         return count_failures(summary)
-    pig = info.load(torch_device).model
+
+    @functools.cache
+    def model():  # loaded while the decoding workers start (run_video_blocks' prepare)
+        return info.load(torch_device).model
 
     def encode_block(decoded: list[Decoded], timings: Counter) -> dict:
-        return _encode_block(pig, decoded, num_frames, settings.backbone, keep_patches, batch_size, torch_device,
+        return _encode_block(model(), decoded, num_frames, settings.backbone, keep_patches, batch_size, torch_device,
                              precision, timings)
 
     return run_video_blocks(
-        writer, summary, entries, encode_block, num_frames=num_frames, image_size=pig.image_size, decoder=decoder,
+        writer, summary, entries, encode_block, num_frames=num_frames, image_size=info.image_size, decoder=decoder,
         sampling=settings.sampling, workers=workers, timeout=timeout, label="extract", done_word="extracted",
-        extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}})
+        extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}}, prepare=model)
 
 
 def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, keep_patches: int | None,
