@@ -67,12 +67,13 @@ class Sizes:
     bench_workers: str   # decoding workers for extract_bench
     per_worker: int      # videos decoded per worker there
     train_workers: int   # processes reading the frames file in training
+    extract_flags: tuple  # extract and index (frames always decodes with the default workers)
 
     @classmethod
     def of(cls, dry: bool) -> "Sizes":
         if dry:
-            return cls("tiny", 8, 64, 24, 4, 2, 4, "0,1", 4, 0)
-        return cls("b32", 384, 224, 48, 128, 3, 9, "1,4,8,default", 16, 4)
+            return cls("tiny", 8, 64, 24, 4, 2, 4, "0,1", 4, 0, ("--workers", "0"))  # no worker starts on 2 cores
+        return cls("b32", 384, 224, 48, 128, 3, 9, "1,4,8,default", 16, 4, ())
 
 
 @dataclass
@@ -366,7 +367,7 @@ def main(argv: list[str] | None = None) -> int:
     check.pig("frames (default workers)", "frames", videos, "-m", model, "-o", paths["frames"])
     for precision in ("fp32", autocast):
         check.pig(f"extract {precision}", "extract", videos, "-m", model, "-o", f"feats_{precision}.h5",
-                  "--device", device, "--precision", precision)
+                  "--device", device, "--precision", precision, *sizes.extract_flags)
     check.pig("select", "select", "feats_fp32.h5", "-o", "sel.h5")
     for precision in ("fp32", autocast):
         check.pig(f"generate {precision}", "generate", "sel.h5", "-o", f"gen_{precision}.h5", "--device", device,
@@ -374,7 +375,8 @@ def main(argv: list[str] | None = None) -> int:
         check.pig(f"embed-text {precision}", "embed-text", "queries.txt", "-m", model, "-o", f"q_{precision}.h5",
                   "--device", device, "--precision", precision)
     check.pig("fuse", "fuse", "gen_fp32.h5", "-o", "index.h5", "--device", device)
-    check.pig("index (extract..fuse)", "index", videos, "-m", model, "-o", "index2.h5", "--device", device)
+    check.pig("index (extract..fuse)", "index", videos, "-m", model, "-o", "index2.h5", "--device", device,
+              *sizes.extract_flags)
     check.pig("eval", "eval", "index.h5", "-c", captions, "--device", device)
     check.pig("rank a query file", "rank", "index.h5", "q_fp32.h5", "--device", device)
     check.pig("rank -q TEXT --rerank", "rank", "index.h5", "-q", "a coloured square", "--rerank", "--device", device)
