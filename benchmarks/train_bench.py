@@ -48,25 +48,37 @@ MODES = {  # name -> (source: features | videos | frames, freeze_backbone)
 MODE_KEYS = dict(zip(("features", "raw-frozen", "raw", "frames"), MODES))  # --modes names
 
 
-def make_corpus(folder: Path, count: int, width: int = 64, height: int = 64, frames: int = 24) -> Path:
-    """count videos of a coloured square over grey; captions name the colour and the video number."""
-    from pigcli.videowrite import write_video
-
+def make_corpus(folder: Path, count: int, width: int = 64, height: int = 64, frames: int = 24,
+                workers: int = 0) -> Path:
+    """count videos of a coloured square over grey; captions name the colour and the video number.
+    workers > 0: written by that many processes (the same files)."""
     rng = np.random.default_rng(0)
     (folder / "videos").mkdir(parents=True)
-    side, top = 24 * height // 64, 20 * height // 64  # 64x64: a 24 px square at row 20
-    rows = []
-    for i in range(count):
-        colour = rng.integers(0, 256, 3)
-        clip = np.full((frames, height, width, 3), 120, np.uint8)
-        for t in range(frames):
-            x = (5 * t + 7 * i) % (width - side)
-            clip[t, top : top + side, x : x + side] = colour
-        write_video(folder / "videos" / f"v{i:03d}.mp4", clip)
-        rows.append({"video_id": f"v{i:03d}", "caption": f"square {i} of colour {colour.tolist()}"})
+    colours = [rng.integers(0, 256, 3).tolist() for _ in range(count)]
+    jobs = [(folder / "videos" / f"v{i:03d}.mp4", i, colour, width, height, frames) for i, colour in enumerate(colours)]
+    if workers > 0:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers) as pool:
+            list(pool.map(_write_square_video, *zip(*jobs)))
+    else:
+        for job in jobs:
+            _write_square_video(*job)
+    rows = [{"video_id": f"v{i:03d}", "caption": f"square {i} of colour {colour}"} for i, colour in enumerate(colours)]
     captions = folder / "captions.jsonl"
     captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return captions
+
+
+def _write_square_video(path: Path, i: int, colour: list, width: int, height: int, frames: int) -> None:
+    from pigcli.videowrite import write_video
+
+    side, top = 24 * height // 64, 20 * height // 64  # 64x64: a 24 px square at row 20
+    clip = np.full((frames, height, width, 3), 120, np.uint8)
+    for t in range(frames):
+        x = (5 * t + 7 * i) % (width - side)
+        clip[t, top : top + side, x : x + side] = colour
+    write_video(path, clip)
 
 
 def cpu_seconds(work, repeats: int = 3) -> float:

@@ -13,6 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Iterator
 
+from .core.device import default_workers
 from .sources import VideoEntry
 from .video import DEFAULT_SAMPLING, SampledClip, VideoError, read_clip
 
@@ -23,6 +24,11 @@ class Decoded:
     clip: SampledClip | None
     error: str | None
     seconds: float
+
+
+def resolve_workers(workers: int | None) -> int:
+    """`workers` as given (0: decode in this process), None: default_workers()."""
+    return default_workers() if workers is None else workers
 
 
 def _decode_one(path: str, num_frames: int, image_size: int, decoder: str,
@@ -43,15 +49,24 @@ def _init_worker() -> None:
 def decode_videos(entries: list[VideoEntry], num_frames: int, image_size: int, decoder: str, workers: int,
                   timeout: float | None, prefetch: int = 0, max_tasks: int = 256,
                   sampling: str = DEFAULT_SAMPLING) -> Iterator[Decoded]:
-    """Yield `Decoded` for every entry, in order. workers=0 decodes in this process, with no timeout (named
-    pipes, sockets and devices are refused unopened by read_clip, so none can block the run)."""
-    if workers <= 0:
-        for entry in entries:
-            clip, error, seconds = _decode_one(str(entry.path), num_frames, image_size, decoder, sampling)
-            yield Decoded(entry, clip, error, seconds)
-        return
-    yield from _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout,
-                               prefetch or 4 * workers, max_tasks, sampling)
+    """`Decoded` for every entry, in order, decoded by up to `workers` processes. The workers start, and the
+    first videos are queued, before this returns: a caller that loads its model next overlaps the
+    workers' start (each imports torch: seconds with a CUDA build). workers=0 decodes in this process
+    when iterated, with no timeout (named pipes, sockets and devices are refused unopened by read_clip,
+    so none can block the run)."""
+    if workers <= 0 or not entries:
+        return _decode_here(entries, num_frames, image_size, decoder, sampling)
+    workers = min(workers, len(entries))  # no idle workers to start
+    stream = _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout,
+                             prefetch or 4 * workers, max_tasks, sampling)
+    next(stream)  # up to the first wait: the pool is started and the prefetch queued
+    return stream
+
+
+def _decode_here(entries, num_frames, image_size, decoder, sampling) -> Iterator[Decoded]:
+    for entry in entries:
+        clip, error, seconds = _decode_one(str(entry.path), num_frames, image_size, decoder, sampling)
+        yield Decoded(entry, clip, error, seconds)
 
 
 def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, prefetch, max_tasks, sampling):
@@ -72,6 +87,7 @@ def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, 
 
         for _ in range(prefetch):
             submit_next()
+        yield None  # started (decode_videos takes this one)
         while pending:
             entry, future = pending.popleft()
             submit_next()

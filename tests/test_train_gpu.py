@@ -403,10 +403,11 @@ def test_clip_towers_use_fused_attention_equal_to_eager(tiny_model_dir):
 
 @pytest.mark.parametrize("cpus, processes, expected", [(16, 1, 15), (16, 4, 3), (2, 1, 1), (1, 1, 1), (8, 16, 1)])
 def test_default_workers_follow_the_cpus(monkeypatch, cpus, processes, expected):
-    from pigcli.train.data import default_workers
+    from pigcli.core.device import default_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)), raising=False)
-    assert default_workers(processes) == expected
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", str(processes))
+    assert default_workers() == expected
 
 
 @pytest.mark.filterwarnings("ignore:Dynamo detected a call to a `functools.lru_cache`")

@@ -21,6 +21,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..core.device import default_workers
+
 # --- choices ----------------------------------------------------------------------------------------
 
 
@@ -33,7 +35,7 @@ Precision = choices("Precision", "auto fp32 bf16 fp16")      # auto: bf16 on a G
 TrainPrecision = choices("TrainPrecision", "auto fp32 bf16 fp16")  # fp16: with loss scaling
 Selector = choices("Selector", "its random")                  # random patches: an ablation of ITS
 Backbone = choices("Backbone", "vip frames")                  # video proxy tokens | CLIP per frame
-Decoder = choices("Decoder", "auto decord pyav")              # auto: decord if installed, else PyAV
+Decoder = choices("Decoder", "auto decord pyav torchcodec")   # auto: decord if installed, else PyAV
 Sampling = choices("Sampling", "uniform centre")              # the official linspace | segment centres
 FuseMethod = choices("FuseMethod", "pig meanpool eercf")
 ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
@@ -76,7 +78,9 @@ StageJson = Annotated[bool, typer.Option(
 
 BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
-DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
+DecoderOpt = Annotated[Decoder, typer.Option(
+    "--decoder", help="auto: decord if installed, else pyav; torchcodec: PyTorch's decoder (pip install torchcodec; "
+    "needs FFmpeg's shared libraries)")]
 SAMPLING_HELP = ("which T of a video's n frames: uniform = linspace(0, n-1, T), the official PIG / CLIP-ViP sampler "
                  "(default: runs compare with the paper and official checkpoints); centre = segment centres, "
                  "pig's sampler before this option (files made then)")
@@ -84,7 +88,10 @@ SamplingOpt = Annotated[Sampling, typer.Option("--sampling", help=SAMPLING_HELP)
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
 VideoBatch = Annotated[Optional[int], typer.Option(
     "--batch-size", help="videos per model batch (default: 4 on CPU, 32 on GPU)")]
-Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", show_default=False,
+    help=f"decoding processes (default: one per CPU but one, here {default_workers()}; 0: decode in this process, "
+    "no timeout)")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", metavar="I/N|auto",
     help="do only shard I of N (0 <= I < N; a video's shard is a hash of its id) and write OUT with "

@@ -7,6 +7,7 @@ uses it for the precision of its candidate filter.
 from __future__ import annotations
 
 import contextlib
+import os
 
 from ..errors import UsageError
 
@@ -16,8 +17,9 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 def resolve_device(device: str, precision: str = "auto"):
     """('auto'|'cpu'|'cuda[:n]', precision) -> (torch.device, concrete precision).
 
-    A CUDA device always comes back with its index ('cuda' is the current GPU, cuda:0 unless set):
-    torch.cuda.set_device and DistributedDataParallel refuse a device without one."""
+    A CUDA device always comes back with its index ('cuda' and 'auto' are the current GPU, cuda:0 unless
+    torch.cuda.set_device chose another): torch.cuda.set_device and DistributedDataParallel refuse a
+    device without one, and torch.device('cuda') is not equal to the cuda:0 of a tensor on it."""
     import torch
 
     if precision not in PRECISIONS:
@@ -87,3 +89,17 @@ def cpu_threads(device, count: int):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def default_workers() -> int:
+    """Decoding processes when none are asked for: the CPUs this process may run on, shared with the other
+    processes torchrun started on this machine (LOCAL_WORLD_SIZE), less one left to the main process
+    (the model's batches, HDF5 writes); at least 1. Decoding is what keeps a GPU waiting
+    (benchmarks/RESULTS_extract.md), so it gets every other core."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on macOS and Windows
+        cpus = os.cpu_count() or 1
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    share = cpus // int(local) if local.isdigit() and int(local) > 0 else cpus
+    return max(1, share - 1)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decode_pool import Decoded
+from ..decode_pool import Decoded, resolve_workers
 from ..errors import UsageError
 from ..model.resolve import resolve_folder
 from ..sources import discover_videos
@@ -48,7 +48,7 @@ class FramesSettings:
 
 
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
-           settings: FramesSettings | None = None, workers: int = 2, timeout: float = 120.0,
+           settings: FramesSettings | None = None, workers: int | None = None, timeout: float = 120.0,
            relative_ids: bool = False, ids_from: str | Path | None = None, force: bool = False,
            replace_stale: bool = False, shard: Shard | None = None) -> StageSummary:
     """Decode every video once and store its sampled, resized and cropped frames (uint8) in `output`.
@@ -56,10 +56,12 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
     ids_from: a captions file whose video ids name the videos, found in the input folders as the official
     loader finds them (sources.videos_by_id).
     model: only read (its json files, never its weights) for the defaults of T and S; not needed when
-    both are given. shard: only the videos of this shard (stages/shard.py).
+    both are given. shard: only the videos of this shard (stages/shard.py). workers: decoding processes
+    (None: one per CPU but one, decode_pool.default_workers).
     """
     settings = settings or FramesSettings()
     decoder = check_video_settings(settings.decoder, settings.sampling)
+    workers = resolve_workers(workers)
     for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive integer, not {value}")

@@ -109,14 +109,16 @@ def base_columns(decoded: list[Decoded], num_frames: int) -> dict:
 def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[VideoEntry], build_block: BlockBuilder,
                      *, num_frames: int, image_size: int, decoder: str, sampling: str, workers: int,
                      timeout: float | None, label: str, done_word: str, extra_attrs: dict | None = None,
-                     layouts: dict[str, dict] | None = None) -> StageSummary:
+                     layouts: dict[str, dict] | None = None, prepare: Callable[[], object] | None = None) -> StageSummary:
     """Decode `entries` block by block, build each block's columns, write them; resume an interrupted run.
 
     sampling: how each video's frames are chosen (pigcli.video.sample_indices; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking
-    and compression of some datasets in the output (StageWriter.finish).
+    and compression of some datasets in the output (StageWriter.finish). prepare: called once the decoding
+    workers are starting, before the first block (e.g. loading the model: the two overlap); not called when
+    there is nothing left to do.
     """
     block_size = block_videos()
     blocks = [entries[i : i + block_size] for i in range(0, len(entries), block_size)]
@@ -131,6 +133,8 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[V
     try:
         stream = decode_videos([e for _, block in todo for e in block], num_frames, image_size, decoder, workers,
                                timeout, sampling=sampling)
+        if prepare is not None and todo:
+            prepare()
         with progress(len(entries) - summary.resumed_rows, label, "videos") as bar:
             for number, block in todo:
                 decoded = [next(stream) for _ in block]

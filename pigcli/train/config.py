@@ -60,7 +60,7 @@ class TrainConfig:
     jitter: bool = True                         # --videos with uniform sampling: the official training jitter
     decoder: str = "auto"
     workers: int | None = None                  # decoding (--videos) or reading (--frames) processes; 0: in-process;
-                                                # None: from the CPU count (data.default_workers)
+                                                # None: from the CPU count (core.device.default_workers)
     device: str = "auto"
     precision: str = "auto"                     # auto (GPU: bf16, else fp16; CPU: fp32) | fp32 | bf16 | fp16
     loss_scale: float | None = None             # initial loss scale; None: 2**16, dynamic, with fp16 only; a number

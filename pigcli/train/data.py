@@ -18,7 +18,6 @@ batch (each takes its own contiguous slice).
 from __future__ import annotations
 
 import hashlib
-import os
 import signal
 from collections import Counter
 from dataclasses import dataclass, field
@@ -335,16 +334,6 @@ class _PlanSampler(torch.utils.data.Sampler):
 
     def __len__(self) -> int:
         return len(self.batches)
-
-
-def default_workers(local_processes: int = 1) -> int:
-    """Reading (--frames) or decoding (--videos) processes per training process: the CPUs this process
-    may use, shared by the training processes of the machine, less one for the training step itself."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, cpus // max(1, local_processes) - 1)
 
 
 def _worker_init(_worker_id: int) -> None:

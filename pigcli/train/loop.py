@@ -31,7 +31,7 @@ import torch
 
 from ..console import log, progress, warn
 from ..errors import StaleInputError, UsageError
-from ..core.device import autocast, cuda_indexed, resolve_device
+from ..core.device import autocast, cuda_indexed, default_workers, resolve_device
 from ..core.losses import clamp_logit_scale_
 from ..core.text import text_token_limit, truncated
 from ..stages.embed_text import report_truncated
@@ -40,7 +40,7 @@ from ..model.resolve import resolve_model
 from ..video import DEFAULT_SAMPLING, resolve_decoder
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
-from .data import (CaptionTokens, FeatureSource, FrameSource, VideoSource, batches_per_epoch, default_workers,
+from .data import (CaptionTokens, FeatureSource, FrameSource, VideoSource, batches_per_epoch,
                    epoch_plan, load_pairs, rank_slice)
 from .forward import TrainStep
 from .optim import fused_adamw, make_optimizer, set_trainable
@@ -174,7 +174,7 @@ class Trainer:
         """--workers, or from the CPU count shared by the training processes of this machine."""
         if self.config.workers is not None:
             return self.config.workers
-        return default_workers(int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+        return default_workers()
 
     def _check_sampling(self, source, path, command: str, output: str):
         """A features or frames file holds frames chosen one way: --sampling, when given, must be that way."""
