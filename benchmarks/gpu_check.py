@@ -51,6 +51,8 @@ TRAIN_RUNS = [
     ("fp32, --device {device}", ["--precision", "fp32", "--device", "{device}"]),
     (PAIRS_RUN, ["--precision", "bf16", "--device", "auto", "--steps", "{long}"]),
     ("fp16 (loss scaling), gradient checkpointing", ["--precision", "fp16", "--grad-checkpointing"]),
+    ("losses read every step, state saved every 2 steps", ["--device", "{device}", "--log-every", "1",
+                                                           "--save-every", "2steps"]),
 ]
 
 
