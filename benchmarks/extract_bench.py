@@ -24,7 +24,7 @@ import torch
 
 
 def make_videos(folder: Path, count: int, size: int, frames: int = 48) -> list[Path]:
-    from pigcli.videowrite import write_video
+    from pigcli.toy.videowrite import write_video
 
     rng = np.random.default_rng(0)
     paths = []
@@ -51,7 +51,7 @@ def main() -> None:
     from pigcli.model.factory import init_random
     from pigcli.stages.extract import extract
     from pigcli.store import read_attrs
-    from pigcli.video import normalize, read_clip
+    from pigcli.inputs.video import normalize, read_clip
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

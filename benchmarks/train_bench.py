@@ -41,7 +41,7 @@ MODES = {  # name -> (source: features | videos | frames, freeze_backbone)
 
 def make_corpus(folder: Path, count: int, width: int = 64, height: int = 64, frames: int = 24) -> Path:
     """count videos of a coloured square over grey; captions name the colour and the video number."""
-    from pigcli.videowrite import write_video
+    from pigcli.toy.videowrite import write_video
 
     rng = np.random.default_rng(0)
     (folder / "videos").mkdir(parents=True)
@@ -76,7 +76,7 @@ def batch_costs(model: Path, videos: list[Path], frames_file: Path, batch_size: 
     from pigcli.model.checkpoint import load_checkpoint
     from pigcli.train.data import ClipCollate, FrameDataset
     from pigcli.train.forward import TrainStep
-    from pigcli.video import read_clip, resolve_decoder
+    from pigcli.inputs.video import read_clip, resolve_decoder
 
     loaded = load_checkpoint(model)
     pig = loaded.model

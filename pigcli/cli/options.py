@@ -113,7 +113,7 @@ Scoring = Annotated[ScoringMethod, typer.Option(
 TokenFeatures = Annotated[Optional[Path], typer.Option(
     "--features", help="token features for --method xpool and --rerank (default: found from the index's inputs)")]
 
-# EERCF rerank: K and weights are decided in one place, pigcli.stages.rerank.resolve_rerank (the
+# EERCF rerank: K and weights are decided in one place, pigcli.query.rerank.resolve_rerank (the
 # model's rerank.json from pig tune-rerank, else docs/method.md section 7's defaults); a --w-* given
 # overrides that one weight.
 

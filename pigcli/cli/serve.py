@@ -51,7 +51,7 @@ def serve_cmd(
     """
     from ..console import log
     from ..errors import PigError
-    from ..stages.rank import default_index_path
+    from ..query.rank import default_index_path
 
     try:
         import uvicorn

@@ -1,6 +1,6 @@
 """The indexed videos' own files, the frames the model saw and the ITS choices, by video id.
 
-Files are looked up by id among the paths the index's extract file recorded (pigcli.media.SourceVideos),
+Files are looked up by id among the paths the index's extract file recorded (pigcli.query.media.SourceVideos),
 never built from a request: nothing but an indexed video's own file can be served (no path traversal by
 construction). Decoded frames of the last few videos asked for are kept: a page shows each several times.
 """
@@ -24,7 +24,7 @@ class NotAvailable(PigError):
 
 class VideoCatalog:
     def __init__(self, index: str | Path):
-        from ..media import SourceVideos
+        from ..query.media import SourceVideos
 
         self.index = Path(index)
         try:
@@ -58,7 +58,7 @@ class VideoCatalog:
     def patches(self, video: str) -> dict:
         """The ITS-selected patches: {frames: T, image_size: S, boxes: [{frame, x0, y0, x1, y1, score}]},
         in model-frame pixels, best first."""
-        from ..media import patch_boxes, selected_patches
+        from ..query.media import patch_boxes, selected_patches
 
         view = self._ask(lambda _: selected_patches(self.index, video))
         return {"frames": view.num_frames, "image_size": view.image_size,

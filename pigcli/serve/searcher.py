@@ -60,8 +60,8 @@ class Searcher:
                  rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True):
         from ..core.search import fp16_scan_copy
         from ..model.resolve import folder_for_file
-        from ..stages.rerank import find_features, resolve_rerank
-        from ..stages.scoring import INDEX_HINT, stored_norm_bound
+        from ..query.rerank import find_features, resolve_rerank
+        from ..query.scoring import INDEX_HINT, stored_norm_bound
         from ..store import open_stage_file, read_ids, recorded_model
         from ..model.text_encoder import load_text_encoder
 
@@ -143,7 +143,7 @@ class Searcher:
 
     def _encode(self, texts: list[str]):
         """(e_t, truncated), on the threads `pig rank` encodes that many queries with (the same numbers)."""
-        from ..stages.rank import query_threads
+        from ..query.rank import query_threads
 
         with query_threads(self.encoder.device, len(texts)):
             return self.encoder.encode(texts)
@@ -160,7 +160,7 @@ class Searcher:
         return Answer(hits, timings, [bool(t) for t in truncated])
 
     def _rerank(self, text, rows, scores, k: int):
-        from ..stages.rerank import rerank
+        from ..query.rerank import rerank
 
         rows, scores, _ = rerank(text, rows, scores, self.features, self.ids, k, self.rerank_weights, self.head,
                                  self.index_model)

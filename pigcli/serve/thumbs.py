@@ -1,4 +1,4 @@
-"""Frame strips for the page, from pigcli.media's frames and JPEG encoder."""
+"""Frame strips for the page, from pigcli.query.media's frames and JPEG encoder."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def frame_strip(frames: np.ndarray, count: int) -> np.ndarray:
 
 
 def strip_jpeg(frames: np.ndarray, count: int) -> bytes:
-    from ..media import jpeg
+    from ..query.media import jpeg
 
     strip = frame_strip(frames, count)
     return jpeg(strip, max_side=max(strip.shape[:2]))

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import load_queries
+from ..inputs.captions import load_queries
 from ..console import warn
 from ..core.text import text_token_limit
 from ..store import Provenance, json_hash

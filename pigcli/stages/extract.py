@@ -14,15 +14,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decode_pool import Decoded
+from ..inputs.decode_pool import Decoded
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
 from ..model.checkpoint import ModelFolder
 from ..model.pig import BACKBONES
 from ..model.resolve import resolve_folder
-from ..sources import discover_videos
-from ..video import DEFAULT_SAMPLING, normalize
+from ..inputs.sources import discover_videos
+from ..inputs.video import DEFAULT_SAMPLING, normalize
 from .common import StageSummary, start_stage
 from .shard import Shard, shard_entries
 from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, count_failures, run_video_blocks,
@@ -40,7 +40,7 @@ class ExtractSettings:
     patches: str = "all"            # all | none | top-N (by ITS score)
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
-    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.video.sample_indices
+    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.inputs.video.sample_indices
 
     def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""

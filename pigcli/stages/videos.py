@@ -23,11 +23,11 @@ from typing import Callable
 import numpy as np
 
 from ..console import log, progress
-from ..decode_pool import Decoded, decode_videos
+from ..inputs.decode_pool import Decoded, decode_videos
 from ..errors import UsageError
-from ..sources import VideoEntry, videos_fingerprint
+from ..inputs.sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
-from ..video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
+from ..inputs.video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose

@@ -15,7 +15,7 @@ from ..errors import UsageError
 from ..model.pig import BACKBONES
 from ..core.methods import METHODS
 from ..core.selection import SELECTORS
-from ..video import SAMPLINGS
+from ..inputs.video import SAMPLINGS
 
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.

@@ -26,14 +26,14 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..captions import group_paragraphs, load_captions
+from ..inputs.captions import group_paragraphs, load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
 from ..core.selection import (PatchIndexError, choose_patches, corrupt_extract, gather_patches,
                               require_extract_layout, require_kept_patches)
-from ..sources import discover_videos
+from ..inputs.sources import discover_videos
 from ..store import EXTRACT_HINT, ok_rows, open_stage_file, read_ids, recorded_model, recorded_model_path, take_rows
-from ..video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, read_clip
+from ..inputs.video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, read_clip
 
 FEATURE_BLOCK_ROWS = 256  # rows read from the extract file at a time
 

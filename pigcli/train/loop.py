@@ -32,7 +32,7 @@ from ..core.text import text_token_limit, tokenize, truncated
 from ..stages.embed_text import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
-from ..video import DEFAULT_SAMPLING, resolve_decoder
+from ..inputs.video import DEFAULT_SAMPLING, resolve_decoder
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
 from .data import FeatureSource, FrameSource, VideoSource, batches_per_epoch, epoch_plan, load_pairs, rank_slice

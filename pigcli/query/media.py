@@ -20,7 +20,7 @@ Public API (stable; `pig explain`, `pig rank --format html` and the web page of 
     ranking_html(ranking, thumbnails, title="pig rank") -> str   a self-contained results page
 
 Thumbnails are made on demand from the source video, not stored by extract: decoding again with the
-sampling and crop that extract recorded (T, image size, decoder; pigcli/video.py, the same code) gives
+sampling and crop that extract recorded (T, image size, decoder; pigcli/inputs/video.py, the same code) gives
 exactly the frames the model saw, so patch boxes line up, the stage file format does not change, and no
 extract run pays for pictures nobody looks at. The price: the source videos must still be where extract
 found them (a clear error names the missing path), and each picture decodes its video once. The sampled
@@ -44,9 +44,9 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import PigError
-from .store import EXTRACT_HINT, decode_ids, open_stage_file, read_ids
-from .video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, decord_available, read_clip, sample_indices
+from ..errors import PigError
+from ..store import EXTRACT_HINT, decode_ids, open_stage_file, read_ids
+from ..inputs.video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, decord_available, read_clip, sample_indices
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -143,7 +143,7 @@ def video_path_for(stage_file: str | Path, video_id: str) -> Path:
 
 
 def _upstream_source(stage_file: str | Path) -> Path:
-    from .stages.scoring import upstream_file
+    from .scoring import upstream_file
 
     open_stage_file(stage_file, PATCH_STAGES + ("frames",), EXTRACT_HINT).close()  # exists, and is one of them
     found = upstream_file(stage_file, SOURCE_STAGES)
@@ -210,7 +210,7 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
 
 def _patch_files(features_path: str | Path, video_id: str) -> tuple[Path, Path]:
     """(the select or extract file the patches come from, the extract file with the frame grid)."""
-    from .stages.scoring import upstream_file
+    from .scoring import upstream_file
 
     with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
         stage = str(handle.attrs["stage"])
@@ -247,7 +247,7 @@ def patch_boxes(view: PatchView) -> list[PatchBox]:
 
 
 def _top_k(its_score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    from .core.selection import top_k_patches
+    from ..core.selection import top_k_patches
 
     if not 0 < k <= its_score.shape[0]:
         raise PigError(f"-k must be between 1 and {its_score.shape[0]} (the patches of a video), not {k}")
@@ -256,9 +256,9 @@ def _top_k(its_score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _model_select_k(extract: Path) -> int:
-    from .model.checkpoint import ModelFolder, is_checkpoint
-    from .model.pig import PigConfig
-    from .store import read_attrs
+    from ..model.checkpoint import ModelFolder, is_checkpoint
+    from ..model.pig import PigConfig
+    from ..store import read_attrs
 
     recorded = str(read_attrs(extract).get("model_path", ""))
     return ModelFolder.read(recorded).config.select_k if is_checkpoint(recorded) else PigConfig().select_k
@@ -440,7 +440,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } td.thumbs img 
 
 
 def ranking_html(ranking, thumbnails: Callable[[str], Sequence[bytes]] | None, title: str = "pig rank") -> str:
-    """A self-contained HTML page of a Ranking (pigcli.stages.rank): per query its text (if known) and id,
+    """A self-contained HTML page of a Ranking (pigcli.query.rank): per query its text (if known) and id,
     then rank, video id, score and thumbnails (JPEG data URIs) of each result. Every id and text is
     escaped. thumbnails(video_id) gives a video's JPEGs; a PigError from it is shown in that row."""
     texts = getattr(ranking, "query_texts", None) or [None] * len(ranking.query_ids)
@@ -467,7 +467,7 @@ def _thumbnail_cell(video_id: str, thumbnails) -> str:
     try:
         images = thumbnails(video_id)
     except PigError as err:  # one video gone does not spoil the page: the reason goes in its row
-        from .console import warn
+        from ..console import warn
 
         warn(f"no thumbnails: {err}")
         return f"<span class=\"missing\">{_esc(str(err))}</span>"
@@ -489,7 +489,7 @@ def _settings(handle) -> dict:
 
 
 def _stage_of(path: Path) -> str:
-    from .store import read_attrs
+    from ..store import read_attrs
 
     return str(read_attrs(path).get("stage"))
 

@@ -123,11 +123,11 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
                   thumbnails: Callable[[str], Sequence[bytes]] | None = None) -> None:
     """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line.
     TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields). HTML: one
-    self-contained page (pigcli.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
+    self-contained page (pigcli.query.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
     if fmt not in FORMATS:
         raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     if fmt == "html":
-        from ..media import ranking_html
+        from .media import ranking_html
 
         stream.write(ranking_html(ranking, thumbnails, title=f"{run_name} rank"))
         return
@@ -224,7 +224,7 @@ def embed_queries(queries, folder, loaded, device) -> np.ndarray:
     side), a few queries on one CPU thread. Says which queries were truncated."""
     from ..core.text import embed_texts
     from ..model.text_encoder import load_text_encoder
-    from .embed_text import report_truncated
+    from ..stages.embed_text import report_truncated
 
     texts = [q.text for q in queries]
     with query_threads(device, len(texts)):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import group_paragraphs, load_captions
+from ..inputs.captions import group_paragraphs, load_captions
 from ..errors import PigError, UsageError
 from ..core.metrics import dsl as dual_softmax
 from ..core.metrics import format_table, gt_ranks, retrieval_metrics, summarize
@@ -79,7 +79,7 @@ def load_eval_inputs(index: str | Path, captions_path: str | Path, *, model: str
     from ..core.device import resolve_device
     from ..core.text import embed_texts, text_token_limit
     from ..model.resolve import folder_for_file
-    from .embed_text import report_truncated
+    from ..stages.embed_text import report_truncated
 
     captions = load_captions(captions_path)
     if paragraph:

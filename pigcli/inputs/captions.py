@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
-from .errors import PigError
+from ..errors import PigError
 
 
 VIDEO_KEY = "video_id"
@@ -81,7 +81,7 @@ def read_captions(path: str | Path) -> tuple[list[Caption], list[str]]:
 
 def load_captions(path: str | Path) -> list[Caption]:
     """Captions of a file in any accepted format; warnings go to stderr like every other warning."""
-    from .console import warn
+    from ..console import warn
 
     captions, warnings = read_captions(path)
     for warning in warnings:
