@@ -15,9 +15,10 @@ from ..inputs.captions import group_paragraphs, load_captions
 from ..errors import PigError, UsageError
 from ..core.metrics import dsl as dual_softmax
 from ..core.metrics import format_table, gt_ranks, retrieval_metrics, summarize
-from ..store import open_stage_file, read_ids
+from ..store import read_ids
 from .rank import check_method, check_rerank
-from .scoring import FEATURE_STAGES, INDEX_HINT, upstream_file, xpool_scores_blocks
+from ..stagefiles import FEATURE_STAGES, open_stage, upstream_file
+from .scoring import xpool_scores_blocks
 
 
 @dataclass
@@ -79,13 +80,13 @@ def load_eval_inputs(index: str | Path, captions_path: str | Path, *, model: str
     from ..core.device import resolve_device
     from ..core.text import embed_texts, text_token_limit
     from ..model.resolve import folder_for_file
-    from ..stages.embed_text import report_truncated
+    from ..inputs.captions import report_truncated
 
     captions = load_captions(captions_path)
     if paragraph:
         captions = group_paragraphs(captions)
     torch_device, _ = resolve_device(device)
-    with open_stage_file(index, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index, "fuse") as handle:
         video_ids = read_ids(handle)
         embedding = handle["embedding"][:] if method == "index" else None  # xpool scores from the tokens
         folder = folder_for_file(model, handle, index, "pig index with this model")

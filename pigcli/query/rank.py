@@ -17,8 +17,9 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PigError, UsageError
-from ..store import decode_ids, open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
-from .scoring import FEATURE_STAGES, INDEX_HINT, rank_index, rank_xpool, read_ids_at, upstream_file
+from ..store import decode_ids, read_attrs, read_ids, recorded_model, require_same_model
+from ..stagefiles import FEATURE_STAGES, open_stage, upstream_file
+from .scoring import rank_index, rank_xpool, read_ids_at
 
 RANK_METHODS = ("index", "xpool")
 FORMATS = ("tsv", "jsonl", "trec", "html")
@@ -61,7 +62,7 @@ def resolve_rank_inputs(first: Path | None, second: Path | None) -> tuple[Path |
 
 def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray, list[str] | None]:
     """Ids, embeddings and texts (None if the file has none) of an embed-text file made with the index's model."""
-    with open_stage_file(path, ("embed-text",), "pig embed-text QUERIES -m MODEL -o q.h5") as handle:
+    with open_stage(path, "embed-text") as handle:
         require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
                            f"pig embed-text with the model of {index_path}")
         texts = decode_ids(handle["text"][:]) if "text" in handle else None
@@ -171,7 +172,7 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if ann is not None:
         _check_ann(ann, method)
     torch_device, _ = resolve_device(device)
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index_path, "fuse") as handle:
         n_videos = handle["ids"].shape[0]
         loaded = head = folder = None
         needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
@@ -224,7 +225,7 @@ def embed_queries(queries, folder, loaded, device) -> np.ndarray:
     side), a few queries on one CPU thread. Says which queries were truncated."""
     from ..core.text import embed_texts
     from ..model.text_encoder import load_text_encoder
-    from ..stages.embed_text import report_truncated
+    from ..inputs.captions import report_truncated
 
     texts = [q.text for q in queries]
     with query_threads(device, len(texts)):

@@ -61,12 +61,13 @@ class Searcher:
         from ..core.search import fp16_scan_copy
         from ..model.resolve import folder_for_file
         from ..query.rerank import find_features, resolve_rerank
-        from ..query.scoring import INDEX_HINT, stored_norm_bound
-        from ..store import open_stage_file, read_ids, recorded_model
+        from ..query.scoring import stored_norm_bound
+        from ..stagefiles import open_stage
+        from ..store import read_ids, recorded_model
         from ..model.text_encoder import load_text_encoder
 
         self.index_path = Path(index)
-        with open_stage_file(self.index_path, ("fuse",), INDEX_HINT) as handle:
+        with open_stage(self.index_path, "fuse") as handle:
             self.embedding = np.ascontiguousarray(handle["embedding"][:])  # the whole index in RAM
             self.norm_bound = stored_norm_bound(handle)
             # an fp16 copy halves what a one-query scan reads (same results: core/search.py)

@@ -35,7 +35,6 @@ from .shard import Shard, shard_entries
 from .videos import (base_columns, check_video_settings, count_failures, run_video_blocks, sampling_identity,
                      video_provenance)
 
-FRAMES_HINT = "pig frames VIDEOS -m MODEL -o frames.h5"  # how a frames file is made
 PIXEL_LAYOUT = {"chunk_rows": 1}  # one video per chunk, uncompressed (see the module docstring)
 
 

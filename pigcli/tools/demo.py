@@ -217,7 +217,7 @@ def _add_costs(rows: list[DemoRow], pig_index: Path, captions: Path, queries: in
     from ..core.text import embed_texts
     from ..model.checkpoint import load_checkpoint
     from ..query.cost import measure_costs
-    from ..query.scoring import upstream_file
+    from ..stagefiles import upstream_file
     from ..store import read_attrs
 
     loaded = load_checkpoint(read_attrs(pig_index)["model_path"])

@@ -29,7 +29,7 @@ from ..errors import StaleInputError, UsageError
 from ..core.device import autocast, resolve_device
 from ..core.losses import clamp_logit_scale_
 from ..core.text import text_token_limit, tokenize, truncated
-from ..stages.embed_text import report_truncated
+from ..inputs.captions import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
 from ..inputs.video import DEFAULT_SAMPLING, resolve_decoder
