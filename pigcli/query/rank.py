@@ -17,9 +17,10 @@ from typing import TextIO
 import numpy as np
 
 from ..errors import PigError, UsageError
-from ..store import decode_ids, read_attrs, read_ids, recorded_model, require_same_model
+from ..store import decode_ids, read_attrs, read_ids, require_same_model
 from ..stagefiles import FEATURE_STAGES, open_stage, upstream_file
-from .scoring import rank_index, rank_xpool, read_ids_at
+from .opened import OpenedIndex, require_texts
+from .scoring import rank_xpool, read_ids_at
 
 RANK_METHODS = ("index", "xpool")
 FORMATS = ("tsv", "jsonl", "trec", "html")
@@ -60,11 +61,10 @@ def resolve_rank_inputs(first: Path | None, second: Path | None) -> tuple[Path |
     return first, second
 
 
-def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray, list[str] | None]:
+def load_query_file(path: str | Path, index_model: dict, index_path) -> tuple[list[str], np.ndarray, list[str] | None]:
     """Ids, embeddings and texts (None if the file has none) of an embed-text file made with the index's model."""
     with open_stage(path, "embed-text") as handle:
-        require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
-                           f"pig embed-text with the model of {index_path}")
+        require_same_model(path, handle, index_model, f"pig embed-text with the model of {index_path}")
         texts = decode_ids(handle["text"][:]) if "text" in handle else None
         return read_ids(handle), handle["embedding"][:], texts
 
@@ -156,15 +156,12 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
     query on these queries to stderr."""
     from ..core.device import resolve_device
-    from ..model.resolve import folder_for_file
-    from .rerank import DEFAULT_K, resolve_rerank
+    from .rerank import DEFAULT_K
 
     check_method(method)
     check_query_sources(query_file, queries is not None)
     if queries is not None:
-        blank = [q.id for q in queries if not q.text.strip()]
-        if blank:
-            raise UsageError(f"empty query ({', '.join(blank)}): give the text to search for, e.g. -q \"a red car\"")
+        require_texts([q.text for q in queries], '-q "a red car"', [q.id for q in queries])
     if k < 1:
         raise UsageError(f"--top must be at least 1, not {k}")
     check_rerank(rerank_k, method)
@@ -172,51 +169,40 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if ann is not None:
         _check_ann(ann, method)
     torch_device, _ = resolve_device(device)
-    with open_stage(index_path, "fuse") as handle:
-        n_videos = handle["ids"].shape[0]
-        loaded = head = folder = None
-        needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
-        if needs_model or queries is not None or rerank_k:
-            folder = folder_for_file(model, handle, index_path, "pig index with this model")
-        plan = resolve_rerank(rerank_k, rerank_weights, folder)
-        rerank_k = plan.k
-        if needs_model:
-            loaded = folder.load(torch_device)
-        if rerank_k:  # the rerank head alone is read much faster than the whole model
-            head = loaded.model.eercf if loaded else folder.load_eercf_head()
-        if query_file is not None:
-            query_ids, text, query_texts = load_query_file(query_file, handle, index_path)
-        else:
-            text = embed_queries(queries, folder, loaded, torch_device)
-            query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
-        index_model = recorded_model(handle)
+    needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
+    opened = OpenedIndex.open(index_path, model=model, need_folder=needs_model or queries is not None,
+                              rerank=rerank_k, rerank_weights=rerank_weights, features=features)
+    loaded = opened.folder.load(torch_device) if needs_model else None
+    if loaded is not None and opened.rerank_k:
+        opened.head = loaded.model.eercf
+    if query_file is not None:
+        query_ids, text, query_texts = load_query_file(query_file, opened.model, index_path)
+    else:
+        text = embed_queries(queries, opened.folder, loaded, torch_device)
+        query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
-                     torch_device, rerank_k or DEFAULT_K, k, n_videos)
-    if method == "xpool" or rerank_k:
-        needed = ("extract",) if rerank_k else FEATURE_STAGES
-        features = features or upstream_file(index_path, needed)
-        if features is None:
-            raise PigError(f"--method xpool and --rerank need the token features of {index_path}'s videos: "
-                           "pass --features feats.h5")
+                     torch_device, opened.rerank_k or DEFAULT_K, k, opened.rows)
     if method == "xpool":
-        video_ids = read_ids_at(index_path)
-        scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
-        return Ranking(query_ids, video_ids, rows, scores, query_texts)
+        return _rank_xpool(opened, features, loaded.model, text, k, torch_device, query_ids, query_texts)
+    candidates = None
     if ann is not None:
         from .ann import rank_ann
 
-        scores, rows = rank_ann(index_path, ann, text, max(k, rerank_k), **(ann_options or {}))
-    else:
-        scores, rows = rank_index(index_path, text, max(k, rerank_k))
-    # only the ids of the rows found: decoding every id of a 1M-video index took longer than the scan
-    video_ids = read_ids_at(index_path, rows)
-    if rerank_k:
-        from .rerank import rerank
+        def candidates(text, wanted):
+            return rank_ann(index_path, ann, text, wanted, **(ann_options or {}))
+    rows, scores, video_ids = opened.search(text, k, candidates)
+    return Ranking(query_ids, video_ids, rows, scores, query_texts)
 
-        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, plan.weights, head,
-                                  index_model)
-    return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k], query_texts)
+
+def _rank_xpool(opened: OpenedIndex, features, pig, text, k: int, device, query_ids, query_texts) -> Ranking:
+    """--method xpool: every (query, video) pair scored with the fusioner over the index's token features."""
+    features = features or upstream_file(opened.path, FEATURE_STAGES)
+    if features is None:
+        raise PigError(f"--method xpool needs the token features of {opened.path}'s videos: pass --features feats.h5")
+    video_ids = read_ids_at(opened.path)
+    scores, rows = rank_xpool(pig, features, video_ids, text, k, device)
+    return Ranking(query_ids, video_ids, rows, scores, query_texts)
 
 
 def embed_queries(queries, folder, loaded, device) -> np.ndarray:
