@@ -8,17 +8,14 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import UsageError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+from ..choices import PRECISIONS, check_choice
 
 
 def resolve_device(device: str, precision: str = "auto"):
     """('auto'|'cpu'|'cuda[:n]', precision) -> (torch.device, concrete precision)."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_choice("--precision", precision, PRECISIONS)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -12,6 +12,8 @@ import hashlib
 
 import numpy as np
 
+from ..choices import SELECTORS
+
 
 
 def top_k_patches(its_score: np.ndarray, k: int) -> np.ndarray:
@@ -19,7 +21,6 @@ def top_k_patches(its_score: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-its_score, axis=1, kind="stable")[:, :k]
 
 
-SELECTORS = ("its", "random")  # random: the ablation baseline, no information from the ITS scores
 
 
 def choose_patches(its_score: np.ndarray, k: int, selector: str = "its") -> np.ndarray:

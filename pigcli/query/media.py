@@ -133,10 +133,16 @@ class SourceVideos:
         return frames
 
     def thumbnails(self, video_id: str, count: int = 4, max_side: int = 160) -> list[bytes]:
-        """JPEGs of `count` of the model's frames, spread evenly over the T sampled ones (segment centres:
-        the first and last frames are often fades)."""
+        """JPEGs of `count` of the model's frames (thumbnail_frames)."""
         frames = self.frames(video_id)
-        return [jpeg(frames[i], max_side) for i in sample_indices(len(frames), min(count, len(frames)), "centre")]
+        return [jpeg(frames[i], max_side) for i in thumbnail_frames(len(frames), count)]
+
+
+def thumbnail_frames(total: int, count: int) -> np.ndarray:
+    """Which of a video's `total` model frames a picture of `count` shows (all if count >= total): spread
+    evenly, at segment centres, since the first and last frames are often fades. The one rule of
+    `pig rank --format html`'s thumbnails and `pig serve`'s strips."""
+    return sample_indices(total, min(count, total), "centre")
 
 
 def video_path_for(stage_file: str | Path, video_id: str) -> Path:

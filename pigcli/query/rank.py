@@ -16,14 +16,13 @@ from typing import TextIO
 
 import numpy as np
 
+from ..choices import FORMATS, RANK_METHODS, check_choice
 from ..errors import PigError, UsageError
 from ..store import decode_ids, read_attrs, read_ids, require_same_model
 from ..stagefiles import FEATURE_STAGES, open_stage, upstream_file
 from .opened import OpenedIndex, require_texts
 from .scoring import rank_xpool, read_ids_at
 
-RANK_METHODS = ("index", "xpool")
-FORMATS = ("tsv", "jsonl", "trec", "html")
 # Up to this many queries are encoded on one CPU thread: their matrices are too small to gain from
 # more, and on a busy CPU threads that wait for each other at every op made a ViT-B/32 query's
 # encoding several times slower (benchmarks/RESULTS_query.md).
@@ -79,8 +78,7 @@ def check_query_sources(query_file, has_texts: bool) -> None:
 
 
 def check_method(method: str) -> None:
-    if method not in RANK_METHODS:
-        raise UsageError(f"--method must be one of {', '.join(RANK_METHODS)}, not {method!r}")
+    check_choice("--method", method, RANK_METHODS)
 
 
 def check_rerank(rerank_k: int | str, method: str) -> None:
@@ -125,8 +123,7 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
     """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line.
     TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields). HTML: one
     self-contained page (pigcli.query.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    check_choice("--format", fmt, FORMATS)
     if fmt == "html":
         from .media import ranking_html
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from ..inputs.decode_pool import Decoded
+from ..choices import BACKBONES, check_choice
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
 from ..model.checkpoint import ModelFolder
-from ..model.pig import BACKBONES
 from ..model.resolve import resolve_folder
 from ..inputs.sources import discover_videos
 from ..inputs.video import DEFAULT_SAMPLING, normalize
@@ -70,8 +70,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     shard: only the videos of this shard (stages/shard.py). batch_size: videos per forward (default
     BATCH_VIDEOS of the device type)."""
     settings = settings or ExtractSettings()
-    if settings.backbone not in BACKBONES:
-        raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
+    check_choice("--backbone", settings.backbone, BACKBONES)
     keep_patches = parse_patch_setting(settings.patches)
     decoder = check_video_settings(settings.decoder, settings.sampling)
     entries = shard_entries(discover_videos(inputs, relative_ids, ids_from), shard)

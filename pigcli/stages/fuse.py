@@ -14,8 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.device import autocast, resolve_device
-from ..core.methods import INDEX_METHODS, video_embedding
-from ..errors import PigError, UsageError
+from ..choices import INDEX_METHODS, check_choice
+from ..core.methods import video_embedding
+from ..errors import PigError
 from ..stagefiles import open_stage
 from ..store import (Provenance, input_record, ok_rows, read_ids, recorded_model,
                      recorded_model_path, take_rows)
@@ -37,8 +38,7 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
          replace_stale: bool = False) -> StageSummary:
     from ..model.resolve import folder_for_file
 
-    if method not in FUSE_METHODS:
-        raise UsageError(f"--method must be one of {', '.join(FUSE_METHODS)}, not {method!r}")
+    check_choice("--method", method, FUSE_METHODS)
     stages = ("generate",) if method == "pig" else ("generate", "select", "extract")
     with open_stage(source_path, *stages) as source:
         rows = ok_rows(source)

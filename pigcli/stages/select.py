@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.selection import SELECTORS, PatchIndexError, choose_patches, gather_patches
+from ..choices import SELECTORS, check_choice
+from ..core.selection import PatchIndexError, choose_patches, gather_patches
 from ..errors import PigError
 from ..model.resolve import select_k_for
 from ..stagefiles import corrupt_extract, open_stage, require_extract_layout, require_kept_patches
@@ -24,8 +25,7 @@ def select(features: str | Path, output: str | Path, k: int | None = None, model
            force: bool = False, replace_stale: bool = False, selector: str = "its") -> StageSummary:
     """k: ITS tokens per video; default the select_k of the model (-m, else the one the features record).
     selector 'random' takes k random patches instead (an ablation: what ITS adds)."""
-    if selector not in SELECTORS:
-        raise PigError(f"--selector must be one of {', '.join(SELECTORS)}, not {selector!r}")
+    check_choice("--selector", selector, SELECTORS, PigError)
     try:  # a damaged file can fail even its attributes (open_stage reads schema and stage)
         source = open_stage(features, "extract")
     except (OSError, RuntimeError) as err:

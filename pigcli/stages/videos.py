@@ -27,7 +27,8 @@ from ..inputs.decode_pool import Decoded, decode_videos
 from ..errors import UsageError
 from ..inputs.sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
-from ..inputs.video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
+from ..choices import SAMPLINGS, check_choice
+from ..inputs.video import UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
@@ -52,8 +53,7 @@ def block_videos() -> int:
 
 def check_video_settings(decoder: str, sampling: str) -> str:
     """The decoder to use ('auto' resolved); a UsageError for an unknown decoder or sampling."""
-    if sampling not in SAMPLINGS:
-        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
+    check_choice("--sampling", sampling, SAMPLINGS)
     try:
         return resolve_decoder(decoder)
     except ValueError as err:
