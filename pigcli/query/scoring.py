@@ -19,20 +19,6 @@ from ..store import decode_ids, read_ids, take_rows
 
 
 
-def upstream_file(path: str | Path, stages: tuple[str, ...]) -> Path | None:
-    """Follow a stage file's recorded inputs back to the nearest file of one of `stages`."""
-    current = Path(path)
-    for _ in range(8):
-        attrs = read_attrs(current)
-        if attrs.get("stage") in stages:
-            return current
-        parents = [i for i in attrs.get("inputs", []) if "stage" in i and Path(i["path"]).is_file()]
-        if not parents:
-            return None
-        current = Path(parents[0]["path"])
-    return None
-
-
 def read_ids_at(index_path, rows: np.ndarray | None = None) -> list[str] | dict[int, str]:
     """Every video id of the index (rows None), or {row: id} for the rows given (any shape)."""
     with open_stage(index_path, "fuse") as handle:

@@ -67,21 +67,10 @@ class Searcher:
         self.encoder = load_text_encoder(self.index.folder.path, device)  # the text side alone
         if self.index.rerank_k:
             self.index.rerank_head()  # read at start, not by the first request
+        self.size, self.rerank_k, self.index_model = self.index.rows, self.index.rerank_k, self.index.model
         self._lock = threading.Lock()        # one batch at a time
         self._queue: list[_Request] = []
         self._queue_lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        return self.index.rows
-
-    @property
-    def rerank_k(self) -> int:
-        return self.index.rerank_k
-
-    @property
-    def index_model(self) -> dict | None:
-        return self.index.model
 
     def check_request(self, k: int, rerank: int | None) -> int:
         """The rerank K a request runs with (its own, else the server's); UsageError for values out of range."""
