@@ -1,4 +1,4 @@
-"""`pig tune-rerank` (stages/tune_rerank.py), the model's rerank.json, and rank/eval using it by default.
+"""`pig tune-rerank` (query/tune_rerank.py), the model's rerank.json, and rank/eval using it by default.
 
 The tuner's metrics are checked against `pig eval --rerank K --w-...` run through the CLI (an
 independent computation: eval scores its own candidates for its own K), never against the tuner's

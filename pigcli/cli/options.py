@@ -48,7 +48,7 @@ Preset = choices("Preset", allowed.PRESETS)
 
 # --- options that may come without a value ------------------------------------------------------------
 
-RERANK_AUTO = "auto"  # `--rerank` without a number: the model's tuned K (rerank.json), else 50 (stages.rerank.AUTO)
+RERANK_AUTO = "auto"  # `--rerank` without a number: the model's tuned K (rerank.json), else 50 (query.rerank.AUTO)
 
 # option -> the value it takes when given without one ("--rerank" last on the line, or followed by
 # something that is not an integer). Filled in by PigCommand (cli/command.py) before parsing: Typer's
@@ -150,6 +150,6 @@ WeightCoarse = Annotated[Optional[float], typer.Option(
 
 
 def rerank_weights(w_fw: float | None, w_fs: float | None, w_pw: float | None, w_coarse: float | None) -> dict:
-    """The --w-* options given, for the library (which fills in the others: stages.rerank.resolve_rerank)."""
+    """The --w-* options given, for the library (which fills in the others: query.rerank.resolve_rerank)."""
     given = {"fw": w_fw, "fs": w_fs, "pw": w_pw, "coarse": w_coarse}
     return {key: value for key, value in given.items() if value is not None}

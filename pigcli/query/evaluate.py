@@ -110,7 +110,7 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
              device: str = "auto", rerank_k: int | str = 0, rerank_weights=None) -> EvalReport:
     """Retrieval metrics of the index (or xpool) on these captions. rerank_k > 0: EERCF rerank of each
     caption's top rerank_k first (docs/method.md s.7; text-to-video only, as rerank is per query);
-    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see query.rerank.resolve_rerank
     (None: the model's rerank.json, else the defaults)."""
     from .rerank import find_features, reranked_similarity, resolve_rerank
 

@@ -2,7 +2,7 @@
 
 --method index scans the stored vectors (two tower or PIG); --method xpool scores every (query, video)
 pair with the real query (single tower, slow by design); --rerank K reorders each query's top K with
-EERCF's fine scores (stages/rerank.py). The scoring itself is in stages/scoring.py.
+EERCF's fine scores (query/rerank.py). The scoring itself is in query/scoring.py.
 """
 
 from __future__ import annotations
@@ -147,9 +147,9 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
          ann: str | Path | None = None, ann_options: dict | None = None) -> Ranking:
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
     on the fly with the index's model). ann: an ANN file from `pig index-ann` to take the candidates
-    from instead of the exact scan (stages/ann.py; ann_options: its nprobe, ef_search, refine).
+    from instead of the exact scan (query/ann.py; ann_options: its nprobe, ef_search, refine).
     rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7), candidates from the ANN when
-    given; "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    given; "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see query.rerank.resolve_rerank
     (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
     query on these queries to stderr."""
     from ..core.device import resolve_device

@@ -5,7 +5,7 @@ Rerank those K by  w_fw S_fw + w_fs S_fs + w_pw S_pw + w_coarse S_coarse ; the r
 Only the candidates' rows are read from the extract file (frames and kept patches), so the online
 cost is K fine scorings per query instead of N. The fine scores are computed once per candidate
 (`candidate_scores`) and any weights reorder them (`CandidateScores.reorder`): `pig tune-rerank`
-(stages/tune_rerank.py) scores its whole grid that way. `resolve_rerank` is the one place that
+(query/tune_rerank.py) scores its whole grid that way. `resolve_rerank` is the one place that
 decides K and the weights: explicit ones, else the model's rerank.json, else RerankWeights().
 
 The EERCF head (W_F mixes the frame weights of S_fw) comes from the index's model: identities until
