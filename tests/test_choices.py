@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
@@ -40,14 +37,6 @@ def test_presets_are_the_sizes_the_factory_builds():
     from pigcli.model.factory import PRESETS
 
     assert tuple(PRESETS) == choices.PRESETS
-
-
-def test_choices_imports_nothing_heavy():
-    """`pig --help` imports it: it must stay free of numpy, torch and the rest."""
-    code = ("import sys, pigcli.choices; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('numpy', 'torch', 'h5py', 'typer')))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.strip() == "[]"
 
 
 def test_thumbnails_and_serve_strips_show_the_same_frames():
