@@ -9,7 +9,7 @@ by chunk (chunk i from seed [seed, i]) and written straight to a pig index file 
 attributes `pig fuse` writes), so the matrix is never in memory whole. Ground truth: the exact
 top-10 of every query by `exact_topk` streaming the file (what `pig rank` runs).
 
-For each ANN type it builds the ANN with `pigcli.stages.ann.build_ann` (what `pig index-ann` runs)
+For each ANN type it builds the ANN with `pigcli.query.ann.build_ann` (what `pig index-ann` runs)
 and searches with `AnnSearcher` (what `pig rank --ann` runs: ANN candidates, exact rescoring from
 the index file), one query per call, at each thread count and nprobe / ef_search value. Reports
 bytes per vector of the ANN file (what search holds in memory), build seconds, peak RSS of the
@@ -138,7 +138,7 @@ def write_index(path: Path, args, n: int) -> float:
 
 
 def ground_truth(index: Path, queries: np.ndarray, k: int) -> tuple[np.ndarray, float]:
-    from pigcli.stages.scoring import rank_index
+    from pigcli.query.scoring import rank_index
 
     start = time.perf_counter()
     _, rows = rank_index(index, queries, k)
@@ -149,7 +149,7 @@ def bench_type(args, kind: str, index: Path, queries: np.ndarray, truth: np.ndar
     import faiss
     import torch
 
-    from pigcli.stages.ann import AnnSearcher, build_ann
+    from pigcli.query.ann import AnnSearcher, build_ann
 
     ann = work / f"{index.stem}.{kind}.faiss"
     base_rss = peak_rss_reset()

@@ -4,7 +4,7 @@
 
 Synthetic but real-shaped data (ViT-B/32 at 12 frames: D = 512, T = 12, P = 3, 49 patches kept per
 video) written as real pig stage files (an extract file and a fuse index), and a ViT-B/32-shaped
-random model for the xpool fusioner. Uses `pigcli.stages.cost.measure_costs`, the same code as
+random model for the xpool fusioner. Uses `pigcli.query.cost.measure_costs`, the same code as
 `pig rank --cost`. Prints one markdown table per size.
 """
 
@@ -58,7 +58,7 @@ def main() -> None:
 
     from pigcli.model.checkpoint import load_checkpoint
     from pigcli.model.factory import init_random
-    from pigcli.stages.cost import format_costs, measure_costs
+    from pigcli.query.cost import format_costs, measure_costs
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -4,7 +4,7 @@
     python benchmarks/effectiveness.py --seeds 0 --ablations --work /tmp/pig-eff     # + ablations, seed 0
     python benchmarks/effectiveness.py --lr-study /tmp/pig-eff/seed0 --work /tmp/pig-lr   # pig's phase 2 rates
 
-For each seed, in WORK/seed<S>, the demo's recipe (pigcli.demo.prepare_demo) with that seed for the
+For each seed, in WORK/seed<S>, the demo's recipe (pigcli.tools.demo.prepare_demo) with that seed for the
 corpus, the pretraining and every training: a 'shots' toy corpus, a two tower pretrained on its still
 images, and from that one start model, the same training of
   meanpool   two tower (CLIP4Clip meanP)
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pigcli.demo import (DemoRun, DemoSettings, split_video_list, ceiling, index_test_videos, prepare_demo,
+from pigcli.tools.demo import (DemoRun, DemoSettings, split_video_list, ceiling, index_test_videos, prepare_demo,
                          start_model, train_method)
 
 METRICS = ("R@1", "R@5", "R@10", "MdR")
@@ -104,7 +104,7 @@ def lr_study(work: Path, seed_work: Path, settings: DemoSettings) -> dict:
 
 def t2v(index: Path, captions: Path, **options) -> dict:
     """`pig eval` text-to-video metrics (options: method, rerank_k)."""
-    from pigcli.stages.evaluate import evaluate
+    from pigcli.query.evaluate import evaluate
 
     return evaluate(index, captions, **options).results["t2v"]
 
@@ -118,7 +118,7 @@ def trained_xpool(work: Path, run: DemoRun, settings: DemoSettings) -> Path:
 
 def tuned_rerank(work: Path, run: DemoRun, settings: DemoSettings) -> dict:
     """Tune the rerank of pig's model on the validation videos, then rerank the test index with it."""
-    from pigcli.stages.tune_rerank import tune_rerank
+    from pigcli.query.tune_rerank import tune_rerank
     from pigcli.store import read_attrs
 
     model = Path(read_attrs(run.indexes["pig"])["model_path"])

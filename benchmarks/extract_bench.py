@@ -6,7 +6,7 @@ alone, and the whole `pig extract` loop at each number of workers.
                                        [--per-worker N] [--model DIR] [--videos-dir DIR]
 
 On the same generated videos (48 frames, h264) and a random model of the preset's shape:
-  decode, N workers : the decoding pool alone (pigcli.decode_pool, as extract runs it: T sampled frames
+  decode, N workers : the decoding pool alone (pigcli.inputs.decode_pool, as extract runs it: T sampled frames
                       per video, resized and cropped), frames/s counted from the first video out, so the
                       workers' start (each imports torch) is left out; and in one process (0 workers)
   model             : the backbone alone on frames already decoded, in the device's batches (the GPU
@@ -28,7 +28,7 @@ import numpy as np
 
 
 def make_videos(folder: Path, count: int, size: int, frames: int = 48) -> list[Path]:
-    from pigcli.videowrite import write_video
+    from pigcli.toy.videowrite import write_video
 
     rng = np.random.default_rng(0)
     folder.mkdir(parents=True, exist_ok=True)
@@ -45,8 +45,8 @@ def make_videos(folder: Path, count: int, size: int, frames: int = 48) -> list[P
 
 def decode_rate(paths: list[Path], num_frames: int, image_size: int, decoder: str, workers: int) -> float:
     """Decoded frames/s of the pool with `workers` processes, from its first video out (0: this process)."""
-    from pigcli.decode_pool import decode_videos
-    from pigcli.sources import VideoEntry
+    from pigcli.inputs.decode_pool import decode_videos
+    from pigcli.inputs.sources import VideoEntry
 
     entries = [VideoEntry(p.stem, p) for p in paths]
     stream = decode_videos(entries, num_frames, image_size, decoder, workers, timeout=120.0)
@@ -69,7 +69,7 @@ def model_rate(pig, clips: list[np.ndarray], batch_size: int, device, precision:
     import torch
 
     from pigcli.core.device import autocast
-    from pigcli.video import normalize
+    from pigcli.inputs.video import normalize
 
     config = pig.config
     batches = [torch.from_numpy(np.stack(clips[i : i + batch_size])) for i in range(0, len(clips), batch_size)]
@@ -126,12 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from pigcli.core.device import default_workers, resolve_device
-    from pigcli.decode_pool import decode_videos
+    from pigcli.inputs.decode_pool import decode_videos
     from pigcli.model.checkpoint import load_checkpoint
     from pigcli.model.factory import init_random
     from pigcli.stages.extract import BATCH_VIDEOS
-    from pigcli.sources import VideoEntry
-    from pigcli.video import resolve_decoder
+    from pigcli.inputs.sources import VideoEntry
+    from pigcli.inputs.video import resolve_decoder
 
     decoder = resolve_decoder(args.decoder)
     device, precision = resolve_device(args.device)

@@ -6,7 +6,7 @@ For each content kind and image size, the same [rows, T, 3, S, S] uint8 array is
 StageWriter (the stage's own writer) with each layout, then read back the way training reads it:
 random batches of `--batch` rows (sorted, `store.take_rows`) over one epoch, and once sequentially.
 Content kinds:
-  toy      the toy corpus's look: flat background, a few moving coloured squares (pigcli.toy-like)
+  toy      the toy corpus's look: flat background, a few moving coloured squares (pigcli.toy.corpus-like)
   noise    1/f ("pink") noise that drifts between frames: about as hard to compress as natural images
   photo    --image PHOTO (any picture PyAV decodes), panned over: a camera moving over a real scene
 """
@@ -63,7 +63,7 @@ def noise_frames(rows: int, frames: int, size: int, rng) -> np.ndarray:
 def photo_frames(path: str, rows: int, frames: int, size: int, rng) -> np.ndarray:
     import av
 
-    from pigcli.video import resize_and_crop
+    from pigcli.inputs.video import resize_and_crop
 
     with av.open(path) as container:
         rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"device: {torch.cuda.get_device_name(0)}, torch {torch.__version__}, CUDA {torch.version.cuda}, "
               f"{len(os.sched_getaffinity(0))} CPUs")
     from pigcli.core.device import default_workers
-    from pigcli.video import torchcodec_problem
+    from pigcli.inputs.video import torchcodec_problem
     from train_bench import make_corpus
 
     work = Path(tempfile.mkdtemp(prefix="pig-gpu-check-"))

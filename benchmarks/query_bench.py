@@ -121,8 +121,8 @@ def child(mode: str, index: str, query: str, breakdown: bool, threads: int | Non
     for module in ("h5py", "pigcli.cli"):  # the CLI, as `pig` imports it
         importlib.import_module(module)
     from pigcli.model.resolve import folder_for_file
-    from pigcli.stages.rank import Ranking, write_ranking
-    from pigcli.stages.scoring import rank_index, read_ids_at
+    from pigcli.query.rank import Ranking, write_ranking
+    from pigcli.query.scoring import rank_index, read_ids_at
     from pigcli.store import open_stage_file
 
     if mode == "whole":

@@ -71,7 +71,7 @@ def make_corpus(folder: Path, count: int, width: int = 64, height: int = 64, fra
 
 
 def _write_square_video(path: Path, i: int, colour: list, width: int, height: int, frames: int) -> None:
-    from pigcli.videowrite import write_video
+    from pigcli.toy.videowrite import write_video
 
     side, top = 24 * height // 64, 20 * height // 64  # 64x64: a 24 px square at row 20
     clip = np.full((frames, height, width, 3), 120, np.uint8)
@@ -99,7 +99,7 @@ def batch_costs(model: Path, videos: list[Path], frames_file: Path, batch_size: 
     from pigcli.model.checkpoint import load_checkpoint
     from pigcli.train.data import ClipCollate, FrameDataset
     from pigcli.train.forward import TrainStep
-    from pigcli.video import read_clip, resolve_decoder
+    from pigcli.inputs.video import read_clip, resolve_decoder
 
     loaded = load_checkpoint(model)
     pig = loaded.model

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pigcli.videowrite import write_video
+from pigcli.toy.videowrite import write_video
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 200, 60), "blue": (40, 70, 220), "yellow": (230, 210, 40)}
 MOTIONS = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1)}

@@ -36,7 +36,6 @@ from . import __version__
 from .errors import PigError, StaleInputError
 
 SCHEMA = "pig/1"
-EXTRACT_HINT = "pig extract VIDEOS -m MODEL -o feats.h5"  # how the file most stages start from is made
 STR = "str"  # marker dtype for variable-length UTF-8 datasets
 
 

@@ -105,8 +105,8 @@ def frame_number(rgb: np.ndarray, channels_first: bool = False) -> int:
 
 def write_test_video(path: str | Path, num_frames: int = 16, height: int = 48, width: int = 64, fps: int = 8,
                      seed: int = 0, codec: str | None = None) -> Path:
-    """Write `video_frames(...)` to `path`; the codec follows the suffix (pigcli.videowrite.CODECS)."""
-    from pigcli.videowrite import write_video
+    """Write `video_frames(...)` to `path`; the codec follows the suffix (pigcli.toy.videowrite.CODECS)."""
+    from pigcli.toy.videowrite import write_video
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

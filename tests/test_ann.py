@@ -1,4 +1,4 @@
-"""Approximate search: pig index-ann and pig rank --ann (pigcli/core/ann.py, pigcli/stages/ann.py).
+"""Approximate search: pig index-ann and pig rank --ann (pigcli/core/ann.py, pigcli/query/ann.py).
 
 Recall is measured against the exact scan (exact_topk) on small clustered data; every returned
 score must be the exact fp32 score of its row. Needs faiss (the `ann` extra): skipped without it,
@@ -69,7 +69,7 @@ def assert_exact_scores(embedding, queries, scores, rows) -> None:
 
 @pytest.fixture(scope="module")
 def built(data):
-    from pigcli.stages.ann import build_ann
+    from pigcli.query.ann import build_ann
 
     root = data[0]
     return {kind: build_ann(root / "index.h5", root / f"{kind}.faiss", kind) for kind in ("flat", "ivfpq", "hnsw")}
@@ -77,7 +77,7 @@ def built(data):
 
 @needs_faiss
 def test_flat_equals_the_exact_scan(data, built) -> None:
-    from pigcli.stages.ann import rank_ann
+    from pigcli.query.ann import rank_ann
 
     root, embedding, queries, truth = data
     scores, rows = rank_ann(root / "index.h5", built["flat"].output, queries, K)
@@ -89,7 +89,7 @@ def test_flat_equals_the_exact_scan(data, built) -> None:
 @needs_faiss
 @pytest.mark.parametrize("kind, floor", [("ivfpq", 0.9), ("hnsw", 0.95)])
 def test_recall_against_exact(data, built, kind: str, floor: float) -> None:
-    from pigcli.stages.ann import rank_ann
+    from pigcli.query.ann import rank_ann
 
     root, embedding, queries, truth = data
     scores, rows = rank_ann(root / "index.h5", built[kind].output, queries, K)
@@ -108,7 +108,7 @@ def test_large_ivfpq_indexes_rescore_more_candidates() -> None:
 
 @needs_faiss
 def test_ivfpq_knobs_trade_speed_for_recall(data, built) -> None:
-    from pigcli.stages.ann import AnnSearcher
+    from pigcli.query.ann import AnnSearcher
 
     root, embedding, queries, truth = data
     params = built["ivfpq"].params
@@ -136,7 +136,7 @@ def test_sidecar_records_identity_and_parameters(data, built) -> None:
 
 @needs_faiss
 def test_rank_refuses_another_index_or_model(data, built, tmp_path) -> None:
-    from pigcli.stages.ann import build_ann, rank_ann
+    from pigcli.query.ann import build_ann, rank_ann
 
     root, embedding, queries, _ = data
     other = tmp_path / "other.h5"
@@ -152,7 +152,7 @@ def test_rank_refuses_another_index_or_model(data, built, tmp_path) -> None:
 
 @needs_faiss
 def test_rank_refuses_a_changed_or_undescribed_ann_file(data, built, tmp_path) -> None:
-    from pigcli.stages.ann import rank_ann
+    from pigcli.query.ann import rank_ann
 
     root, _, queries, _ = data
     copy = tmp_path / "copy.faiss"
@@ -166,7 +166,7 @@ def test_rank_refuses_a_changed_or_undescribed_ann_file(data, built, tmp_path) -
 
 @needs_faiss
 def test_build_is_skipped_when_up_to_date_and_refuses_other_settings(data, built) -> None:
-    from pigcli.stages.ann import build_ann
+    from pigcli.query.ann import build_ann
 
     root = data[0]
     again = build_ann(root / "index.h5", root / "hnsw.faiss", "hnsw")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pigcli.captions import Caption, Query, group_paragraphs, load_captions, load_queries, read_captions
+from pigcli.inputs.captions import Caption, Query, group_paragraphs, load_captions, load_queries, read_captions
 from pigcli.errors import PigError
 
 

@@ -306,7 +306,7 @@ def test_checkpoint_missing_model_weights_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_inspect_tells_whether_the_head_was_trained(tiny_model_dir, tmp_path):
-    from pigcli.inspect import describe
+    from pigcli.tools.inspect import describe
     from pigcli.model.checkpoint import load_checkpoint, save_checkpoint
 
     assert describe(tiny_model_dir)["rerank_head"].startswith("untrained")

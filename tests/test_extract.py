@@ -109,7 +109,7 @@ def _expected_tokens(tiny_model, path: Path, frames: int = TINY_T):
     with av.open(str(path)) as container:
         rgb = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     index = [i * (len(rgb) - 1) // (frames - 1) for i in range(frames)]  # uniform: the official linspace
-    from pigcli.video import resize_and_crop
+    from pigcli.inputs.video import resize_and_crop
 
     pixels = resize_and_crop(rgb[index], 32).astype(np.float32) / 255.0
     mean = np.array(tiny_model.model.config.image_mean, np.float32)[:, None, None]
@@ -292,8 +292,8 @@ def test_bad_block_size_env(tmp_path, tiny_model_dir, video_folder, monkeypatch)
 def test_worker_pool_matches_in_process_and_times_out(mixed_folder, mixed_extract, tiny_model_dir, tmp_path) -> None:
     """--workers 2 gives the same file as --workers 0; a decode slower than --timeout is killed and
     recorded as failed. (A named pipe no longer serves as the hang: read_clip refuses it unopened.)"""
-    from pigcli.decode_pool import decode_videos
-    from pigcli.sources import VideoEntry
+    from pigcli.inputs.decode_pool import decode_videos
+    from pigcli.inputs.sources import VideoEntry
 
     output = tmp_path / "pool.h5"
     summary = extract([mixed_folder], output, str(tiny_model_dir), device="cpu", workers=2, timeout=60)

@@ -25,7 +25,7 @@ from conftest import TINY_IMAGE, TINY_T, VIDEO_FOLDER_SPECS, pig_env, read_h5, s
 from pigcli.errors import PigError, StaleInputError, UsageError
 from pigcli.stages.frames import FramesSettings, frames
 from pigcli.train import TrainConfig, train
-from pigcli.video import read_clip
+from pigcli.inputs.video import read_clip
 
 BROKEN = {"garbage": "cannot decode", "empty": "empty file (0 bytes)", "audio": "no video stream"}
 
@@ -304,7 +304,7 @@ def test_failed_videos_are_left_out_and_exactly_one_source(train_corpus, tmp_pat
 def test_ids_from_official_annotations_find_videos_as_the_official_loader(tmp_path, tiny_model_dir):
     """FOLDER/ID.mp4; an id with '/' is a subfolder (LSMDC), else its last part names the file (the official
     rule); another extension is accepted; an id with no file becomes a failed video (exit 3)."""
-    from pigcli.sources import videos_by_id
+    from pigcli.inputs.sources import videos_by_id
 
     folder = tmp_path / "all"
     for name in ("video7020.mp4", "1004_Juno/1004_Juno_00.01.mp4", "clip9.avi", "video7021.webm"):

@@ -16,7 +16,7 @@ from pigcli.core import device as device_module
 from pigcli.core.device import default_workers, resolve_device
 from pigcli.errors import UsageError
 from pigcli.store import read_attrs
-from pigcli.video import read_clip, resolve_decoder, torchcodec_problem
+from pigcli.inputs.video import read_clip, resolve_decoder, torchcodec_problem
 
 
 @pytest.fixture

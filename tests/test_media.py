@@ -17,10 +17,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from conftest import TINY_T, frame_number, write_broken, write_test_video
-from pigcli import media
+from pigcli.query import media
 from pigcli.cli import app
 from pigcli.errors import PigError
-from pigcli.stages.rank import Ranking
+from pigcli.query.rank import Ranking
 
 TINY_S, TINY_PATCH = 32, 8             # the tiny preset's image and patch size: a 4 x 4 grid
 ODD_ID = "<i>x&\"y'"                     # a video id that html must escape

@@ -220,7 +220,7 @@ def test_rerank_scores_and_order_equal_numpy(chain) -> None:
 # --- 2. only the candidates' rows are read ----------------------------------------------------------
 
 def test_read_candidate_tokens_distinct_rows(chain) -> None:
-    from pigcli.stages.rerank import read_candidate_tokens
+    from pigcli.query.rerank import read_candidate_tokens
 
     feats = read(chain.feats, "frames", "patches")
     video_ids = read(chain.index)["ids"][::-1]                       # index rows != extract rows
@@ -238,7 +238,7 @@ def test_read_candidate_tokens_distinct_rows(chain) -> None:
 
 def test_candidate_rows_found_without_reading_every_id_when_rows_align(chain, monkeypatch) -> None:
     """Index rows = extract rows (no failed video): only the candidates' ids are read, to check."""
-    import pigcli.stages.rerank as rerank_module
+    import pigcli.query.rerank as rerank_module
 
     feats = read(chain.feats, "frames")
     candidates = np.array([[4, 1, 5]])
@@ -260,7 +260,7 @@ def _rows_of(key, length: int) -> list[int]:
 
 
 def test_rerank_reads_only_candidate_rows(chain, tmp_path, monkeypatch) -> None:
-    import pigcli.stages.rerank as rerank_module
+    import pigcli.query.rerank as rerank_module
 
     # an index whose rows are in the reverse order of the extract's: rows are found by id
     index = tmp_path / "reversed.h5"

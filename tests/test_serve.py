@@ -340,7 +340,7 @@ def test_thumb_is_a_jpeg_strip_of_the_model_frames(served) -> None:
 
     from PIL import Image
 
-    from pigcli.media import SourceVideos
+    from pigcli.query.media import SourceVideos
 
     answer = served.client.get("/thumb", params={"id": "bravo", "n": 4})
     assert answer.status_code == 200 and answer.headers["content-type"] == "image/jpeg"

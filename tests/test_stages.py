@@ -347,7 +347,7 @@ def test_take_rows_reads_scattered_rows_of_an_hdf5_dataset(tmp_path) -> None:
 def test_fuse_stores_row_norm_bounds_that_rank_uses(chain, monkeypatch) -> None:
     """/norm: per row, float32 never below the float64 norm of the stored row and at most 2 ulps above."""
     import pigcli.core.search as search
-    from pigcli.stages.scoring import rank_index
+    from pigcli.query.scoring import rank_index
 
     for path in (chain.index, chain.mean):
         got = read(path, "embedding", "norm")
@@ -504,7 +504,7 @@ ODD_IDS = ["clip\t0021 é", "a\nb", "c\rd", "sp ace", "back\\slash", "50%", "nb\
 
 
 def _odd_ranking():
-    from pigcli.stages.rank import Ranking
+    from pigcli.query.rank import Ranking
 
     videos = list(reversed(ODD_IDS))
     rows = np.array([[0, 1, 2], [3, 4, 5], [6, 0, 1]] + [[2, 3, 4]] * (len(ODD_IDS) - 3))
@@ -517,7 +517,7 @@ def _odd_ranking():
 def _parse_ranking(fmt: str, text: str) -> list[tuple]:
     from urllib.parse import unquote
 
-    from pigcli.stages.rank import tsv_unescape
+    from pigcli.query.rank import tsv_unescape
 
     rows = []
     assert text.endswith("\n")
@@ -542,7 +542,7 @@ def _parse_ranking(fmt: str, text: str) -> list[tuple]:
 def test_rank_formats_give_back_ids_with_tabs_newlines_and_spaces(fmt) -> None:
     import io
 
-    from pigcli.stages.rank import write_ranking
+    from pigcli.query.rank import write_ranking
 
     ranking, want = _odd_ranking()
     stream = io.StringIO(newline="")
@@ -609,9 +609,9 @@ def test_rank_query_file_alone_and_query_do_not_combine(chain, queries) -> None:
 
 
 def test_rank_library_refuses_blank_query(chain) -> None:
-    from pigcli.captions import Query
+    from pigcli.inputs.captions import Query
     from pigcli.errors import UsageError
-    from pigcli.stages.rank import rank
+    from pigcli.query.rank import rank
 
     with pytest.raises(UsageError, match=r"empty query \(q2\)"):
         rank(chain.index, queries=[Query("q1", "a dog"), Query("q2", " ")])

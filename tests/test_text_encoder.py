@@ -258,8 +258,8 @@ def test_rank_query_output_is_that_of_the_whole_model(tiny_index, tiny_model_dir
     """`pig rank --query` (text side alone) prints exactly what ranking with the whole model's e_t prints."""
     import io
 
-    from pigcli.stages.rank import Ranking, write_ranking
-    from pigcli.stages.scoring import rank_index, read_ids_at
+    from pigcli.query.rank import Ranking, write_ranking
+    from pigcli.query.scoring import rank_index, read_ids_at
 
     texts = [TEXTS[0], TEXTS[2], TEXTS[-1]]
     e_t, _ = embed_texts(load_checkpoint(tiny_model_dir), texts)

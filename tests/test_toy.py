@@ -1,4 +1,4 @@
-"""The toy corpus generator (pigcli/toy.py): determinism, files, captions that agree with the pixels and
+"""The toy corpus generator (pigcli/toy/corpus.py): determinism, files, captions that agree with the pixels and
 boxes, captions that change when time runs backwards, and the R@1 ceiling."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ import re
 import numpy as np
 import pytest
 
-from pigcli.captions import load_captions
+from pigcli.inputs.captions import load_captions
 from pigcli.errors import PigError, UsageError
-from pigcli.toy import (COLOURS, STILL, ClaimIndex, caption_ties, ceilings, describe, make_corpus, parse_splits,
+from pigcli.toy.corpus import (COLOURS, STILL, ClaimIndex, caption_ties, ceilings, describe, make_corpus, parse_splits,
                         plan_corpus, read_plan, render, scene_facts, tie_aware_r1)
-from pigcli.video import read_clip
+from pigcli.inputs.video import read_clip
 
 SETTINGS = dict(videos=40, seed=7, frames=12, size=32)
 ORDER = re.compile(r"a (\w+ \w+ \w+) (appears|disappears), then a (\w+ \w+ \w+) (appears|disappears)")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from pigcli.toy import COLOURS
-from pigcli.toy_shots import OPPOSITE, make_shots_corpus, plan_shots, shot_ceilings, video_captions
+from pigcli.toy.corpus import COLOURS
+from pigcli.toy.shots import OPPOSITE, make_shots_corpus, plan_shots, shot_ceilings, video_captions
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +76,7 @@ def test_ceilings_count_ties_and_frame_order(plan):
 
 
 def test_corpus_files_agree_with_the_plan(tmp_path):
-    from pigcli.video import read_clip
+    from pigcli.inputs.video import read_clip
 
     out = tmp_path / "toy"
     stats = make_shots_corpus(out, videos=12, seed=1, pretrain=5, splits=(2, 1, 1))

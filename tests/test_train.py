@@ -32,7 +32,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def write_corpus(root: Path, frames: int = 16, size: int = 32) -> tuple[Path, Path, Path]:
-    from pigcli.videowrite import write_video
+    from pigcli.toy.videowrite import write_video
 
     rng = np.random.default_rng(0)
     videos = root / "videos"
@@ -399,7 +399,7 @@ def test_resume_of_a_run_started_before_settings_were_added(corpus, tmp_path):
 # --- learning -------------------------------------------------------------------------------------
 
 def test_short_training_learns_colours_and_best_checkpoint_works_in_the_pipeline(corpus, tmp_path):
-    from pigcli.stages.evaluate import evaluate
+    from pigcli.query.evaluate import evaluate
     from pigcli.stages.extract import extract
     from pigcli.stages.fuse import fuse
     from pigcli.stages.generate import generate
@@ -523,7 +523,7 @@ def test_training_jitter_draws_other_frames_each_epoch_reproducibly(corpus):
     """VideoSource with a jitter seed (run seed, phase, epoch): the official jittered uniform frames, seeded
     per video, so an epoch can be replayed (resume) and another epoch sees other frames."""
     from pigcli.train.data import VideoSource
-    from pigcli.video import read_clip
+    from pigcli.inputs.video import read_clip
 
     source = VideoSource(corpus[0], 12, 32, "pyav", workers=0)
     try:

@@ -375,7 +375,7 @@ def test_clip_towers_use_fused_attention_equal_to_eager(tiny_model_dir):
     from transformers import PretrainedConfig
 
     from pigcli.model.checkpoint import load_checkpoint
-    from pigcli.video import normalize
+    from pigcli.inputs.video import normalize
 
     fused, eager = load_checkpoint(tiny_model_dir).model, load_checkpoint(tiny_model_dir).model
     configs = {id(m.config): m.config for m in eager.modules() if isinstance(getattr(m, "config", None),

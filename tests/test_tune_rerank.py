@@ -1,4 +1,4 @@
-"""`pig tune-rerank` (stages/tune_rerank.py), the model's rerank.json, and rank/eval using it by default.
+"""`pig tune-rerank` (query/tune_rerank.py), the model's rerank.json, and rank/eval using it by default.
 
 The tuner's metrics are checked against `pig eval --rerank K --w-...` run through the CLI (an
 independent computation: eval scores its own candidates for its own K), never against the tuner's
@@ -107,9 +107,9 @@ def write_tuned(val, k: int, **weights):
 @pytest.mark.slow
 def test_tuner_metrics_equal_pig_eval_and_fine_scores_are_computed_once(val, monkeypatch) -> None:
     import pigcli.model.eercf as eercf
-    import pigcli.stages.rerank as rerank_module
+    import pigcli.query.rerank as rerank_module
     from pigcli.model.eercf import RerankWeights
-    from pigcli.stages.tune_rerank import Setting, tune_rerank
+    from pigcli.query.tune_rerank import Setting, tune_rerank
 
     grid = [Setting(2, RerankWeights(fw=1.0, fs=0.0, pw=0.0, coarse=0.5)),
             Setting(3, RerankWeights(fw=0.2, fs=1.0, pw=0.5, coarse=1.0)),
@@ -152,7 +152,7 @@ def test_tuner_metrics_equal_pig_eval_and_fine_scores_are_computed_once(val, mon
 @pytest.mark.slow
 def test_tune_rerank_chooses_the_best_setting_and_writes_rerank_json(val) -> None:
     from pigcli.model.checkpoint import ModelFolder, content_hash
-    from pigcli.stages.tune_rerank import default_grid, tune_rerank
+    from pigcli.query.tune_rerank import default_grid, tune_rerank
 
     hash_before = ModelFolder.read(val.model).identity.hash
     report = tune_rerank(val.index, val.captions, device="cpu", report=False)
@@ -190,7 +190,7 @@ def test_tune_rerank_chooses_the_best_setting_and_writes_rerank_json(val) -> Non
 @pytest.mark.slow
 def test_tune_rerank_cli(val, monkeypatch) -> None:
     from pigcli.model.eercf import RerankWeights
-    from pigcli.stages import tune_rerank as module
+    from pigcli.query import tune_rerank as module
 
     # a small grid keeps this quick; the command is what is under test
     monkeypatch.setattr(module, "default_grid", lambda n, patches=True: [
@@ -290,7 +290,7 @@ def test_rank_and_eval_use_rerank_json_and_w_options_override(val) -> None:
 def test_resolve_rerank_is_the_one_place(val, capsys) -> None:
     from pigcli.model.checkpoint import ModelFolder
     from pigcli.model.eercf import RerankWeights
-    from pigcli.stages.rerank import AUTO, DEFAULT_K, resolve_rerank
+    from pigcli.query.rerank import AUTO, DEFAULT_K, resolve_rerank
 
     folder = ModelFolder.read(val.model)
     assert resolve_rerank(0, None, folder).k == 0 and capsys.readouterr().err == ""
@@ -313,7 +313,7 @@ def test_resolve_rerank_is_the_one_place(val, capsys) -> None:
 def test_off_when_no_setting_beats_the_plain_index(val) -> None:
     from pigcli.model.checkpoint import ModelFolder
     from pigcli.model.eercf import RerankWeights
-    from pigcli.stages.tune_rerank import Setting, tune_rerank
+    from pigcli.query.tune_rerank import Setting, tune_rerank
 
     # the coarse score alone reorders nothing: these settings are the plain index again, never better
     grid = [Setting(N_VIDEOS, RerankWeights(fw=0.0, fs=0.0, pw=0.0, coarse=0.5)),

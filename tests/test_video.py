@@ -1,4 +1,4 @@
-"""Decoding, sampling and preprocessing (pigcli/video.py) on real generated files."""
+"""Decoding, sampling and preprocessing (pigcli/inputs/video.py) on real generated files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import BROKEN_KINDS, VIDEO_FOLDER_SPECS, frame_number, video_frames, write_broken
-from pigcli.video import VideoError, read_clip, resize_and_crop, resolve_decoder, sample_indices
+from pigcli.inputs.video import VideoError, read_clip, resize_and_crop, resolve_decoder, sample_indices
 
 DECODERS = ["decord", "pyav"]
 

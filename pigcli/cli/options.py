@@ -7,10 +7,12 @@ its default in the signature:
 
     def select_cmd(features: ..., output: OutputFile, k: ItsTokens = None, force: Force = False): ...
 
-Choices are `str` enums: --help lists them and a wrong value is a usage error (exit 2) before the
-command runs. Commands pass `.value` (a plain string) to the library.
+Choices are `str` enums made from pigcli.choices' tuples, the ones the library checks against:
+--help lists them and a wrong value is a usage error (exit 2) before the command runs. Commands pass
+`.value` (a plain string) to the library.
 
-Only typer and the standard library are imported here (`pig --help` stays instant).
+Only typer, the standard library, pigcli.choices and pigcli.core.device (which imports torch only
+inside its functions) are imported here (`pig --help` stays instant).
 """
 
 from __future__ import annotations
@@ -22,32 +24,33 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.device import default_workers
+from .. import choices as allowed
 
 # --- choices ----------------------------------------------------------------------------------------
 
 
-def choices(name: str, values: str) -> type[Enum]:
-    """A str enum whose members are named as their values ('pig meanpool' -> .pig, .meanpool)."""
-    return Enum(name, {value: value for value in values.split()}, type=str)
+def choices(name: str, values: tuple[str, ...]) -> type[Enum]:
+    """A str enum whose members are named as their values (('pig', 'meanpool') -> .pig, .meanpool)."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
-Precision = choices("Precision", "auto fp32 bf16 fp16")      # auto: bf16 on a GPU, fp32 on the CPU
-TrainPrecision = choices("TrainPrecision", "auto fp32 bf16 fp16")  # fp16: with loss scaling
-Selector = choices("Selector", "its random")                  # random patches: an ablation of ITS
-Backbone = choices("Backbone", "vip frames")                  # video proxy tokens | CLIP per frame
-Decoder = choices("Decoder", "auto decord pyav torchcodec")   # auto: decord if installed, else PyAV
-Sampling = choices("Sampling", "uniform centre")              # the official linspace | segment centres
-FuseMethod = choices("FuseMethod", "pig meanpool eercf")
-ScoringMethod = choices("ScoringMethod", "index xpool")       # how rank and eval score query and video
-OutputFormat = choices("OutputFormat", "tsv jsonl trec html")
-AnnType = choices("AnnType", "ivfpq hnsw flat")               # pig index-ann (pigcli.core.ann.ANN_TYPES)
-TrainMethod = choices("TrainMethod", "pig meanpool xpool eercf")
-Preset = choices("Preset", "tiny toy b32")
+Precision = choices("Precision", allowed.PRECISIONS)
+TrainPrecision = choices("TrainPrecision", allowed.PRECISIONS)  # fp16: with loss scaling
+Selector = choices("Selector", allowed.SELECTORS)
+Backbone = choices("Backbone", allowed.BACKBONES)
+Decoder = choices("Decoder", allowed.DECODERS)
+Sampling = choices("Sampling", allowed.SAMPLINGS)
+FuseMethod = choices("FuseMethod", allowed.INDEX_METHODS)
+ScoringMethod = choices("ScoringMethod", allowed.RANK_METHODS)
+OutputFormat = choices("OutputFormat", allowed.FORMATS)
+AnnType = choices("AnnType", allowed.ANN_TYPES)
+TrainMethod = choices("TrainMethod", allowed.METHODS)
+Preset = choices("Preset", allowed.PRESETS)
 
 
 # --- options that may come without a value ------------------------------------------------------------
 
-RERANK_AUTO = "auto"  # `--rerank` without a number: the model's tuned K (rerank.json), else 50 (stages.rerank.AUTO)
+RERANK_AUTO = "auto"  # `--rerank` without a number: the model's tuned K (rerank.json), else 50 (query.rerank.AUTO)
 
 # option -> the value it takes when given without one ("--rerank" last on the line, or followed by
 # something that is not an integer). Filled in by PigCommand (cli/command.py) before parsing: Typer's
@@ -120,7 +123,7 @@ Scoring = Annotated[ScoringMethod, typer.Option(
 TokenFeatures = Annotated[Optional[Path], typer.Option(
     "--features", help="token features for --method xpool and --rerank (default: found from the index's inputs)")]
 
-# EERCF rerank: K and weights are decided in one place, pigcli.stages.rerank.resolve_rerank (the
+# EERCF rerank: K and weights are decided in one place, pigcli.query.rerank.resolve_rerank (the
 # model's rerank.json from pig tune-rerank, else docs/method.md section 7's defaults); a --w-* given
 # overrides that one weight.
 
@@ -154,6 +157,6 @@ WeightCoarse = Annotated[Optional[float], typer.Option(
 
 
 def rerank_weights(w_fw: float | None, w_fs: float | None, w_pw: float | None, w_coarse: float | None) -> dict:
-    """The --w-* options given, for the library (which fills in the others: stages.rerank.resolve_rerank)."""
+    """The --w-* options given, for the library (which fills in the others: query.rerank.resolve_rerank)."""
     given = {"fw": w_fw, "fs": w_fs, "pw": w_pw, "coarse": w_coarse}
     return {key: value for key, value in given.items() if value is not None}

@@ -66,10 +66,10 @@ def rank_cmd(
       pig rank index.h5 --queries queries.txt -n 5 --format html -o results.html
       pig rank index.h5 q.h5 --ann index.faiss --nprobe 32   # approximate (pig index-ann)
     """
-    from ..captions import Query, load_queries
+    from ..inputs.captions import Query, load_queries
     from ..console import warn
     from ..errors import UsageError
-    from ..stages.rank import check_query_sources, default_index_path, rank, resolve_rank_inputs
+    from ..query.rank import check_query_sources, default_index_path, rank, resolve_rank_inputs
 
     index, query_file = resolve_rank_inputs(index, query_file)
     check_query_sources(query_file, bool(query or queries))
@@ -98,7 +98,7 @@ def rank_cmd(
     if fmt == OutputFormat.html and thumbnails:
         from functools import partial
 
-        from ..media import SourceVideos
+        from ..query.media import SourceVideos
 
         thumbs = partial(SourceVideos(default_index_path(index), features).thumbnails, count=thumbnails)
     _write_ranking(ranking, fmt.value, output, thumbs, inputs)
@@ -108,7 +108,7 @@ def _write_ranking(ranking, fmt: str, output: Path | None, thumbnails, inputs) -
     """To stdout, or to the file `output` (written whole, its path printed)."""
     import io
 
-    from ..stages.rank import write_ranking
+    from ..query.rank import write_ranking
     from .output import write_result_file
 
     if output is None:
@@ -152,7 +152,7 @@ def eval_cmd(
       pig eval index.h5 --captions test.csv --rerank --w-coarse 1   # tuned K and weights, one overridden
     """
     from ..console import warn
-    from ..stages.evaluate import evaluate
+    from ..query.evaluate import evaluate
 
     report = evaluate(index, captions, model=model, method=method.value, features=features, paragraph=paragraph,
                       dsl=dsl, device=device, rerank_k=rerank,
@@ -195,7 +195,7 @@ def tune_rerank_cmd(
     Example:
       pig tune-rerank val_index.h5 --captions val.csv     # then: pig eval test_index.h5 -c test.csv --rerank
     """
-    from ..stages.tune_rerank import tune_rerank
+    from ..query.tune_rerank import tune_rerank
 
     report = tune_rerank(index, captions, model=model, features=features, device=device, dry_run=dry_run)
     if as_json:
@@ -244,7 +244,7 @@ def index_ann_cmd(
       pig index-ann index.h5 -o index.faiss --type hnsw --ef-search 128
       pig rank index.h5 q.h5 --ann index.faiss --nprobe 64
     """
-    from ..stages.ann import build_ann
+    from ..query.ann import build_ann
 
     built = build_ann(index, output, kind.value, force=force, nlist=nlist, m=pq_m, nbits=nbits, hnsw_m=hnsw_m,
                       ef_construction=ef_construction, nprobe=nprobe, ef_search=ef_search, refine=refine)

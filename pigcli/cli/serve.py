@@ -69,7 +69,8 @@ def serve_cmd(
       curl -X POST 'http://127.0.0.1:8000/search?k=5' -d '["a red car", "a dog on a beach"]'
     """
     from ..console import log
-    from ..stages.rank import default_index_path
+    from ..errors import PigError
+    from ..query.rank import default_index_path
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port must be between 0 and 65535 (0: a free one), not {port}")

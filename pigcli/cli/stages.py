@@ -75,7 +75,7 @@ OFFICIAL_BASE_CLIP = "openai/clip-vit-base-patch32"  # clip_config of the offici
 
 def _vocabulary_texts(path: Path) -> list:
     """Caption texts of a captions file, else the file's lines."""
-    from ..captions import load_captions
+    from ..inputs.captions import load_captions
 
     try:
         return [caption.text for caption in load_captions(path)]

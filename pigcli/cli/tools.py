@@ -20,7 +20,7 @@ def inspect_cmd(
     Example:
       pig inspect feats.h5
     """
-    from ..inspect import describe, render
+    from ..tools.inspect import describe, render
 
     info = describe(path)
     if as_json:
@@ -47,8 +47,8 @@ def explain_cmd(
       pig explain video7 --features sel.h5 -o explain.png
       pig explain video7 --features feats.h5 -k 8 -o top8.png     # top 8 by the extract file's ITS scores
     """
-    from ..media import explain, png
-    from ..stages.rank import default_index_path
+    from ..query.media import explain, png
+    from ..query.rank import default_index_path
 
     features = features or default_index_path(None)
     check_result_path(output, [features])
@@ -75,7 +75,7 @@ def demo_cmd(
     Example:
       pig demo                      # about 6 minutes on 2 CPU cores
     """
-    from ..demo import DemoSettings, ceiling, format_demo, run_demo
+    from ..tools.demo import DemoSettings, ceiling, format_demo, run_demo
 
     settings = DemoSettings(videos=videos, images=images, pretrain_epochs=pretrain_epochs, epochs=epochs,
                             generator_epochs=generator_epochs, frames=frames, seed=seed, workers=workers)

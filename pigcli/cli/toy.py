@@ -1,4 +1,4 @@
-"""`pig toy make`: the built-in toy text-video corpora (pigcli/toy_shots.py, pigcli/toy.py)."""
+"""`pig toy make`: the built-in toy text-video corpora (pigcli/toy/shots.py, pigcli/toy/corpus.py)."""
 
 from __future__ import annotations
 
@@ -46,8 +46,8 @@ def toy_make_cmd(
       pig toy make data/events --kind events --videos 1200
     """
     from ..console import log, progress
-    from ..toy import make_corpus, parse_splits
-    from ..toy_shots import PRETRAIN_PER_VIDEO, make_shots_corpus
+    from ..toy.corpus import make_corpus, parse_splits
+    from ..toy.shots import PRETRAIN_PER_VIDEO, make_shots_corpus
 
     fractions = parse_splits(splits)
     if kind is ToyKind.shots:

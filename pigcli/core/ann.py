@@ -23,10 +23,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from ..choices import ANN_TYPES, check_choice
 from ..errors import PigError
 from .search import RunningTopK, rescore_rows
 
-ANN_TYPES = ("ivfpq", "hnsw", "flat")
 INSTALL_HINT = "pip install faiss-cpu (or: pip install 'pigcli[ann]')"
 _POINTS_PER_CENTROID = 39  # faiss warns below this many training points per k-means centroid
 _MAX_TRAIN_PER_CENTROID = 40  # k-means time grows with it: 570 s to build 1M on a busy 2-core machine
@@ -81,8 +81,7 @@ def default_params(kind: str, n_rows: int, dim: int, *, nlist: int | None = None
                    nbits: int | None = None, hnsw_m: int | None = None, ef_construction: int | None = None,
                    nprobe: int | None = None, ef_search: int | None = None, refine: int | None = None) -> AnnParams:
     """Build parameters for n_rows x dim vectors, each None replaced by a default that suits the size."""
-    if kind not in ANN_TYPES:
-        raise PigError(f"--type must be one of {', '.join(ANN_TYPES)}, not {kind!r}")
+    check_choice("--type", kind, ANN_TYPES, PigError)
     if kind == "flat":
         return AnnParams("flat", query={"refine": 1})
     if kind == "hnsw":

@@ -9,9 +9,8 @@ from __future__ import annotations
 import contextlib
 import os
 
+from ..choices import PRECISIONS, check_choice
 from ..errors import UsageError
-
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
 def resolve_device(device: str, precision: str = "auto"):
@@ -22,8 +21,7 @@ def resolve_device(device: str, precision: str = "auto"):
     device without one, and torch.device('cuda') is not equal to the cuda:0 of a tensor on it."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise UsageError(f"--precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    check_choice("--precision", precision, PRECISIONS)
     torch_device = cuda_indexed(parse_device(device))
     if precision == "auto":
         # Mixed precision on GPU; fp32 on CPU, where bf16 is faster but changes the numbers (opt in).

@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-METHODS = ("pig", "meanpool", "xpool", "eercf")
-INDEX_METHODS = ("pig", "meanpool", "eercf")  # those with a query-independent video vector
+from ..choices import INDEX_METHODS
+
 
 
 def meanpool(frames: torch.Tensor) -> torch.Tensor:

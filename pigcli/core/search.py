@@ -33,7 +33,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from .device import PRECISIONS
+from ..choices import PRECISIONS
 
 _SCAN_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # Unit roundoff (half an ulp at 1) and half the smallest subnormal, per scan dtype.

@@ -12,7 +12,8 @@ import hashlib
 
 import numpy as np
 
-from ..errors import PigError
+from ..choices import SELECTORS
+
 
 
 def top_k_patches(its_score: np.ndarray, k: int) -> np.ndarray:
@@ -20,7 +21,6 @@ def top_k_patches(its_score: np.ndarray, k: int) -> np.ndarray:
     return np.argsort(-its_score, axis=1, kind="stable")[:, :k]
 
 
-SELECTORS = ("its", "random")  # random: the ablation baseline, no information from the ITS scores
 
 
 def choose_patches(its_score: np.ndarray, k: int, selector: str = "its") -> np.ndarray:
@@ -71,37 +71,6 @@ class PatchIndexError(ValueError):
         self.row, self.patch = row, patch
 
 
-EXTRACT_RERUN = "pig extract VIDEOS -m MODEL -o feats.h5 --force"
-
-
-def corrupt_extract(path, detail: str) -> PigError:
-    """The one message for an extract file whose contents do not fit together."""
-    return PigError(f"{path} is damaged or not a complete extract file ({detail}); rerun: {EXTRACT_RERUN}")
-
-
-def require_extract_layout(path, handle, names: tuple[str, ...] = ()) -> None:
-    """Check what selecting patches reads of an extract file: ids [N], its_score [N, P],
-    patch_index [N, K], patches [N, K, D] with K <= P, and `names` with N rows."""
-    wanted = {"ids": 1, "its_score": 2, "patch_index": 2, "patches": 3, **{name: None for name in names}}
-    shapes = {}
-    for name, ndim in wanted.items():
-        try:
-            if name not in handle:
-                raise corrupt_extract(path, f"no '{name}' dataset")
-            shapes[name] = handle[name].shape
-        except (OSError, RuntimeError, KeyError) as err:  # a damaged file's structure, as h5py reports it
-            raise corrupt_extract(path, f"cannot read '{name}': {err}") from None
-        if ndim is not None and len(shapes[name]) != ndim:
-            raise corrupt_extract(path, f"'{name}' has shape {shapes[name]}, expected {ndim} dimensions")
-    rows = shapes["ids"][0]
-    for name, shape in shapes.items():
-        if not shape or shape[0] != rows:
-            raise corrupt_extract(path, f"'{name}' has {shape[0] if shape else 0} rows, 'ids' {rows}")
-    if shapes["patches"][1] != shapes["patch_index"][1] or shapes["patch_index"][1] > shapes["its_score"][1]:
-        raise corrupt_extract(path, f"'patches' {shapes['patches']}, 'patch_index' {shapes['patch_index']} and "
-                                    f"'its_score' {shapes['its_score']} do not fit together")
-
-
 def select_patch_tokens(patches, its_score, k: int, selector: str = "its"):
     """Torch twin for a batch the backbone just computed: patches [B, T*L, D], its_score [B, T*L]
     -> the k selected patch tokens [B, k, D] (the same choice as choose_patches)."""
@@ -113,10 +82,3 @@ def select_patch_tokens(patches, its_score, k: int, selector: str = "its"):
         chosen = torch.from_numpy(choose_patches(its_score.detach().float().cpu().numpy(), k, selector))
         chosen = chosen.to(patches.device)
     return patches.gather(1, chosen[..., None].expand(-1, -1, patches.shape[-1]))
-
-
-def require_kept_patches(path, kept: int, k: int) -> None:
-    """An extract file must keep at least the k patches the selector takes."""
-    if kept < k:
-        raise PigError(f"{path} kept {kept} patch tokens per video, fewer than the {k} the selector takes "
-                       f"(-k, default the model's); rerun extract with --patches all (or top-N with N >= {k})")

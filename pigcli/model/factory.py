@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from ..choices import check_choice
 from ..errors import PigError
 from .checkpoint import BYTE_VOCAB_SIZE, is_checkpoint, load_checkpoint, load_tokenizer, save_checkpoint
 from .clip_compat import write_byte_tokenizer
@@ -32,8 +33,7 @@ def random_clip(preset: str = "tiny", seed: int = 0, vocab_size: int = BYTE_VOCA
     tokens (BOS and EOS are ids 512 and 513)."""
     from transformers import CLIPConfig, CLIPModel
 
-    if preset not in PRESETS:
-        raise PigError(f"unknown preset {preset!r}; choose one of: {', '.join(PRESETS)}")
+    check_choice("--preset", preset, list(PRESETS), PigError)
     sizes = {**PRESETS[preset], **overrides}
     config = CLIPConfig(
         text_config=dict(

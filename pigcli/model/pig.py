@@ -8,7 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import FrameBackbone, ViPBackbone, VideoTokens
-from .config import BACKBONES, PigConfig
+from ..choices import BACKBONES
+from .config import PigConfig
 from .eercf import EercfHead
 from .fusioner import Fusioner
 from .generator import PseudoQueryGenerator

@@ -62,3 +62,15 @@ def folder_for_file(spec: str | None, handle, path, rerun_hint: str) -> ModelFol
         folder = ModelFolder.read(recorded_path)
     require_same_model(path, handle, folder.identity.to_dict(), rerun_hint)
     return folder
+
+
+def select_k_for(spec: str | None, handle, path, default_when_unknown: bool = False) -> int:
+    """k, the ITS tokens per video, of the model a stage file was made with (-m's if given): the one
+    select_k lookup. default_when_unknown: a file whose model folder is not recorded or gone gets the
+    default k (explain's pictures) instead of an error (`pig select`, which must use the model's k)."""
+    from ..store import recorded_model_path
+    from .config import PigConfig
+
+    if default_when_unknown and not spec and not is_checkpoint(recorded_model_path(handle)):
+        return PigConfig().select_k
+    return folder_for_file(spec, handle, path, "pig extract with this model, or pass -k").config.select_k

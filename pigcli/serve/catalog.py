@@ -1,6 +1,6 @@
 """The indexed videos' own files, the frames the model saw and the ITS choices, by video id.
 
-Files are looked up by id among the paths the index's extract file recorded (pigcli.media.SourceVideos),
+Files are looked up by id among the paths the index's extract file recorded (pigcli.query.media.SourceVideos),
 never built from a request (no path traversal by construction). A recorded path is opened only if,
 resolved when asked (symlinks followed), it is a regular file inside the folders the index recorded,
 resolved at startup (the allowed roots): a video replaced after indexing by a symlink to /etc/passwd, or
@@ -36,7 +36,7 @@ class NotAvailable(PigError):
 
 class VideoCatalog:
     def __init__(self, index: str | Path):
-        from ..media import SourceVideos
+        from ..query.media import SourceVideos
 
         self.index = Path(index)
         try:
@@ -73,7 +73,7 @@ class VideoCatalog:
     def patches(self, video: str) -> dict:
         """The ITS-selected patches: {frames: T, image_size: S, boxes: [{frame, x0, y0, x1, y1, score}]},
         in model-frame pixels, best first."""
-        from ..media import patch_boxes, selected_patches
+        from ..query.media import patch_boxes, selected_patches
 
         view = self._ask(video, lambda _: selected_patches(self.index, video))
         return {"frames": view.num_frames, "image_size": view.image_size,

@@ -1,10 +1,10 @@
 """The served query path without HTTP: the index in RAM, the query encoder and the rerank head loaded once.
 
-`Searcher.search` gives the ranking `pig rank --query` gives on the same index and model: the same text
-embedding (pigcli.model.text_encoder, the model's text side alone), the same exact scan
-(pigcli.core.search.exact_topk with the index's stored norm bound, as stages/scoring.rank_index runs
-it) and the same EERCF rerank (stages/rerank.py), only over an array held in memory instead of the
-HDF5 file read block by block.
+`Searcher.search` gives the ranking `pig rank --query` gives on the same index and model: the index is
+opened the same way (pigcli.query.opened.OpenedIndex: model folder, rerank plan, features), the same
+text embedding (pigcli.model.text_encoder, the model's text side alone), the same exact scan (with the
+index's stored norm bound) and the same EERCF rerank (query/rerank.py), only over an array held in
+memory instead of the HDF5 file read block by block.
 """
 
 from __future__ import annotations
@@ -58,35 +58,19 @@ class Searcher:
 
     def __init__(self, index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
                  rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True):
-        from ..core.search import fp16_scan_copy
-        from ..model.resolve import folder_for_file
-        from ..stages.rerank import find_features, resolve_rerank
-        from ..stages.scoring import INDEX_HINT, stored_norm_bound
-        from ..store import open_stage_file, read_ids, recorded_model
         from ..model.text_encoder import load_text_encoder
+        from ..query.opened import OpenedIndex
 
-        self.index_path = Path(index)
-        with open_stage_file(self.index_path, ("fuse",), INDEX_HINT) as handle:
-            self.embedding = np.ascontiguousarray(handle["embedding"][:])  # the whole index in RAM
-            self.norm_bound = stored_norm_bound(handle)
-            # an fp16 copy halves what a one-query scan reads (same results: core/search.py)
-            self.scan_copy = (fp16_scan_copy(self.embedding) if fp16_copy and self.embedding.dtype == np.float32
-                              else None)
-            self.ids = read_ids(handle)
-            self.index_model = recorded_model(handle)
-            self.folder = folder_for_file(model, handle, self.index_path, "pig index with this model")
-        self.encoder = load_text_encoder(self.folder.path, device)  # the text side alone
-        plan = resolve_rerank(rerank, rerank_weights, self.folder)
-        self.rerank_k, self.rerank_weights = plan.k, plan.weights
-        self.features = find_features(self.index_path, features) if plan.k else None
-        self.head = self.folder.load_eercf_head() if plan.k else None
+        # the whole index in RAM, and an fp16 copy that halves what a one-query scan reads (same results)
+        self.index = OpenedIndex.open(index, model=model, rerank=rerank, rerank_weights=rerank_weights,
+                                      features=features, in_memory=True, fp16_copy=fp16_copy)
+        self.encoder = load_text_encoder(self.index.folder.path, device)  # the text side alone
+        if self.index.rerank_k:
+            self.index.rerank_head()  # read at start, not by the first request
+        self.size, self.rerank_k, self.index_model = self.index.rows, self.index.rerank_k, self.index.model
         self._lock = threading.Lock()        # one batch at a time
         self._queue: list[_Request] = []
         self._queue_lock = threading.Lock()
-
-    @property
-    def size(self) -> int:
-        return len(self.ids)
 
     def check_request(self, k: int, rerank: int | None) -> int:
         """The rerank K a request runs with (its own, else the server's); UsageError for values out of range."""
@@ -95,15 +79,16 @@ class Searcher:
         rerank = self.rerank_k if rerank is None else rerank
         if not 0 <= rerank <= MAX_RERANK:
             raise UsageError(f"rerank must be between 0 (off) and {MAX_RERANK}, not {rerank}")
-        if rerank and self.features is None:
+        if rerank and self.index.features is None:
             raise UsageError("this server reranks nothing: start it with pig serve INDEX --rerank")
         return rerank
 
     def search(self, texts: list[str], k: int = 10, rerank: int | None = None) -> Answer:
         """Top-k videos of each text (rerank: EERCF on the top `rerank`; None: the server's setting)."""
+        from ..query.opened import require_texts
+
         rerank = self.check_request(k, rerank)
-        if not texts or any(not text.strip() for text in texts):
-            raise UsageError("empty query: give the text to search for, e.g. q=a red car")
+        require_texts(texts or [""], "q=a red car")  # no text at all is an empty query too
         request = _Request(list(texts), k, rerank)
         with self._queue_lock:
             self._queue.append(request)
@@ -117,16 +102,13 @@ class Searcher:
         return request.answer
 
     def _run(self, batch: list[_Request]) -> None:
-        from ..core.search import exact_topk
-
         try:
             start = time.perf_counter()
             encoded = [self._encode(request.texts) for request in batch]
             encode = time.perf_counter() - start
             text = np.concatenate([embedding for embedding, _ in encoded])
             widest = max(max(request.k, request.rerank) for request in batch)
-            scores, rows = exact_topk(self.embedding, text, widest, row_norm_bound=self.norm_bound,
-                                      scan_copy=self.scan_copy)
+            scores, rows = self.index.scan(text, widest)
             scan = time.perf_counter() - start - encode
             first = 0
             for request, (embedding, truncated) in zip(batch, encoded):
@@ -143,25 +125,19 @@ class Searcher:
 
     def _encode(self, texts: list[str]):
         """(e_t, truncated), on the threads `pig rank` encodes that many queries with (the same numbers)."""
-        from ..stages.rank import query_threads
+        from ..query.rank import query_threads
 
         with query_threads(self.encoder.device, len(texts)):
             return self.encoder.encode(texts)
 
     def _answer(self, request: _Request, text, rows, scores, truncated, timings: dict) -> Answer:
+        ids = self.index.ids
         if request.rerank:
             start = time.perf_counter()
-            rows, scores = self._rerank(text, rows, scores, request.rerank)
+            rows, scores = self.index.rerank(text, rows, scores, ids, request.rerank)
             timings["rerank"] = time.perf_counter() - start
         k = request.k
-        hits = [[Hit(position, self.ids[row], float(score))
+        hits = [[Hit(position, ids[row], float(score))
                  for position, (row, score) in enumerate(zip(rows[q, :k], scores[q, :k]), start=1)]
                 for q in range(len(rows))]
         return Answer(hits, timings, [bool(t) for t in truncated])
-
-    def _rerank(self, text, rows, scores, k: int):
-        from ..stages.rerank import rerank
-
-        rows, scores, _ = rerank(text, rows, scores, self.features, self.ids, k, self.rerank_weights, self.head,
-                                 self.index_model)
-        return rows, scores

@@ -15,19 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import load_queries
+from ..inputs.captions import load_queries, report_truncated
 from ..console import warn
 from ..core.text import text_token_limit
 from ..store import Provenance, json_hash
 from .common import StageSummary, run_blocks, start_stage
-
-
-def report_truncated(ids: list[str], truncated: np.ndarray, max_tokens: int, what: str = "queries") -> None:
-    """One warning naming the texts (by id) that were cut to max_tokens, as every text reader reports them."""
-    cut = [item for item, flag in zip(ids, truncated) if flag]
-    if cut:
-        shown = ", ".join(cut[:10]) + (f" (+{len(cut) - 10} more)" if len(cut) > 10 else "")
-        warn(f"{len(cut)} {what} longer than {max_tokens} tokens were truncated: {shown}")
 
 
 def embed_text(source, output: str | Path, model: str | None = None, *, max_tokens: int | None = None,

@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decode_pool import Decoded, resolve_workers
+from ..inputs.decode_pool import Decoded, resolve_workers
+from ..choices import BACKBONES, check_choice
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
 from ..model.checkpoint import ModelFolder
-from ..model.pig import BACKBONES
 from ..model.resolve import resolve_folder
-from ..sources import discover_videos
-from ..video import DEFAULT_SAMPLING, normalize
+from ..inputs.sources import discover_videos
+from ..inputs.video import DEFAULT_SAMPLING, normalize
 from .common import StageSummary, start_stage
 from .shard import Shard, shard_entries
 from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, count_failures, run_video_blocks,
@@ -41,7 +41,7 @@ class ExtractSettings:
     patches: str = "all"            # all | none | top-N (by ITS score)
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
-    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.video.sample_indices
+    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.inputs.video.sample_indices
 
     def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
@@ -72,8 +72,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     BATCH_VIDEOS of the device type). workers: decoding processes (None: one per CPU but one,
     decode_pool.default_workers)."""
     settings = settings or ExtractSettings()
-    if settings.backbone not in BACKBONES:
-        raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {settings.backbone!r}")
+    check_choice("--backbone", settings.backbone, BACKBONES)
     keep_patches = parse_patch_setting(settings.patches)
     workers = resolve_workers(workers)
     decoder = check_video_settings(settings.decoder, settings.sampling)

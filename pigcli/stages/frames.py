@@ -1,7 +1,7 @@
 """`pig frames`: decode videos once and store the model's input frames, for training many epochs.
 
 Per video the output holds `/pixels`, uint8 [T, 3, S, S]: the T sampled frames resized and centre-cropped
-to S px, exactly what `pigcli.video.read_clip` returns and what extract and raw-video training feed the
+to S px, exactly what `pigcli.inputs.video.read_clip` returns and what extract and raw-video training feed the
 backbone before normalisation (docs/method.md s.1, input frames); plus /ids /status /error /path
 /frame_index /timestamps as in extract. A video that cannot be read is recorded as failed, with zero
 pixels. `pig train --frames FILE` trains from it (backbone included) without decoding again.
@@ -25,17 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ..decode_pool import Decoded, resolve_workers
+from ..inputs.decode_pool import Decoded, resolve_workers
 from ..errors import UsageError
 from ..model.resolve import resolve_folder
-from ..sources import discover_videos
-from ..video import DEFAULT_SAMPLING
+from ..inputs.sources import discover_videos
+from ..inputs.video import DEFAULT_SAMPLING
 from .common import StageSummary, start_stage
 from .shard import Shard, shard_entries
 from .videos import (base_columns, check_video_settings, count_failures, run_video_blocks, sampling_identity,
                      video_provenance)
 
-FRAMES_HINT = "pig frames VIDEOS -m MODEL -o frames.h5"  # how a frames file is made
 PIXEL_LAYOUT = {"chunk_rows": 1}  # one video per chunk, uncompressed (see the module docstring)
 
 
@@ -44,7 +43,7 @@ class FramesSettings:
     num_frames: int | None = None   # T; None: the model's num_frames
     image_size: int | None = None   # S; None: the model's image size
     decoder: str = "auto"
-    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.video.sample_indices
+    sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.inputs.video.sample_indices
 
 
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,

@@ -14,14 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from ..core.device import autocast, resolve_device
-from ..core.methods import INDEX_METHODS, video_embedding
-from ..errors import PigError, UsageError
-from ..store import (Provenance, input_record, ok_rows, open_stage_file, read_ids, recorded_model,
+from ..choices import INDEX_METHODS, check_choice
+from ..core.methods import video_embedding
+from ..errors import PigError
+from ..stagefiles import open_stage
+from ..store import (Provenance, input_record, ok_rows, read_ids, recorded_model,
                      recorded_model_path, take_rows)
 from .common import StageSummary, batched, run_blocks, start_stage
 
 FUSE_METHODS = INDEX_METHODS
-GENERATE_HINT = "pig generate sel.h5 -m MODEL -o gen.h5"
 KEYS = ("video", "proxies", "frames")
 
 
@@ -37,10 +38,9 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
          replace_stale: bool = False) -> StageSummary:
     from ..model.resolve import folder_for_file
 
-    if method not in FUSE_METHODS:
-        raise UsageError(f"--method must be one of {', '.join(FUSE_METHODS)}, not {method!r}")
+    check_choice("--method", method, FUSE_METHODS)
     stages = ("generate",) if method == "pig" else ("generate", "select", "extract")
-    with open_stage_file(source_path, stages, GENERATE_HINT) as source:
+    with open_stage(source_path, *stages) as source:
         rows = ok_rows(source)
         ids = read_ids(source)
         torch_device, precision = resolve_device(device, precision) if method == "pig" else ("cpu", "fp32")

@@ -9,10 +9,10 @@ import numpy as np
 from ..core.device import autocast, resolve_device
 from ..core.methods import pseudo_query
 from ..model.resolve import folder_for_file
-from ..store import Provenance, input_record, open_stage_file, read_ids, take_rows
+from ..stagefiles import open_stage
+from ..store import Provenance, input_record, read_ids, take_rows
 from .common import StageSummary, batched, run_blocks, start_stage
 
-SELECT_HINT = "pig select feats.h5 -k 16 -o sel.h5"
 CARRIED = ("video", "proxies", "frames")
 
 
@@ -20,7 +20,7 @@ def generate(selection: str | Path, output: str | Path, model: str | None = None
              precision: str = "auto", batch_size: int = 256, force: bool = False,
              replace_stale: bool = False) -> StageSummary:
     torch_device, precision = resolve_device(device, precision)
-    with open_stage_file(selection, ("select",), SELECT_HINT) as source:
+    with open_stage(selection, "select") as source:
         folder = folder_for_file(model, source, selection, "pig extract (then select) with this model")
         provenance = Provenance("generate", {"precision": precision}, folder.identity.to_dict(),
                                 [input_record(selection, source.attrs)], str(folder.path.resolve()))

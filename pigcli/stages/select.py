@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core.selection import (SELECTORS, PatchIndexError, choose_patches, corrupt_extract, gather_patches,
-                              require_extract_layout, require_kept_patches)
+from ..choices import SELECTORS, check_choice
+from ..core.selection import PatchIndexError, choose_patches, gather_patches
 from ..errors import PigError
-from ..store import (EXTRACT_HINT, Provenance, input_record, ok_rows, open_stage_file, read_ids,
-                     recorded_model, recorded_model_path, take_rows)
+from ..model.resolve import select_k_for
+from ..stagefiles import corrupt_extract, open_stage, require_extract_layout, require_kept_patches
+from ..store import Provenance, input_record, ok_rows, read_ids, recorded_model, recorded_model_path, take_rows
 from .common import StageSummary, run_blocks, start_stage
 
 CARRIED = ("video", "proxies", "frames")
@@ -24,15 +25,14 @@ def select(features: str | Path, output: str | Path, k: int | None = None, model
            force: bool = False, replace_stale: bool = False, selector: str = "its") -> StageSummary:
     """k: ITS tokens per video; default the select_k of the model (-m, else the one the features record).
     selector 'random' takes k random patches instead (an ablation: what ITS adds)."""
-    if selector not in SELECTORS:
-        raise PigError(f"--selector must be one of {', '.join(SELECTORS)}, not {selector!r}")
-    try:  # a damaged file can fail even its attributes (store.open_stage_file reads schema and stage)
-        source = open_stage_file(features, ("extract",), EXTRACT_HINT)
+    check_choice("--selector", selector, SELECTORS, PigError)
+    try:  # a damaged file can fail even its attributes (open_stage reads schema and stage)
+        source = open_stage(features, "extract")
     except (OSError, RuntimeError) as err:
         raise corrupt_extract(features, f"cannot read it: {err}") from None
     with source:
         require_extract_layout(features, source, CARRIED)
-        k = k or _model_select_k(model, source, features)
+        k = k or select_k_for(model, source, features)
         rows = _read(features, ok_rows, source)
         total_patches = source["its_score"].shape[1]
         if not 0 < k <= total_patches:
@@ -82,8 +82,3 @@ def _gather(features, ids: list[str], source, source_rows: np.ndarray, chosen: n
         raise corrupt_extract(features, f"video {ids[source_rows[err.row]]!r}: its patch_index lacks patch "
                                         f"{err.patch}, which its its_score chooses") from None
 
-
-def _model_select_k(model: str | None, handle, path) -> int:
-    from ..model.resolve import folder_for_file
-
-    return folder_for_file(model, handle, path, "pig extract with this model, or pass -k").config.select_k

@@ -23,11 +23,12 @@ from typing import Callable
 import numpy as np
 
 from ..console import log, progress
-from ..decode_pool import Decoded, decode_videos
+from ..inputs.decode_pool import Decoded, decode_videos
 from ..errors import UsageError
-from ..sources import VideoEntry, videos_fingerprint
+from ..inputs.sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
-from ..video import SAMPLINGS, UNRECORDED_SAMPLING, resolve_decoder
+from ..choices import SAMPLINGS, check_choice
+from ..inputs.video import UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
@@ -52,8 +53,7 @@ def block_videos() -> int:
 
 def check_video_settings(decoder: str, sampling: str) -> str:
     """The decoder to use ('auto' resolved); a UsageError for an unknown decoder or sampling."""
-    if sampling not in SAMPLINGS:
-        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {sampling!r}")
+    check_choice("--sampling", sampling, SAMPLINGS)
     try:
         return resolve_decoder(decoder)
     except ValueError as err:
@@ -112,7 +112,7 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[V
                      layouts: dict[str, dict] | None = None, prepare: Callable[[], object] | None = None) -> StageSummary:
     """Decode `entries` block by block, build each block's columns, write them; resume an interrupted run.
 
-    sampling: how each video's frames are chosen (pigcli.video.sample_indices; part of the stage's identity).
+    sampling: how each video's frames are chosen (pigcli.inputs.video.sample_indices; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking

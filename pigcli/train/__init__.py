@@ -7,7 +7,6 @@ Library API:
 
 Modules:
     config       TrainConfig, TrainResult, per-phase values, --phases, checks on the settings
-    losses       L_ret, L_gen
     forward      what each method computes from a batch (TrainStep) and for validation
     data         captions (tokenized once), frozen features, raw-video and frames loaders, batch plans
     distributed  torchrun helpers, feature gathering

@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UsageError
-from ..model.pig import BACKBONES
-from ..core.methods import METHODS
-from ..core.selection import SELECTORS
-from ..video import SAMPLINGS
+from ..choices import BACKBONES, METHODS, SAMPLINGS, SELECTORS, check_choice
 
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.
@@ -141,14 +138,11 @@ def parse_phases(value: str | Sequence[int] | None, method: str) -> tuple[int, .
 
 
 def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
-    if config.method not in METHODS:
-        raise UsageError(f"--method must be one of {', '.join(METHODS)}, not {config.method!r}")
-    if config.sampling not in (None, *SAMPLINGS):
-        raise UsageError(f"--sampling must be one of {', '.join(SAMPLINGS)}, not {config.sampling!r}")
-    if config.selector not in SELECTORS:
-        raise UsageError(f"--selector must be one of {', '.join(SELECTORS)}, not {config.selector!r}")
-    if config.backbone not in (None, *BACKBONES):
-        raise UsageError(f"--backbone must be one of {', '.join(BACKBONES)}, not {config.backbone!r}")
+    check_choice("--method", config.method, METHODS)
+    check_choice("--selector", config.selector, SELECTORS)
+    for option, value, allowed in (("--sampling", config.sampling, SAMPLINGS), ("--backbone", config.backbone, BACKBONES)):
+        if value is not None:  # None: the features' or model's own
+            check_choice(option, value, allowed)
     if sum(value is not None for value in (config.features, config.videos, config.frames)) != 1:
         raise UsageError("give exactly one of --features (an extract file, frozen backbone), --videos (a folder, "
                          "decoded every epoch) or --frames (a pig frames file, decoded once)")

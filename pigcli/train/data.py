@@ -8,7 +8,7 @@ workers); the training step runs the backbone.
 Cached-frames mode (`FrameSource`): the same frames, decoded once by `pig frames` and read back from
 its file; the batches, and so the training step, are identical to raw-video mode without its jitter.
 Raw-video training with uniform sampling jitters the frames per video and epoch, as the official code
-does (pigcli.video.sample_indices), seeded by (seed, phase, epoch, video row).
+does (pigcli.inputs.video.sample_indices), seeded by (seed, phase, epoch, video row).
 
 Batches are planned in the main process from (seed, phase, epoch) alone, so a resumed run sees the
 same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
@@ -27,15 +27,16 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from ..captions import group_paragraphs, load_captions
+from ..inputs.captions import group_paragraphs, load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
+from ..core.selection import PatchIndexError, choose_patches, gather_patches
 from ..core.text import tokenize
-from ..core.selection import (PatchIndexError, choose_patches, corrupt_extract, gather_patches,
-                              require_extract_layout, require_kept_patches)
-from ..sources import discover_videos
-from ..store import EXTRACT_HINT, ok_rows, open_stage_file, read_ids, recorded_model, recorded_model_path, take_rows
-from ..video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, read_clip
+from ..inputs.sources import discover_videos
+from ..stagefiles import (corrupt_extract, open_stage, recorded_sampling, recorded_settings, require_extract_layout,
+                          require_kept_patches)
+from ..store import ok_rows, read_ids, recorded_model, recorded_model_path, take_rows
+from ..inputs.video import DEFAULT_SAMPLING, VideoError, read_clip
 
 FEATURE_BLOCK_ROWS = 256  # rows read from the extract file at a time
 
@@ -186,11 +187,11 @@ class FeatureSource:
 
     def __init__(self, path: str | Path, loaded, k: int, selector: str = "its"):
         self.path = Path(path)
-        with open_stage_file(path, ("extract",), EXTRACT_HINT) as handle:
+        with open_stage(path, "extract") as handle:
             check_features_model(self.path, handle, loaded)
-            self.settings = _settings(handle)
+            self.settings = recorded_settings(handle)
             self.backbone = self.settings.get("backbone", "vip")
-            self.sampling = self.settings.get("sampling", UNRECORDED_SAMPLING)
+            self.sampling = recorded_sampling(self.settings)
             rows = ok_rows(handle)
             ids = read_ids(handle)
             self.ids = [ids[r] for r in rows]
@@ -211,7 +212,7 @@ class FeatureSource:
         self._position = np.full(len(self.ids), -1, np.int64)
         self._position[wanted] = np.arange(len(wanted))
         parts: dict[str, list[np.ndarray]] = {name: [] for name in ("video", "proxies", "frames", "selected")}
-        with open_stage_file(self.path, ("extract",), EXTRACT_HINT) as handle:
+        with open_stage(self.path, "extract") as handle:
             for start in range(0, len(wanted), FEATURE_BLOCK_ROWS):
                 file_rows = self._file_rows[wanted[start : start + FEATURE_BLOCK_ROWS]]
                 for name in ("video", "proxies", "frames"):
@@ -238,12 +239,6 @@ class FeatureSource:
 
     def close(self) -> None:
         pass
-
-
-def _settings(handle) -> dict:
-    import json
-
-    return json.loads(handle.attrs.get("settings", "{}"))
 
 
 def check_features_model(path: Path, handle, loaded) -> None:
@@ -453,14 +448,12 @@ class FrameSource(_PixelSource):
     always_valid = True  # only the file's ok rows are sources: every read succeeds
 
     def __init__(self, path: str | Path, loaded, workers: int, pin_memory: bool = False, seed: int = 0):
-        from ..stages.frames import FRAMES_HINT
-
         self.path = Path(path)
         pig = loaded.model
-        with open_stage_file(path, ("frames",), FRAMES_HINT) as handle:
-            settings = _settings(handle)
+        with open_stage(path, "frames") as handle:
+            settings = recorded_settings(handle)
             self.num_frames, self.image_size = int(settings["num_frames"]), int(settings["image_size"])
-            self.sampling = settings.get("sampling", UNRECORDED_SAMPLING)
+            self.sampling = recorded_sampling(settings)
             wanted = (pig.config.num_frames, pig.image_size)
             if (self.num_frames, self.image_size) != wanted:
                 raise StaleInputError(

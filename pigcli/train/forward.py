@@ -24,7 +24,7 @@ from ..core.methods import pseudo_query, video_embedding, xpool_scores
 from ..core.selection import select_patch_tokens
 from ..model.clip_compat import checkpointed_layers
 from ..model.eercf import eercf_loss
-from ..video import normalize
+from ..inputs.video import normalize
 from .data import HeadInputs
 from .distributed import gather_with_grad
 

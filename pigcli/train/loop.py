@@ -34,10 +34,10 @@ from ..errors import StaleInputError, UsageError
 from ..core.device import autocast, cuda_indexed, default_workers, resolve_device
 from ..core.losses import clamp_logit_scale_
 from ..core.text import text_token_limit, truncated
-from ..stages.embed_text import report_truncated
+from ..inputs.captions import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
-from ..video import DEFAULT_SAMPLING, resolve_decoder
+from ..inputs.video import DEFAULT_SAMPLING, resolve_decoder
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
 from .data import (CaptionTokens, FeatureSource, FrameSource, VideoSource, batches_per_epoch,

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..errors import UsageError
+from ..choices import check_choice
 
 
 @dataclass(frozen=True)
@@ -81,8 +81,7 @@ RECIPES = {recipe.name: recipe for recipe in (MSRVTT_B32,)}
 
 
 def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise UsageError(f"--recipe must be one of {', '.join(RECIPES)}, not {name!r}")
+    check_choice("--recipe", name, list(RECIPES))
     return RECIPES[name]
 
 

@@ -33,8 +33,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from .errors import UsageError
-from .toy import (BACKGROUNDS, COLOURS, DEFAULT_SPLITS, DIRECTIONS, FPS, SHAPES, SPLITS, TONES, Background,
+from ..errors import UsageError
+from .corpus import (BACKGROUNDS, COLOURS, DEFAULT_SPLITS, DIRECTIONS, FPS, SHAPES, SPLITS, TONES, Background,
                   CorpusStats, Scene, Track, _Layout, _prepare, _track, radii, render, tie_aware_r1, write_clips)
 
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}

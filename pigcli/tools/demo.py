@@ -23,7 +23,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from .console import log
+from ..console import log
 
 
 @dataclass
@@ -96,7 +96,7 @@ def evaluate_demo(run: DemoRun) -> list[DemoRow]:
 
 
 def make_corpus(folder: Path, settings: DemoSettings) -> Path:
-    from .toy_shots import make_shots_corpus
+    from ..toy.shots import make_shots_corpus
 
     if (folder / "corpus.json").is_file():
         log(f"corpus: reusing {folder}")
@@ -113,8 +113,8 @@ def ceiling(corpus: Path) -> dict:
 
 
 def decode_frames(output: Path, videos: Path, num_frames: int, settings: DemoSettings) -> Path:
-    from .stages.frames import FramesSettings, frames
-    from .toy_shots import SIZE
+    from ..stages.frames import FramesSettings, frames
+    from ..toy.shots import SIZE
 
     output.parent.mkdir(parents=True, exist_ok=True)
     frames([videos], output,
@@ -125,10 +125,10 @@ def decode_frames(output: Path, videos: Path, num_frames: int, settings: DemoSet
 
 def pretrain(work: Path, corpus: Path, image_frames: Path, settings: DemoSettings) -> Path:
     """A random 'toy' CLIP (word tokens from every caption) trained as a two tower on the still images."""
-    from .captions import load_captions
-    from .model.checkpoint import is_checkpoint
-    from .model.factory import init_random
-    from .model.pig import PigConfig
+    from ..inputs.captions import load_captions
+    from ..model.checkpoint import is_checkpoint
+    from ..model.factory import init_random
+    from ..model.pig import PigConfig
 
     folder = work / "model-images"
     if not is_checkpoint(folder):
@@ -141,9 +141,9 @@ def pretrain(work: Path, corpus: Path, image_frames: Path, settings: DemoSetting
 
 def start_model(folder: Path, pretrained: Path, settings: DemoSettings, select_k: int = 16) -> Path:
     """The pretrained CLIP with new PIG heads and T frames: where every method starts."""
-    from .model.checkpoint import is_checkpoint
-    from .model.factory import init_from_pig
-    from .model.pig import PigConfig
+    from ..model.checkpoint import is_checkpoint
+    from ..model.factory import init_from_pig
+    from ..model.pig import PigConfig
 
     if not is_checkpoint(folder):
         init_from_pig(pretrained, folder, PigConfig(num_frames=settings.frames, select_k=select_k), seed=settings.seed)
@@ -153,7 +153,7 @@ def start_model(folder: Path, pretrained: Path, settings: DemoSettings, select_k
 
 def split_video_list(work: Path, corpus: Path, split: str = "test") -> Path:
     """A list file of a split's videos (paths relative to the work folder)."""
-    from .captions import load_captions
+    from ..inputs.captions import load_captions
 
     ids = dict.fromkeys(c.video_id for c in load_captions(corpus / f"{split}.csv"))
     listing = work / f"{split}_videos.txt"
@@ -175,8 +175,8 @@ def train_method(run: Path, model: Path, corpus: Path, video_frames: Path, metho
 def _train(run: Path, model: Path, captions: Path, val_captions: Path | None, frames: Path, method: str,
            settings: DemoSettings, phases: str, epochs, batch_size: int | None = None, **options) -> Path:
     """`pig train` from cached frames; returns OUT/best (OUT/last without validation). Reused when done."""
-    from .model.checkpoint import is_checkpoint
-    from .train import TrainConfig, train
+    from ..model.checkpoint import is_checkpoint
+    from ..train import TrainConfig, train
 
     result = run / ("best" if val_captions else "last")
     if is_checkpoint(result) and (run / "done").is_file():
@@ -194,8 +194,8 @@ def _train(run: Path, model: Path, captions: Path, val_captions: Path | None, fr
 
 def index_test_videos(output: Path, videos: Path, model: Path, method: str, settings: DemoSettings,
                       backbone: str = "vip", selector: str = "its") -> Path:
-    from .stages.extract import ExtractSettings
-    from .stages.index import build_index
+    from ..stages.extract import ExtractSettings
+    from ..stages.index import build_index
 
     output.parent.mkdir(parents=True, exist_ok=True)
     build_index([videos], output, str(model), method=method, workers=settings.workers,
@@ -204,7 +204,7 @@ def index_test_videos(output: Path, videos: Path, model: Path, method: str, sett
 
 
 def _evaluate(method: str, index: Path, captions: Path, scoring: str) -> DemoRow:
-    from .stages.evaluate import evaluate
+    from ..query.evaluate import evaluate
 
     report = evaluate(index, captions, method=scoring)
     tower = {"meanpool": "two tower", "pig": "hybrid tower", "xpool": "single tower"}[method]
@@ -213,12 +213,12 @@ def _evaluate(method: str, index: Path, captions: Path, scoring: str) -> DemoRow
 
 def _add_costs(rows: list[DemoRow], pig_index: Path, captions: Path, queries: int = 32) -> None:
     """Online cost per query: index scan for meanpool and PIG (the same: one D-vector per video), xpool."""
-    from .captions import load_captions
-    from .core.text import embed_texts
-    from .model.checkpoint import load_checkpoint
-    from .stages.cost import measure_costs
-    from .stages.scoring import upstream_file
-    from .store import read_attrs
+    from ..inputs.captions import load_captions
+    from ..core.text import embed_texts
+    from ..model.checkpoint import load_checkpoint
+    from ..query.cost import measure_costs
+    from ..stagefiles import upstream_file
+    from ..store import read_attrs
 
     loaded = load_checkpoint(read_attrs(pig_index)["model_path"])
     texts = [c.text for c in load_captions(captions)][:queries]

@@ -9,8 +9,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..core.cost import rerank_macs, two_tower_macs, xpool_macs
-from ..store import open_stage_file, read_ids
-from .scoring import INDEX_HINT, rank_index, rank_xpool
+from ..store import read_ids
+from ..stagefiles import open_stage
+from .scoring import rank_index, rank_xpool
 
 
 @dataclass
@@ -27,7 +28,7 @@ def measure_costs(index_path, text: np.ndarray, features, pig, device, rerank_k:
     """Time each method on these queries; xpool on at most `xpool_videos` videos, scaled to N (linear in N)."""
     from .rerank import rerank
 
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index_path, "fuse") as handle:
         video_ids = read_ids(handle)
         n, dim = handle["embedding"].shape
     queries = len(text)

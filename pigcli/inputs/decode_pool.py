@@ -13,7 +13,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Iterator
 
-from .core.device import default_workers
+from ..core.device import default_workers
 from .sources import VideoEntry
 from .video import DEFAULT_SAMPLING, SampledClip, VideoError, read_clip
 

@@ -676,7 +676,7 @@ def make_corpus(out_dir: str | Path, videos: int = 1200, seed: int = 0, frames: 
 
 def write_clips(clips: Iterable[tuple[Path, Callable[[], np.ndarray]]], on_video: Callable[[], None] | None) -> float:
     """Render and write each (path, render function) as an mp4 at FPS; returns the seconds it took."""
-    from pigcli.videowrite import write_video  # PyAV: only when writing
+    from pigcli.toy.videowrite import write_video  # PyAV: only when writing
 
     started = time.perf_counter()
     for path, frames in clips:

@@ -2,7 +2,8 @@
 
 --method index scans the stored vectors (two tower or PIG); --method xpool scores every (query, video)
 pair with the real query (single tower, slow by design); --rerank K reorders each query's top K with
-EERCF's fine scores (stages/rerank.py). The scoring itself is in stages/scoring.py.
+EERCF's fine scores (query/rerank.py). The index is opened as `pig serve` opens it (query/opened.py);
+the scoring itself is in query/scoring.py.
 """
 
 from __future__ import annotations
@@ -16,12 +17,13 @@ from typing import TextIO
 
 import numpy as np
 
+from ..choices import FORMATS, RANK_METHODS, check_choice
 from ..errors import PigError, UsageError
-from ..store import decode_ids, open_stage_file, read_attrs, read_ids, recorded_model, require_same_model
-from .scoring import FEATURE_STAGES, INDEX_HINT, rank_index, rank_xpool, read_ids_at, upstream_file
+from ..store import decode_ids, read_attrs, read_ids, require_same_model
+from ..stagefiles import FEATURE_STAGES, open_stage, upstream_file
+from .opened import OpenedIndex, require_texts
+from .scoring import rank_xpool, read_ids_at
 
-RANK_METHODS = ("index", "xpool")
-FORMATS = ("tsv", "jsonl", "trec", "html")
 # Up to this many queries are encoded on one CPU thread: their matrices are too small to gain from
 # more, and on a busy CPU threads that wait for each other at every op made a ViT-B/32 query's
 # encoding several times slower (benchmarks/RESULTS_query.md).
@@ -59,11 +61,10 @@ def resolve_rank_inputs(first: Path | None, second: Path | None) -> tuple[Path |
     return first, second
 
 
-def load_query_file(path: str | Path, index_handle, index_path) -> tuple[list[str], np.ndarray, list[str] | None]:
+def load_query_file(path: str | Path, index_model: dict, index_path) -> tuple[list[str], np.ndarray, list[str] | None]:
     """Ids, embeddings and texts (None if the file has none) of an embed-text file made with the index's model."""
-    with open_stage_file(path, ("embed-text",), "pig embed-text QUERIES -m MODEL -o q.h5") as handle:
-        require_same_model(path, handle, json.loads(index_handle.attrs["model"]),
-                           f"pig embed-text with the model of {index_path}")
+    with open_stage(path, "embed-text") as handle:
+        require_same_model(path, handle, index_model, f"pig embed-text with the model of {index_path}")
         texts = decode_ids(handle["text"][:]) if "text" in handle else None
         return read_ids(handle), handle["embedding"][:], texts
 
@@ -78,8 +79,7 @@ def check_query_sources(query_file, has_texts: bool) -> None:
 
 
 def check_method(method: str) -> None:
-    if method not in RANK_METHODS:
-        raise UsageError(f"--method must be one of {', '.join(RANK_METHODS)}, not {method!r}")
+    check_choice("--method", method, RANK_METHODS)
 
 
 def check_rerank(rerank_k: int | str, method: str) -> None:
@@ -123,11 +123,10 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
                   thumbnails: Callable[[str], Sequence[bytes]] | None = None) -> None:
     """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line.
     TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields). HTML: one
-    self-contained page (pigcli.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
-    if fmt not in FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
+    self-contained page (pigcli.query.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
+    check_choice("--format", fmt, FORMATS)
     if fmt == "html":
-        from ..media import ranking_html
+        from .media import ranking_html
 
         stream.write(ranking_html(ranking, thumbnails, title=f"{run_name} rank"))
         return
@@ -149,21 +148,18 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
          ann: str | Path | None = None, ann_options: dict | None = None) -> Ranking:
     """Rank the index's videos for queries given as an embed-text file or as `Query` objects (embedded
     on the fly with the index's model). ann: an ANN file from `pig index-ann` to take the candidates
-    from instead of the exact scan (stages/ann.py; ann_options: its nprobe, ef_search, refine).
+    from instead of the exact scan (query/ann.py; ann_options: its nprobe, ef_search, refine).
     rerank_k > 0: EERCF rerank of the top rerank_k (docs/method.md s.7), candidates from the ANN when
-    given; "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    given; "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see query.rerank.resolve_rerank
     (None: the model's rerank.json, else the defaults). cost: also print each method's online cost per
     query on these queries to stderr."""
     from ..core.device import resolve_device
-    from ..model.resolve import folder_for_file
-    from .rerank import DEFAULT_K, resolve_rerank
+    from .rerank import DEFAULT_K
 
     check_method(method)
     check_query_sources(query_file, queries is not None)
     if queries is not None:
-        blank = [q.id for q in queries if not q.text.strip()]
-        if blank:
-            raise UsageError(f"empty query ({', '.join(blank)}): give the text to search for, e.g. -q \"a red car\"")
+        require_texts([q.text for q in queries], '-q "a red car"', [q.id for q in queries])
     if k < 1:
         raise UsageError(f"--top must be at least 1, not {k}")
     check_rerank(rerank_k, method)
@@ -171,51 +167,40 @@ def rank(index: str | Path | None = None, *, query_file: str | Path | None = Non
     if ann is not None:
         _check_ann(ann, method)
     torch_device, _ = resolve_device(device)
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
-        n_videos = handle["ids"].shape[0]
-        loaded = head = folder = None
-        needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
-        if needs_model or queries is not None or rerank_k:
-            folder = folder_for_file(model, handle, index_path, "pig index with this model")
-        plan = resolve_rerank(rerank_k, rerank_weights, folder)
-        rerank_k = plan.k
-        if needs_model:
-            loaded = folder.load(torch_device)
-        if rerank_k:  # the rerank head alone is read much faster than the whole model
-            head = loaded.model.eercf if loaded else folder.load_eercf_head()
-        if query_file is not None:
-            query_ids, text, query_texts = load_query_file(query_file, handle, index_path)
-        else:
-            text = embed_queries(queries, folder, loaded, torch_device)
-            query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
-        index_model = recorded_model(handle)
+    needs_model = method == "xpool" or cost  # the whole model: xpool's fusioner, every method's cost
+    opened = OpenedIndex.open(index_path, model=model, need_folder=needs_model or queries is not None,
+                              rerank=rerank_k, rerank_weights=rerank_weights, features=features)
+    loaded = opened.folder.load(torch_device) if needs_model else None
+    if loaded is not None and opened.rerank_k:
+        opened.head = loaded.model.eercf
+    if query_file is not None:
+        query_ids, text, query_texts = load_query_file(query_file, opened.model, index_path)
+    else:
+        text = embed_queries(queries, opened.folder, loaded, torch_device)
+        query_ids, query_texts = [q.id for q in queries], [q.text for q in queries]
     if cost:
         _report_cost(index_path, text, features or upstream_file(index_path, ("extract",)), loaded.model,
-                     torch_device, rerank_k or DEFAULT_K, k, n_videos)
-    if method == "xpool" or rerank_k:
-        needed = ("extract",) if rerank_k else FEATURE_STAGES
-        features = features or upstream_file(index_path, needed)
-        if features is None:
-            raise PigError(f"--method xpool and --rerank need the token features of {index_path}'s videos: "
-                           "pass --features feats.h5")
+                     torch_device, opened.rerank_k or DEFAULT_K, k, opened.rows)
     if method == "xpool":
-        video_ids = read_ids_at(index_path)
-        scores, rows = rank_xpool(loaded.model, features, video_ids, text, k, torch_device)
-        return Ranking(query_ids, video_ids, rows, scores, query_texts)
+        return _rank_xpool(opened, features, loaded.model, text, k, torch_device, query_ids, query_texts)
+    candidates = None
     if ann is not None:
         from .ann import rank_ann
 
-        scores, rows = rank_ann(index_path, ann, text, max(k, rerank_k), **(ann_options or {}))
-    else:
-        scores, rows = rank_index(index_path, text, max(k, rerank_k))
-    # only the ids of the rows found: decoding every id of a 1M-video index took longer than the scan
-    video_ids = read_ids_at(index_path, rows)
-    if rerank_k:
-        from .rerank import rerank
+        def candidates(text, wanted):
+            return rank_ann(index_path, ann, text, wanted, **(ann_options or {}))
+    rows, scores, video_ids = opened.search(text, k, candidates)
+    return Ranking(query_ids, video_ids, rows, scores, query_texts)
 
-        rows, scores, _ = rerank(text, rows, scores, features, video_ids, rerank_k, plan.weights, head,
-                                  index_model)
-    return Ranking(query_ids, video_ids, rows[:, :k], scores[:, :k], query_texts)
+
+def _rank_xpool(opened: OpenedIndex, features, pig, text, k: int, device, query_ids, query_texts) -> Ranking:
+    """--method xpool: every (query, video) pair scored with the fusioner over the index's token features."""
+    features = features or upstream_file(opened.path, FEATURE_STAGES)
+    if features is None:
+        raise PigError(f"--method xpool needs the token features of {opened.path}'s videos: pass --features feats.h5")
+    video_ids = read_ids_at(opened.path)
+    scores, rows = rank_xpool(pig, features, video_ids, text, k, device)
+    return Ranking(query_ids, video_ids, rows, scores, query_texts)
 
 
 def embed_queries(queries, folder, loaded, device) -> np.ndarray:
@@ -224,7 +209,7 @@ def embed_queries(queries, folder, loaded, device) -> np.ndarray:
     side), a few queries on one CPU thread. Says which queries were truncated."""
     from ..core.text import embed_texts
     from ..model.text_encoder import load_text_encoder
-    from .embed_text import report_truncated
+    from ..inputs.captions import report_truncated
 
     texts = [q.text for q in queries]
     with query_threads(device, len(texts)):

@@ -14,29 +14,14 @@ import numpy as np
 
 from ..core.search import RunningTopK, exact_topk
 from ..errors import PigError
-from ..store import EXTRACT_HINT, decode_ids, open_stage_file, read_attrs, read_ids, take_rows
+from ..stagefiles import FEATURE_STAGES, open_stage
+from ..store import decode_ids, read_ids, take_rows
 
-INDEX_HINT = "pig fuse gen.h5 -m MODEL -o index.h5 (or pig index VIDEOS -o index.h5)"
-FEATURE_STAGES = ("extract", "select", "generate")
-
-
-def upstream_file(path: str | Path, stages: tuple[str, ...]) -> Path | None:
-    """Follow a stage file's recorded inputs back to the nearest file of one of `stages`."""
-    current = Path(path)
-    for _ in range(8):
-        attrs = read_attrs(current)
-        if attrs.get("stage") in stages:
-            return current
-        parents = [i for i in attrs.get("inputs", []) if "stage" in i and Path(i["path"]).is_file()]
-        if not parents:
-            return None
-        current = Path(parents[0]["path"])
-    return None
 
 
 def read_ids_at(index_path, rows: np.ndarray | None = None) -> list[str] | dict[int, str]:
     """Every video id of the index (rows None), or {row: id} for the rows given (any shape)."""
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index_path, "fuse") as handle:
         if rows is None:
             return read_ids(handle)
         wanted = np.unique(rows)
@@ -45,7 +30,7 @@ def read_ids_at(index_path, rows: np.ndarray | None = None) -> list[str] | dict[
 
 def rank_index(index_path: str | Path, query_embedding: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-k rows and scores of e_t . e_v over the index file, read block by block."""
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index_path, "fuse") as handle:
         return exact_topk(handle["embedding"], query_embedding, k, row_norm_bound=stored_norm_bound(handle))
 
 
@@ -64,7 +49,7 @@ def xpool_scores_blocks(pig, features: str | Path, video_ids: list[str], text: n
 
     from ..core.methods import xpool_scores
 
-    with open_stage_file(features, FEATURE_STAGES, EXTRACT_HINT) as handle:
+    with open_stage(features, *FEATURE_STAGES) as handle:
         position = {vid: i for i, vid in enumerate(read_ids(handle))}
         missing = [v for v in video_ids if v not in position]
         if missing:

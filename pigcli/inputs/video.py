@@ -25,8 +25,9 @@ from typing import Sequence
 
 import numpy as np
 
+from ..choices import DECODERS, SAMPLINGS
+
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".gif")
-DECODERS = ("auto", "decord", "pyav", "torchcodec")
 
 
 class VideoError(Exception):
@@ -42,7 +43,6 @@ class SampledClip:
     fps: float
 
 
-SAMPLINGS = ("uniform", "centre")
 DEFAULT_SAMPLING = "uniform"      # the official code's sampler: what a run compared with the paper needs
 UNRECORDED_SAMPLING = "centre"    # what a stage file that records no sampling was made with
 

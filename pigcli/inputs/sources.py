@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import PigError
+from ..errors import PigError
 from .video import VIDEO_EXTENSIONS, is_video_file
 
 LIST_EXTENSIONS = (".txt", ".lst", ".list")

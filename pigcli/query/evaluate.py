@@ -11,13 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..captions import group_paragraphs, load_captions
+from ..inputs.captions import group_paragraphs, load_captions
 from ..errors import PigError, UsageError
 from ..core.metrics import dsl as dual_softmax
 from ..core.metrics import format_table, gt_ranks, retrieval_metrics, summarize
-from ..store import open_stage_file, read_ids
+from ..store import read_ids
 from .rank import check_method, check_rerank
-from .scoring import FEATURE_STAGES, INDEX_HINT, upstream_file, xpool_scores_blocks
+from ..stagefiles import FEATURE_STAGES, open_stage, upstream_file
+from .scoring import xpool_scores_blocks
 
 
 @dataclass
@@ -79,13 +80,13 @@ def load_eval_inputs(index: str | Path, captions_path: str | Path, *, model: str
     from ..core.device import resolve_device
     from ..core.text import embed_texts, text_token_limit
     from ..model.resolve import folder_for_file
-    from .embed_text import report_truncated
+    from ..inputs.captions import report_truncated
 
     captions = load_captions(captions_path)
     if paragraph:
         captions = group_paragraphs(captions)
     torch_device, _ = resolve_device(device)
-    with open_stage_file(index, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index, "fuse") as handle:
         video_ids = read_ids(handle)
         embedding = handle["embedding"][:] if method == "index" else None  # xpool scores from the tokens
         folder = folder_for_file(model, handle, index, "pig index with this model")
@@ -109,7 +110,7 @@ def evaluate(index: str | Path, captions_path: str | Path, *, model: str | None 
              device: str = "auto", rerank_k: int | str = 0, rerank_weights=None) -> EvalReport:
     """Retrieval metrics of the index (or xpool) on these captions. rerank_k > 0: EERCF rerank of each
     caption's top rerank_k first (docs/method.md s.7; text-to-video only, as rerank is per query);
-    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see stages.rerank.resolve_rerank
+    "auto": the model's tuned K (rerank.json), else 50. rerank_weights: see query.rerank.resolve_rerank
     (None: the model's rerank.json, else the defaults)."""
     from .rerank import find_features, reranked_similarity, resolve_rerank
 

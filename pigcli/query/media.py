@@ -20,7 +20,7 @@ Public API (stable; `pig explain`, `pig rank --format html` and the web page of 
     ranking_html(ranking, thumbnails, title="pig rank") -> str   a self-contained results page
 
 Thumbnails are made on demand from the source video, not stored by extract: decoding again with the
-sampling and crop that extract recorded (T, image size, decoder; pigcli/video.py, the same code) gives
+sampling and crop that extract recorded (T, image size, decoder; pigcli/inputs/video.py, the same code) gives
 exactly the frames the model saw, so patch boxes line up, the stage file format does not change, and no
 extract run pays for pictures nobody looks at. The price: the source videos must still be where extract
 found them (a clear error names the missing path), and each picture decodes its video once. The sampled
@@ -45,9 +45,11 @@ from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
-from .errors import PigError
-from .store import EXTRACT_HINT, decode_ids, open_stage_file, read_ids
-from .video import DEFAULT_SAMPLING, UNRECORDED_SAMPLING, VideoError, decord_available, read_clip, sample_indices
+from ..errors import PigError
+from ..model.resolve import select_k_for
+from ..stagefiles import made_by, open_stage, recorded_sampling, recorded_settings, stage_of, upstream_file
+from ..store import decode_ids, open_stage_file, read_ids
+from ..inputs.video import DEFAULT_SAMPLING, VideoError, decord_available, read_clip, sample_indices
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -89,12 +91,12 @@ class SourceVideos:
 
     def __init__(self, stage_file: str | Path, features: str | Path | None = None):
         self.file = _upstream_source(features or stage_file)
-        with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
-            settings = _settings(handle)
+        with open_stage(self.file, *SOURCE_STAGES) as handle:
+            settings = recorded_settings(handle)
             self.num_frames = int(settings["num_frames"])
             self.image_size = int(settings["image_size"])
             self.decoder = str(settings.get("decoder", "auto"))
-            self.sampling = str(settings.get("sampling", UNRECORDED_SAMPLING))
+            self.sampling = recorded_sampling(settings)
             self._row = {video_id: row for row, video_id in enumerate(read_ids(handle))}
 
     def __contains__(self, video_id: str) -> bool:
@@ -102,7 +104,7 @@ class SourceVideos:
 
     def folders(self) -> set[Path]:
         """The folders of every recorded source path, as recorded (all rows: pig serve's allowed roots)."""
-        with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
+        with open_stage(self.file, *SOURCE_STAGES) as handle:
             folders = {os.path.dirname(path) for path in decode_ids(handle["path"][:])}  # strings: 1M Paths are slow
         return {Path(folder) for folder in folders}
 
@@ -111,7 +113,7 @@ class SourceVideos:
         row = self._row.get(video_id)
         if row is None:
             raise PigError(f"video {video_id!r} is not in {self.file} ({_some_ids(list(self._row))})")
-        with open_stage_file(self.file, SOURCE_STAGES, EXTRACT_HINT) as handle:
+        with open_stage(self.file, *SOURCE_STAGES) as handle:
             path, status, error = (decode_ids(handle[name][row:row + 1])[0] for name in ("path", "status", "error"))
             frame_index = handle["frame_index"][row]
         if status != "ok":
@@ -142,10 +144,16 @@ class SourceVideos:
         return frames
 
     def thumbnails(self, video_id: str, count: int = 4, max_side: int = 160) -> list[bytes]:
-        """JPEGs of `count` of the model's frames, spread evenly over the T sampled ones (segment centres:
-        the first and last frames are often fades)."""
+        """JPEGs of `count` of the model's frames (thumbnail_frames)."""
         frames = self.frames(video_id)
-        return [jpeg(frames[i], max_side) for i in sample_indices(len(frames), min(count, len(frames)), "centre")]
+        return [jpeg(frames[i], max_side) for i in thumbnail_frames(len(frames), count)]
+
+
+def thumbnail_frames(total: int, count: int) -> np.ndarray:
+    """Which of a video's `total` model frames a picture of `count` shows (all if count >= total): spread
+    evenly, at segment centres, since the first and last frames are often fades. The one rule of
+    `pig rank --format html`'s thumbnails and `pig serve`'s strips."""
+    return sample_indices(total, min(count, total), "centre")
 
 
 def video_path_for(stage_file: str | Path, video_id: str) -> Path:
@@ -154,9 +162,7 @@ def video_path_for(stage_file: str | Path, video_id: str) -> Path:
 
 
 def _upstream_source(stage_file: str | Path) -> Path:
-    from .stages.scoring import upstream_file
-
-    open_stage_file(stage_file, PATCH_STAGES + ("frames",), EXTRACT_HINT).close()  # exists, and is one of them
+    open_stage_file(stage_file, PATCH_STAGES + ("frames",), made_by("extract")).close()  # exists, and is one of them
     found = upstream_file(stage_file, SOURCE_STAGES)
     if found is None:
         raise PigError(f"cannot find the extract file {stage_file} was made from (it records where its inputs "
@@ -197,22 +203,24 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
     (top k; k default: the model's select_k, else 16). The grid comes from the extract file (its T and
     image size)."""
     chosen_from, extract = _patch_files(features_path, video_id)
-    with open_stage_file(extract, ("extract",), EXTRACT_HINT) as handle:
+    with open_stage(extract, "extract") as handle:
         row = _row_in(handle, extract, video_id)
-        settings = _settings(handle)
+        settings = recorded_settings(handle)
         num_frames, image_size = int(settings["num_frames"]), int(settings["image_size"])
         patches_total = handle["its_score"].shape[1]
         frame_index, timestamps = handle["frame_index"][row], handle["timestamps"][row]
         its_score = handle["its_score"][row] if chosen_from == extract else None
+        if its_score is not None and k is None:
+            k = select_k_for(None, handle, extract, default_when_unknown=True)
     if its_score is not None:
-        flat, scores = _top_k(its_score, k if k is not None else _model_select_k(extract))
+        flat, scores = _top_k(its_score, k)
     else:
         flat, scores = _selection(chosen_from, video_id, k)
     per_frame = patches_total // num_frames
     grid = math.isqrt(per_frame)
     if grid * grid != per_frame or per_frame * num_frames != patches_total or image_size % grid:
         raise PigError(f"{extract}: {patches_total} patches over {num_frames} frames of {image_size} px do not "
-                       f"form a square grid; rerun: {EXTRACT_HINT} --force")
+                       f"form a square grid; rerun: {made_by('extract')} --force")
     flat = np.asarray(flat, np.int64)
     return PatchView(video_id, flat // per_frame, flat % per_frame, np.asarray(scores, np.float32), num_frames,
                      grid, image_size // grid, image_size, np.asarray(frame_index), np.asarray(timestamps),
@@ -221,9 +229,7 @@ def selected_patches(features_path: str | Path, video_id: str, k: int | None = N
 
 def _patch_files(features_path: str | Path, video_id: str) -> tuple[Path, Path]:
     """(the select or extract file the patches come from, the extract file with the frame grid)."""
-    from .stages.scoring import upstream_file
-
-    with open_stage_file(features_path, PATCH_STAGES, "pig select feats.h5 -o sel.h5") as handle:
+    with open_stage(features_path, *PATCH_STAGES) as handle:
         stage = str(handle.attrs["stage"])
         _row_in(handle, features_path, video_id)  # the file asked about names the missing id
     chosen_from = Path(features_path) if stage in ("select", "extract") else upstream_file(features_path,
@@ -231,7 +237,7 @@ def _patch_files(features_path: str | Path, video_id: str) -> tuple[Path, Path]:
     if chosen_from is None:
         raise PigError(f"cannot find the select or extract file {features_path} was made from (moved or deleted); "
                        "pass that file instead")
-    extract = chosen_from if _stage_of(chosen_from) == "extract" else upstream_file(chosen_from, ("extract",))
+    extract = chosen_from if stage_of(chosen_from) == "extract" else upstream_file(chosen_from, ("extract",))
     if extract is None:
         raise PigError(f"cannot find the extract file {chosen_from} was made from (moved or deleted): it holds the "
                        "frame grid; pass the extract file instead")
@@ -240,7 +246,7 @@ def _patch_files(features_path: str | Path, video_id: str) -> tuple[Path, Path]:
 
 def _selection(select_file: Path, video_id: str, k: int | None) -> tuple[np.ndarray, np.ndarray]:
     """A select file's patches of `video_id` (flat numbers, scores), best first; the first k if given."""
-    with open_stage_file(select_file, ("select",), "pig select feats.h5 -o sel.h5") as handle:
+    with open_stage(select_file, "select") as handle:
         row = _row_in(handle, select_file, video_id)
         flat, scores = handle["selected_index"][row], handle["selected_score"][row]
     if k is not None and not 0 < k <= len(flat):
@@ -258,21 +264,12 @@ def patch_boxes(view: PatchView) -> list[PatchBox]:
 
 
 def _top_k(its_score: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    from .core.selection import top_k_patches
+    from ..core.selection import top_k_patches
 
     if not 0 < k <= its_score.shape[0]:
         raise PigError(f"-k must be between 1 and {its_score.shape[0]} (the patches of a video), not {k}")
     flat = top_k_patches(its_score[None], k)[0]
     return flat, its_score[flat]
-
-
-def _model_select_k(extract: Path) -> int:
-    from .model.checkpoint import ModelFolder, is_checkpoint
-    from .model.pig import PigConfig
-    from .store import read_attrs
-
-    recorded = str(read_attrs(extract).get("model_path", ""))
-    return ModelFolder.read(recorded).config.select_k if is_checkpoint(recorded) else PigConfig().select_k
 
 
 def _row_in(handle, path, video_id: str) -> int:
@@ -451,7 +448,7 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; } td.thumbs img 
 
 
 def ranking_html(ranking, thumbnails: Callable[[str], Sequence[bytes]] | None, title: str = "pig rank") -> str:
-    """A self-contained HTML page of a Ranking (pigcli.stages.rank): per query its text (if known) and id,
+    """A self-contained HTML page of a Ranking (pigcli.query.rank): per query its text (if known) and id,
     then rank, video id, score and thumbnails (JPEG data URIs) of each result. Every id and text is
     escaped. thumbnails(video_id) gives a video's JPEGs; a PigError from it is shown in that row."""
     texts = getattr(ranking, "query_texts", None) or [None] * len(ranking.query_ids)
@@ -478,7 +475,7 @@ def _thumbnail_cell(video_id: str, thumbnails) -> str:
     try:
         images = thumbnails(video_id)
     except PigError as err:  # one video gone does not spoil the page: the reason goes in its row
-        from .console import warn
+        from ..console import warn
 
         warn(f"no thumbnails: {err}")
         return f"<span class=\"missing\">{_esc(str(err))}</span>"
@@ -492,18 +489,6 @@ def _esc(text: str) -> str:
 
 
 # --- small helpers -----------------------------------------------------------------------------------
-
-def _settings(handle) -> dict:
-    import json
-
-    return json.loads(handle.attrs["settings"])
-
-
-def _stage_of(path: Path) -> str:
-    from .store import read_attrs
-
-    return str(read_attrs(path).get("stage"))
-
 
 def _some_ids(ids: list[str], shown: int = 3) -> str:
     if not ids:

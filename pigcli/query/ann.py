@@ -23,8 +23,9 @@ from ..console import log, progress, warn
 from ..core.ann import (AnnParams, ann_candidates, default_params, exact_rescore, new_index, require_faiss,
                         set_query_params)
 from ..errors import PigError, StaleInputError, UsageError
-from ..store import RowReader, is_stage_file, open_stage_file, recorded_model, take_rows
-from .scoring import INDEX_HINT, rank_index
+from ..store import RowReader, is_stage_file, recorded_model, take_rows
+from ..stagefiles import open_stage
+from .scoring import rank_index
 
 ANN_FORMAT = "pig-ann/1"
 ADD_BLOCK_ROWS = 65536  # rows read and added at a time: 128 MiB of fp32 at D=512
@@ -57,7 +58,7 @@ def build_ann(index_path: str | Path, output: str | Path, kind: str = "ivfpq", *
     """Build an ANN index of `kind` over the index file's rows. options: default_params' keywords
     (nlist, m, nbits, hnsw_m, ef_construction, nprobe, ef_search, refine; None: a default)."""
     output = Path(output)
-    with open_stage_file(index_path, ("fuse",), INDEX_HINT) as handle:
+    with open_stage(index_path, "fuse") as handle:
         identity = index_identity(index_path, handle)
         _check_output(output, index_path)
         params = default_params(kind, identity["rows"], identity["dim"], **options)
@@ -161,7 +162,7 @@ class AnnSearcher:
         faiss = require_faiss()
         meta = read_meta(ann_path)
         self.index_path, self.params = Path(index_path), AnnParams.from_dict(meta["params"])
-        self.handle = open_stage_file(index_path, ("fuse",), INDEX_HINT, random_access=True)
+        self.handle = open_stage(index_path, "fuse", random_access=True)
         try:
             check_ann_matches(meta, ann_path, index_path, self.handle)
             self.ann = faiss.read_index(str(ann_path))

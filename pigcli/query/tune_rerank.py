@@ -2,7 +2,7 @@
 
 Every setting of a small grid (K x w_coarse x w_fw x w_fs x w_pw) is scored by the text-to-video R@1
 of the reranked ranking, ties broken by R@5, then MdR (lower), then the smaller K, computed as
-`pig eval --rerank K` computes it (the same candidates, fine scores, reorder and lift: stages/rerank.py).
+`pig eval --rerank K` computes it (the same candidates, fine scores, reorder and lift: query/rerank.py).
 The fine scores of the candidates are computed once, for the largest K; every weight setting and every
 smaller K reorders a prefix of them, so the grid costs one rerank plus a metric per setting.
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import PigError
-from .store import failure_counts, read_attrs
+from ..errors import PigError
+from ..store import failure_counts, read_attrs
 
 
 def describe(path: str | Path) -> dict:
@@ -42,7 +42,7 @@ def _datasets(path: Path) -> dict:
 
 
 def _describe_model(path: Path) -> dict:
-    from .model.checkpoint import ModelFolder
+    from ..model.checkpoint import ModelFolder
 
     folder = ModelFolder.read(path)
     clip = folder.clip_config

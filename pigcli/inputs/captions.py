@@ -27,9 +27,9 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, BinaryIO, Sequence, TextIO
 
-from .errors import PigError
+from ..errors import PigError
 
 
 VIDEO_KEY = "video_id"
@@ -81,7 +81,7 @@ def read_captions(path: str | Path) -> tuple[list[Caption], list[str]]:
 
 def load_captions(path: str | Path) -> list[Caption]:
     """Captions of a file in any accepted format; warnings go to stderr like every other warning."""
-    from .console import warn
+    from ..console import warn
 
     captions, warnings = read_captions(path)
     for warning in warnings:
@@ -415,3 +415,13 @@ def _plural(count: int, noun: str) -> str:
 def _short_list(items: list[Any], limit: int = 10) -> str:
     shown = ", ".join(str(item) for item in items[:limit])
     return shown if len(items) <= limit else f"{shown}, ... (+{len(items) - limit} more)"
+
+
+def report_truncated(ids: list[str], truncated: Sequence[bool], max_tokens: int, what: str = "queries") -> None:
+    """One warning naming the texts (by id) that were cut to max_tokens, as every text reader reports them."""
+    from ..console import warn
+
+    cut = [item for item, flag in zip(ids, truncated) if flag]
+    if cut:
+        shown = ", ".join(cut[:10]) + (f" (+{len(cut) - 10} more)" if len(cut) > 10 else "")
+        warn(f"{len(cut)} {what} longer than {max_tokens} tokens were truncated: {shown}")

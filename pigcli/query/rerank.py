@@ -5,7 +5,7 @@ Rerank those K by  w_fw S_fw + w_fs S_fs + w_pw S_pw + w_coarse S_coarse ; the r
 Only the candidates' rows are read from the extract file (frames and kept patches), so the online
 cost is K fine scorings per query instead of N. The fine scores are computed once per candidate
 (`candidate_scores`) and any weights reorder them (`CandidateScores.reorder`): `pig tune-rerank`
-(stages/tune_rerank.py) scores its whole grid that way. `resolve_rerank` is the one place that
+(query/tune_rerank.py) scores its whole grid that way. `resolve_rerank` is the one place that
 decides K and the weights: explicit ones, else the model's rerank.json, else RerankWeights().
 
 The EERCF head (W_F mixes the frame weights of S_fw) comes from the index's model: identities until
@@ -20,9 +20,10 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..errors import PigError, UsageError
+from ..stagefiles import made_by
 from ..store import decode_ids, open_stage_file, read_ids, require_same_model, take_rows
 
-FEATURE_HINT = "pig extract VIDEOS -m MODEL -o feats.h5 (the file the index was built from)"
+FEATURE_HINT = made_by("extract") + " (the file the index was built from)"
 DEFAULT_K = 50  # `--rerank` without a number and no tuned K: EERCF's K (the paper's)
 AUTO = "auto"   # `--rerank` without a number: the model's tuned K (rerank.json), else DEFAULT_K
 
@@ -184,7 +185,7 @@ def reranked_similarity(sim: np.ndarray, text: np.ndarray, features, video_ids, 
 
 def find_features(index, features=None):
     """The extract file a rerank of `index` reads: `features`, else the one the index was built from."""
-    from .scoring import upstream_file
+    from ..stagefiles import upstream_file
 
     features = features or upstream_file(index, ("extract",))
     if features is None:

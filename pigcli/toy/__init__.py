@@ -1,0 +1,1 @@
+"""The built-in toy corpora (`pig toy make`) and the video writer they and the tests use."""
