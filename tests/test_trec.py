@@ -195,13 +195,24 @@ def test_topics_xml_and_lines(tmp_path) -> None:
         read_topics(lines)
 
 
-@pytest.mark.slow
-def test_pig_eval_qrels_command(tmp_path, run_pig) -> None:
+def test_pig_eval_qrels_command(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from pigcli.cli import app
+
+    def pig(*args):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+        return result.exit_code, result.stdout, result.stderr
+
     (tmp_path / "qrels").write_text(QRELS_4 + "612 1 x 1\n")
     (tmp_path / "run").write_text("".join(f"611 Q0 {s} {i} {10 - i} t\n" for i, s in enumerate(RUN, start=1)))
-    code, out, err = run_pig(["eval", tmp_path / "run", "--qrels", tmp_path / "qrels"])
+    code, out, err = pig("eval", tmp_path / "run", "--qrels", tmp_path / "qrels")
     assert code == 0, err
     assert out.splitlines()[1].split() == ["infAP", "0.6500"]
     assert "1 judged topics have no shot in the run" in err
-    code, out, err = run_pig(["eval", tmp_path / "run"])
+    code, out, err = pig("eval", tmp_path / "run")
     assert code == 2 and "give --captions" in err
+    code, out, err = pig("eval", tmp_path / "run", "--qrels", tmp_path / "qrels", "--rerank", 5)
+    assert code == 2 and "--rerank score an index; --qrels scores a finished run" in err
+    code, out, err = pig("rank", tmp_path / "index.h5", "--topics", tmp_path / "topics.txt", "--run-tag", "F Pig")
+    assert code == 2 and "--run-tag must be one word" in err

@@ -70,7 +70,7 @@ def rank_cmd(
       pig rank index.h5 q.h5 --rerank             # K and weights from pig tune-rerank (else K = 50)
       pig rank index.h5 --queries queries.txt -n 5 --format html -o results.html
       pig rank index.h5 q.h5 --ann index.faiss --nprobe 32   # approximate (pig index-ann)
-      pig rank shots.h5 --topics tv19.avs.topics.xml -n 1000 -f trec --run-tag F-Pig -o run.txt
+      pig rank shots.h5 --topics topics.xml -n 1000 -f trec --run-tag F-Pig -o run.txt   # TRECVID
     """
     from ..inputs.captions import Query, load_queries
     from ..console import warn
@@ -182,6 +182,11 @@ def eval_cmd(
     if (captions is None) == (qrels is None):
         raise UsageError("give --captions (an index's retrieval metrics) or --qrels (a TREC run's infAP), one of them")
     if qrels is not None:
+        index_options = {"--method": method != ScoringMethod.index, "--features": features is not None,
+                         "--paragraph": paragraph, "--dsl": dsl, "--model": model is not None, "--rerank": rerank != 0}
+        given = [name for name, used in index_options.items() if used]
+        if given:
+            raise UsageError(f"{', '.join(given)} score an index; --qrels scores a finished run: leave them out")
         _eval_trec_run(index, qrels, depth, as_json)
         return
 
