@@ -216,3 +216,10 @@ def test_pig_eval_qrels_command(tmp_path) -> None:
     assert code == 2 and "--rerank score an index; --qrels scores a finished run" in err
     code, out, err = pig("rank", tmp_path / "index.h5", "--topics", tmp_path / "topics.txt", "--run-tag", "F Pig")
     assert code == 2 and "--run-tag must be one word" in err
+
+
+def test_no_shared_topic_names_both_id_lists(tmp_path) -> None:
+    (tmp_path / "qrels").write_text("1501 1 a 1\n")
+    (tmp_path / "run").write_text("501 Q0 a 1 1.0 t\n")
+    with pytest.raises(PigError, match=r"\(run: 501; qrels: 1501\)"):
+        evaluate_run(tmp_path / "run", tmp_path / "qrels")
