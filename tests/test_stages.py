@@ -500,6 +500,41 @@ def test_rank_formats(chain, queries) -> None:
     assert results["tsv"] == results["jsonl"] == results["trec"]
 
 
+def test_rank_trecvid_topics_to_a_run_that_pig_eval_scores(chain, tmp_path) -> None:
+    # TRECVID topics (XML) -> a TREC run with the topic ids and the run tag, --top 1000 on a small
+    # index giving every row; the same scores as the topic texts asked with --query; then pig eval
+    # --qrels on that run gives trec_eval's AP where every shot is judged.
+    import pytrec_eval
+
+    topics = tmp_path / "topics.xml"
+    topics.write_text('<videoAdhocSearchTopics>\n<videoAdhocSearchTopic num="1701" text="a red square moves left"/>\n'
+                      '<videoAdhocSearchTopic num="1702" text="blue and green"/>\n</videoAdhocSearchTopics>\n')
+    run = tmp_path / "run.txt"
+    code, out, err = pig("rank", chain.index, "--topics", topics, "-n", 1000, "-f", "trec", "--run-tag", "F-Pig",
+                         "-o", run)
+    assert code == 0, err
+    lines = [line.split() for line in run.read_text().splitlines()]
+    videos = read(chain.index)["ids"]
+    assert [f[0] for f in lines] == ["1701"] * len(videos) + ["1702"] * len(videos)
+    assert {f[5] for f in lines} == {"F-Pig"} and {f[1] for f in lines} == {"Q0"}
+    code, out, err = pig("rank", chain.index, "-q", "blue and green", "-n", 1000, "-f", "trec")
+    assert [f[2:5] for f in lines if f[0] == "1702"] == [line.split()[2:5] for line in out.splitlines()]
+    qrels = tmp_path / "qrels"
+    qrels.write_text("".join(f"{topic} 1 {video} {int(i % 3 == j)}\n" for j, topic in enumerate(("1701", "1702"))
+                             for i, video in enumerate(videos)))
+    code, out, err = pig("eval", run, "--qrels", qrels, "--json")
+    assert code == 0, err
+    report = json.loads(out)
+    judged = {t: {v: int(r) for t2, _, v, r in map(str.split, qrels.read_text().splitlines()) if t2 == t}
+              for t in ("1701", "1702")}
+    scored = {t: {f[2]: float(f[4]) for f in lines if f[0] == t} for t in ("1701", "1702")}
+    want = pytrec_eval.RelevanceEvaluator(judged, {"map"}).evaluate(scored)
+    assert report["complete_judgements"] and report["topics"] == 2
+    for topic in ("1701", "1702"):
+        assert report["per_topic"][topic]["AP"] == want[topic]["map"]
+        assert report["per_topic"][topic]["infAP"] == pytest.approx(want[topic]["map"], abs=1e-4)
+
+
 ODD_IDS = ["clip\t0021 é", "a\nb", "c\rd", "sp ace", "back\\slash", "50%", "nb\u00a0sp\x1f"]
 
 

@@ -19,7 +19,10 @@ def rank_cmd(
     query_file: Annotated[Optional[Path], typer.Argument(help="queries embedded by pig embed-text")] = None,
     query: Annotated[Optional[List[str]], typer.Option("--query", "-q", help="a query text (repeatable)")] = None,
     queries: Annotated[Optional[str], typer.Option(help="query file (text/CSV/JSONL) or - for stdin")] = None,
-    top: Annotated[int, typer.Option("--top", "-n", help="videos per query")] = 10,
+    topics: Annotated[Optional[Path], typer.Option(
+        "--topics", help="TRECVID topics file (XML <videoAdhocSearchTopic num= text=> or 'ID text' lines): "
+        "one query per topic, its id the topic number")] = None,
+    top: Annotated[int, typer.Option("--top", "-n", help="videos (or shots) per query; TRECVID runs: 1000")] = 10,
     fmt: Annotated[OutputFormat, typer.Option(
         "--format", "-f", help="tsv: query, rank, video, score, with backslash, tab, newline and CR in ids written "
         "as \\\\, \\t, \\n, \\r; jsonl: one object per line; trec: a TREC run (6 fields), with '%', whitespace "
@@ -28,6 +31,8 @@ def rank_cmd(
         "never to a terminal")] = OutputFormat.tsv,
     output: Annotated[Optional[Path], typer.Option(
         "--output", "-o", help="write the ranking to this file (then its path is printed) instead of stdout")] = None,
+    run_tag: Annotated[str, typer.Option(
+        "--run-tag", help="trec: the run name in the last field (no whitespace)")] = "pig",
     thumbnails: Annotated[int, typer.Option(
         "--thumbnails", help="html: frames per video, decoded from the source videos (0: none)")] = 4,
     method: Scoring = ScoringMethod.index,
@@ -65,6 +70,7 @@ def rank_cmd(
       pig rank index.h5 q.h5 --rerank             # K and weights from pig tune-rerank (else K = 50)
       pig rank index.h5 --queries queries.txt -n 5 --format html -o results.html
       pig rank index.h5 q.h5 --ann index.faiss --nprobe 32   # approximate (pig index-ann)
+      pig rank shots.h5 --topics topics.xml -n 1000 -f trec --run-tag F-Pig -o run.txt   # TRECVID
     """
     from ..inputs.captions import Query, load_queries
     from ..console import warn
@@ -72,19 +78,25 @@ def rank_cmd(
     from ..query.rank import check_query_sources, default_index_path, rank, resolve_rank_inputs
 
     index, query_file = resolve_rank_inputs(index, query_file)
-    check_query_sources(query_file, bool(query or queries))
+    check_query_sources(query_file, bool(query or queries or topics))
+    if not run_tag or any(c.isspace() for c in run_tag):
+        raise UsageError(f"--run-tag must be one word (no whitespace), not {run_tag!r}")
     if fmt == OutputFormat.html and output is None and sys.stdout.isatty():
         raise UsageError("--format html writes a whole page: give -o results.html (or redirect stdout)")
     if thumbnails < 0:
         raise UsageError(f"--thumbnails must be 0 or more, not {thumbnails}")
-    inputs = [index, query_file, queries, features]
+    inputs = [index, query_file, queries, topics, features]
     if output is not None:
         check_result_path(output, inputs)
     texts = None
     if query is not None and any(not text.strip() for text in query):
         raise UsageError("--query/-q is empty: give the text to search for, e.g. -q \"a red car\"")
-    if query or queries:
+    if query or queries or topics:
         texts = [Query(f"q{i}", text) for i, text in enumerate(query or [], start=1)]
+        if topics:
+            from ..inputs.trec import read_topics
+
+            texts += read_topics(topics)
         if queries:
             more, warnings = load_queries(queries)
             for message in warnings:
@@ -101,10 +113,10 @@ def rank_cmd(
         from ..query.media import SourceVideos
 
         thumbs = partial(SourceVideos(default_index_path(index), features).thumbnails, count=thumbnails)
-    _write_ranking(ranking, fmt.value, output, thumbs, inputs)
+    _write_ranking(ranking, fmt.value, output, thumbs, inputs, run_tag)
 
 
-def _write_ranking(ranking, fmt: str, output: Path | None, thumbnails, inputs) -> None:
+def _write_ranking(ranking, fmt: str, output: Path | None, thumbnails, inputs, run_tag: str = "pig") -> None:
     """To stdout, or to the file `output` (written whole, its path printed)."""
     import io
 
@@ -112,18 +124,23 @@ def _write_ranking(ranking, fmt: str, output: Path | None, thumbnails, inputs) -
     from .output import write_result_file
 
     if output is None:
-        write_ranking(ranking, fmt, sys.stdout, thumbnails=thumbnails)
+        write_ranking(ranking, fmt, sys.stdout, run_name=run_tag, thumbnails=thumbnails)
         return
     text = io.StringIO()
-    write_ranking(ranking, fmt, text, thumbnails=thumbnails)
+    write_ranking(ranking, fmt, text, run_name=run_tag, thumbnails=thumbnails)
     write_result_file(output, text.getvalue().encode("utf-8"), inputs)
     emit(output)
 
 
 def eval_cmd(
-    index: Annotated[Path, typer.Argument(help="index file")],
-    captions: Annotated[Path, typer.Option(
-        "--captions", "-c", help="MSRVTT_JSFUSION_test.csv, video_id,caption CSV, or JSONL")],
+    index: Annotated[Path, typer.Argument(help="index file; with --qrels: a TREC run (pig rank --format trec)")],
+    captions: Annotated[Optional[Path], typer.Option(
+        "--captions", "-c", help="MSRVTT_JSFUSION_test.csv, video_id,caption CSV, or JSONL")] = None,
+    qrels: Annotated[Optional[Path], typer.Option(
+        "--qrels", help="TRECVID qrels ('topic stratum shot judgement', or sample_eval.pl's 5 fields): score "
+        "the run given as the argument with infAP as sample_eval.pl estimates it, plus AP, P@k and recall")] = None,
+    depth: Annotated[int, typer.Option(
+        "--depth", help="--qrels: shots of each topic's run that count (sample_eval.pl's result size)")] = 1000,
     method: Scoring = ScoringMethod.index,
     features: TokenFeatures = None,
     paragraph: Annotated[bool, typer.Option(
@@ -138,7 +155,8 @@ def eval_cmd(
     w_pw: WeightPw = None,
     w_coarse: WeightCoarse = None,
 ):
-    """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically.
+    """R@1/5/10, MdR and MnR, text-to-video and video-to-text; ties ranked pessimistically; or, with
+    --qrels, a TREC run scored as TRECVID scores Ad-hoc Video Search.
 
     Video-to-text as CLIP4Clip and X-Pool compute it: a video's captions form one group scored by its
     best caption, and each video ranks the groups. Captions longer than the token limit are named on
@@ -150,9 +168,27 @@ def eval_cmd(
       pig eval didemo_index.h5 --captions didemo_test.jsonl --paragraph
       pig eval index.h5 --captions test.csv --rerank 50
       pig eval index.h5 --captions test.csv --rerank --w-coarse 1   # tuned K and weights, one overridden
+      pig eval run.txt --qrels avs.qrels.tv19                      # infAP (sample_eval.pl), AP, P@k, recall
+
+    With --qrels: infAP and inferred P@10/100/1000 as sample_eval.pl estimates them from the judged
+    sample of each stratum; AP, P@k and recall from trec_eval (pip install 'pigcli[trec]'), unjudged
+    shots counted as not relevant (exact only where every pooled shot is judged). The mean is over the
+    topics of both the run and the qrels, as sample_eval.pl takes it.
     """
     from ..console import warn
+    from ..errors import UsageError
     from ..query.evaluate import evaluate
+
+    if (captions is None) == (qrels is None):
+        raise UsageError("give --captions (an index's retrieval metrics) or --qrels (a TREC run's infAP), one of them")
+    if qrels is not None:
+        index_options = {"--method": method != ScoringMethod.index, "--features": features is not None,
+                         "--paragraph": paragraph, "--dsl": dsl, "--model": model is not None, "--rerank": rerank != 0}
+        given = [name for name, used in index_options.items() if used]
+        if given:
+            raise UsageError(f"{', '.join(given)} score an index; --qrels scores a finished run: leave them out")
+        _eval_trec_run(index, qrels, depth, as_json)
+        return
 
     report = evaluate(index, captions, model=model, method=method.value, features=features, paragraph=paragraph,
                       dsl=dsl, device=device, rerank_k=rerank,
@@ -162,6 +198,23 @@ def eval_cmd(
              f"(e.g. {', '.join(report.missing_videos[:5])})")
     if report.uncaptioned_videos:
         warn(f"{report.uncaptioned_videos} index videos have no caption: they stay in the gallery as distractors")
+    if as_json:
+        emit_json(report.to_dict())
+    else:
+        emit(report.table())
+
+
+def _eval_trec_run(run: Path, qrels: Path, depth: int, as_json: bool) -> None:
+    from ..console import warn
+    from ..query.trec import evaluate_run
+
+    report = evaluate_run(run, qrels, depth)
+    if report.missing_topics:
+        warn(f"{len(report.missing_topics)} judged topics have no shot in the run and are left out of the mean, "
+             f"as sample_eval.pl leaves them (e.g. {', '.join(report.missing_topics[:5])})")
+    if report.unjudged_topics:
+        warn(f"{len(report.unjudged_topics)} run topics are not in the qrels (e.g. "
+             f"{', '.join(report.unjudged_topics[:5])})")
     if as_json:
         emit_json(report.to_dict())
     else:

@@ -70,12 +70,13 @@ def load_query_file(path: str | Path, index_model: dict, index_path) -> tuple[li
 
 
 def check_query_sources(query_file, has_texts: bool) -> None:
-    """Exactly one source of queries: an embed-text file, or texts (--query/--queries)."""
+    """Exactly one source of queries: an embed-text file, or texts (--query/--queries/--topics)."""
     if query_file is not None and has_texts:
         raise UsageError(f"a query file from pig embed-text ({query_file}) and --query/--queries do not combine: "
                          "give one")
     if query_file is None and not has_texts:
-        raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, or --queries FILE")
+        raise UsageError("give queries: a q.h5 file from pig embed-text, --query TEXT, --queries FILE or "
+                         "--topics FILE")
 
 
 def check_method(method: str) -> None:
