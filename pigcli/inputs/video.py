@@ -9,6 +9,8 @@ Sampling (`sample_indices`, docs/method.md s.1), T of the n decoded frames:
 - centre: segment centres, floor((i + 0.5) * n / T) for i in 0..T-1 (pig's only sampler before
   --sampling existed; stage files that record no sampling were made with it).
 A video with fewer than T frames repeats frames (visible in the recorded indices), which is not a failure.
+A shot (`Window`: first and last frame, or start and end in seconds) is sampled by the same rule over its
+own frames only: the indices are offset by its first frame (`window_indices`).
 Preprocessing (torch): resize the shortest side to the model's image size (bicubic, antialiased),
 centre crop, then CLIP mean/std (`normalize`, on the consumer side so workers ship uint8).
 """
@@ -67,6 +69,41 @@ def sample_indices(num_frames: int, count: int, sampling: str = DEFAULT_SAMPLING
     return np.linspace(first, last, count).astype(np.int64)  # truncation, as the official astype(int)
 
 
+FRAME_UNITS = ("frames", "seconds")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A shot's bounds in its video, both included: frame numbers (from 0) or seconds."""
+    start: float
+    end: float
+    unit: str = "frames"
+
+
+def window_frames(window: Window, num_frames: int, fps: float) -> tuple[int, int]:
+    """The first and last frame of a shot (a window past the video's end is cut at its last frame);
+    seconds cover the frames whose time i / fps lies in [start, end]."""
+    if window.unit == "frames":
+        first, last = int(window.start), int(window.end)
+    else:
+        if fps <= 0:
+            raise VideoError("the video has no frame rate: shots in seconds cannot be placed")
+        first = int(np.ceil(window.start * fps - 1e-6))
+        last = max(first, int(np.floor(window.end * fps + 1e-6)))
+    if first >= num_frames:
+        raise VideoError(f"shot starts at frame {first}, the video has {num_frames} frames")
+    return first, min(last, num_frames - 1)
+
+
+def window_indices(window: Window | None, num_frames: int, fps: float, count: int,
+                   sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> np.ndarray:
+    """T frame numbers of a video (window None) or of one shot of it, by `sample_indices`'s rule."""
+    if window is None:
+        return sample_indices(num_frames, count, sampling, jitter)
+    first, last = window_frames(window, num_frames, fps)
+    return first + sample_indices(last - first + 1, count, sampling, jitter)
+
+
 def decord_available() -> bool:
     try:
         import decord  # noqa: F401
@@ -116,8 +153,32 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
               sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> SampledClip:
     """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input.
     sampling, jitter: how the T frames are chosen (`sample_indices`)."""
+    (clip,) = read_clips(path, num_samples, image_size, decoder, sampling, jitter)
+    if isinstance(clip, VideoError):
+        raise clip
+    return clip
+
+
+def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
+               sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None,
+               windows: Sequence[Window | None] = (None,)) -> list[SampledClip | VideoError]:
+    """T sampled frames of each window of one video (None: the whole video), decoding the video once.
+    Raises VideoError when the video cannot be read; a window that does not fit it (it starts after
+    the last frame) gets its VideoError in its place, the others their clips."""
     path = Path(path)
-    choose = partial(sample_indices, count=num_samples, sampling=sampling, jitter=jitter)
+    plans: list[np.ndarray | VideoError] = []
+
+    def choose(num_frames: int, fps: float) -> np.ndarray:
+        for window in windows:
+            try:
+                plans.append(window_indices(window, num_frames, fps, num_samples, sampling, jitter))
+            except VideoError as err:
+                if window is None:
+                    raise
+                plans.append(err)
+        wanted = [plan for plan in plans if not isinstance(plan, VideoError)]
+        return np.unique(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
+
     check_regular_file(path)
     chosen = resolve_decoder(decoder)
     # With 'auto', a file that decord fails on is retried with PyAV: decord cannot read some valid
@@ -126,6 +187,7 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
     readers = [_read_decord, _read_pyav] if chosen == "decord" and decoder == "auto" else (
         [_read_decord] if chosen == "decord" else [_read_pyav])
     for attempt, reader in enumerate(readers, start=1):
+        plans.clear()
         try:
             rgb, index, num_frames, fps = reader(path, choose)
             break
@@ -134,9 +196,16 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
         except Exception as err:  # decoders raise many types for corrupt input: record, don't crash
             if attempt == len(readers):
                 raise VideoError(_decoder_message(err)) from err
-    frames = resize_and_crop(rgb, image_size)
-    timestamps = index / fps if fps > 0 else np.full(len(index), np.nan)
-    return SampledClip(frames, index, timestamps, num_frames, fps)
+    frames = resize_and_crop(rgb, image_size) if len(index) else None
+    position = {int(frame): row for row, frame in enumerate(index)}
+    clips: list[SampledClip | VideoError] = []
+    for plan in plans:
+        if isinstance(plan, VideoError):
+            clips.append(plan)
+            continue
+        timestamps = plan / fps if fps > 0 else np.full(len(plan), np.nan)
+        clips.append(SampledClip(frames[[position[int(i)] for i in plan]], plan, timestamps, num_frames, fps))
+    return clips
 
 
 # decord's errors start with a clock time and a source location ("[11:38:45] .../video_reader.cc:151: "),
@@ -156,10 +225,10 @@ def _read_decord(path: Path, choose):
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    num_frames = len(reader)
-    index = choose(num_frames)
-    rgb = reader.get_batch(list(index)).asnumpy()
-    return rgb, index, num_frames, float(reader.get_avg_fps())
+    num_frames, fps = len(reader), float(reader.get_avg_fps())
+    index = choose(num_frames, fps)
+    rgb = reader.get_batch(list(index)).asnumpy() if len(index) else None
+    return rgb, index, num_frames, fps
 
 
 def _read_pyav(path: Path, choose):
@@ -172,8 +241,8 @@ def _read_pyav(path: Path, choose):
         fps = float(stream.average_rate or stream.guessed_rate or 0)
         # Frame counts in headers are unreliable: decode everything, keep only what is sampled later.
         decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    index = choose(len(decoded))
-    return np.stack([decoded[i] for i in index]), index, len(decoded), fps
+    index = choose(len(decoded), fps)
+    return (np.stack([decoded[i] for i in index]) if len(index) else None), index, len(decoded), fps
 
 
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
