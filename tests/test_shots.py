@@ -141,6 +141,26 @@ def test_shards_merged_equal_one_run(collection, tmp_path):
         np.testing.assert_array_equal(merged[name][rows], whole[name], err_msg=name)
 
 
+def test_segments_from_a_master_shot_reference(collection, tmp_path):
+    """V3C's layout: msb/VIDEO.tsv, a header with startframe, starttime, endframe, endtime; the shots get
+    TRECVID's ids and give the rows a hand-written segments file gives."""
+    msb = tmp_path / "msb"
+    msb.mkdir()
+    for video, shots in SHOTS.items():
+        rows = [f"{first}\t{first / FPS:.3f}\t{last}\t{last / FPS:.3f}" for first, last in shots]
+        (msb / f"{video}.tsv").write_text("startframe\tstarttime\tendframe\tendtime\n" + "\n".join(rows) + "\n")
+    output = tmp_path / "from_msb.tsv"
+    result = CliRunner().invoke(app, ["segments", str(msb), "-o", str(output)])
+    assert result.exit_code == 0 and result.stdout == f"{output}\n", result.output
+    lines = output.read_text().splitlines()
+    assert lines[0] == "shot\tvideo\tstartframe\tendframe\tstarttime\tendtime"
+    assert lines[1:3] == ["shotv0_1\tv0\t0\t9\t0.000\t1.125", "shotv0_2\tv0\t10\t21\t1.250\t2.625"]
+    hand_written = run_frames(collection, tmp_path / "hand.h5")
+    converted = run_frames(collection, tmp_path / "converted.h5", output)
+    for name in ("ids", "frame_index", "pixels"):
+        np.testing.assert_array_equal(converted[name], hand_written[name], err_msg=name)
+
+
 BAD_SEGMENTS = {
     "unknown video": ([("shotv9_1", "v9", 0, 5, 0)], " line 3: video 'v9' of shot 'shotv9_1' is not among the 3 videos given (ids are file names without "
                       "extension)"),

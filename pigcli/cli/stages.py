@@ -152,6 +152,29 @@ def _report_sharded(run, output: Path, shard: str | None, device: str, force: bo
             raise
 
 
+def segments_cmd(
+    references: Annotated[List[Path], typer.Argument(
+        help="master shot reference: folders of one file per video (.tsv, .msb, .csv; V3C's msb/), or such files")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="segments file to write (tab-separated)")],
+):
+    """Make one segments file (for --segments) from a master shot reference of one file per video.
+
+    Each file (e.g. V3C's msb/00001.tsv: a header with startframe, starttime, endframe, endtime) is one
+    video, named by the file name without extension; its rows become shots with TRECVID's ids,
+    shot<video>_<n> counted from 1. Prints the path written.
+
+    Examples:
+      pig segments V3C1/msb -o v3c1_shots.tsv
+      pig index V3C1/videos --segments v3c1_shots.tsv -m models/pig-b32 -o v3c1_index.h5
+    """
+    from ..console import log
+    from ..inputs.segments import segments_from_msb
+
+    videos, shots = segments_from_msb(references, output)
+    log(f"{shots} shots of {videos} videos")
+    emit(output)
+
+
 FRAMES_MODEL_HELP = ("model whose num_frames and image size are the defaults of --frames and --size (its weights "
                      "are not read): default $PIG_MODEL, else openai/clip-vit-base-patch32")
 

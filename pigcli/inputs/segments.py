@@ -159,3 +159,65 @@ def shot_entries(path: str | Path, videos: dict[str, Path], holds=None) -> Itera
     for segment in read_segments(path):
         if holds is None or holds(segment.shot):
             yield VideoEntry(segment.shot, videos[segment.video], segment.window, segment.video)
+
+
+# --- from a master shot reference ------------------------------------------------------------------------
+
+MSB_SUFFIXES = (".tsv", ".msb", ".csv")
+
+
+def segments_from_msb(folders: list[str | Path], output: str | Path) -> tuple[int, int]:
+    """Write one segments file from master shot reference files, one per video (V3C's msb/VIDEO.tsv: a
+    header with startframe, starttime, endframe, endtime): the video id is the file name without
+    extension, the shot id TRECVID's shot<video>_<n>, n counted from 1 in file order. The unit columns the
+    files have are kept as they are. Returns (videos, shots); written to OUTPUT.tmp, then renamed."""
+    files = sorted(p for folder in map(Path, folders)
+                   for p in (folder.iterdir() if folder.is_dir() else [folder]) if p.suffix in MSB_SUFFIXES)
+    if not files:
+        raise PigError(f"no master shot reference files ({', '.join(MSB_SUFFIXES)}) in {', '.join(map(str, folders))}")
+    output, shots = Path(output), 0
+    tmp = output.with_name(output.name + ".tmp")
+    names = None
+    try:
+        with tmp.open("w", encoding="utf-8") as out:
+            for path in files:
+                header, _ = _msb_header(path)
+                _columns(path, ["shot", "video", *header])  # the header must name a unit's pair
+                kept = [name for pair in UNIT_COLUMNS.values() for name in pair if name in header]
+                if names is None:
+                    names = kept
+                    out.write("\t".join(("shot", "video", *names)) + "\n")
+                elif kept != names:
+                    raise PigError(f"{path}: its columns ({', '.join(kept)}) differ from {files[0]}'s ({', '.join(names)})")
+                shots += _copy_msb(path, names, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(output)
+    return len(files), shots
+
+
+def _msb_header(path: Path) -> tuple[list[str], str]:
+    """A reference file's column names (lower case) and separator (tab, else comma)."""
+    with path.open(encoding="utf-8") as handle:
+        first = handle.readline().rstrip("\r\n")
+    separator = "\t" if "\t" in first else ","
+    return [name.strip().lower() for name in first.split(separator)], separator
+
+
+def _copy_msb(path: Path, names: list[str], out) -> int:
+    """Append a reference file's shots to the segments file `out`; returns how many."""
+    header, separator = _msb_header(path)
+    columns = [header.index(name) for name in names]
+    video, count = path.stem, 0
+    with path.open(encoding="utf-8") as handle:
+        next(handle)
+        for number, line in enumerate(handle, start=2):
+            if not line.strip():
+                continue
+            fields = [field.strip() for field in line.rstrip("\r\n").split(separator)]
+            if len(fields) < len(header):
+                raise PigError(f"{path} line {number}: {len(fields)} columns, the header has {len(header)}")
+            count += 1
+            out.write("\t".join((f"shot{video}_{count}", video, *(fields[c] for c in columns))) + "\n")
+    return count
