@@ -141,6 +141,17 @@ def test_shards_merged_equal_one_run(collection, tmp_path):
         np.testing.assert_array_equal(merged[name][rows], whole[name], err_msg=name)
 
 
+def test_pictures_draw_a_shots_own_frames(collection, tmp_path):
+    """pig explain, html thumbnails and serve's strips decode a row again: a shot row gives its shot's frames."""
+    from pigcli.query.media import SourceVideos
+
+    output = tmp_path / "frames.h5"
+    data = run_frames(collection, output)
+    source = SourceVideos(output)
+    for row in (1, 4, len(data["ids"]) - 1):
+        np.testing.assert_array_equal(source.frames(data["ids"][row]), data["pixels"][row].transpose(0, 2, 3, 1))
+
+
 def test_segments_from_a_master_shot_reference(collection, tmp_path):
     """V3C's layout: msb/VIDEO.tsv, a header with startframe, starttime, endframe, endtime; the shots get
     TRECVID's ids and give the rows a hand-written segments file gives."""

@@ -150,10 +150,10 @@ def check_regular_file(path: Path) -> None:
 
 
 def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
-              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> SampledClip:
-    """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input.
-    sampling, jitter: how the T frames are chosen (`sample_indices`)."""
-    (clip,) = read_clips(path, num_samples, image_size, decoder, sampling, jitter)
+              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None, window: Window | None = None) -> SampledClip:
+    """Decode T sampled frames of one video (or of one shot of it: window) and crop/resize them; raises
+    VideoError on bad input. sampling, jitter: how the T frames are chosen (`sample_indices`)."""
+    (clip,) = read_clips(path, num_samples, image_size, decoder, sampling, jitter, windows=[window])
     if isinstance(clip, VideoError):
         raise clip
     return clip
