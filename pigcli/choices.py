@@ -14,7 +14,7 @@ from .errors import UsageError
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")       # auto: bf16 on a GPU, fp32 on the CPU
 SELECTORS = ("its", "random")                       # random: the ablation baseline, no information from ITS
 BACKBONES = ("vip", "frames")                       # video proxy tokens | CLIP per frame (CLIP4Clip style)
-DECODERS = ("auto", "decord", "pyav")               # auto: decord if installed, else PyAV
+DECODERS = ("auto", "decord", "pyav", "torchcodec")  # auto: decord if installed, else PyAV
 SAMPLINGS = ("uniform", "centre")                   # the official linspace | segment centres
 METHODS = ("pig", "meanpool", "xpool", "eercf")     # what a model computes (pig train --method)
 INDEX_METHODS = ("pig", "meanpool", "eercf")        # those with a query-independent video vector (pig fuse)

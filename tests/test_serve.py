@@ -4,6 +4,7 @@ videos' own files can be read, and the page renders results in a headless browse
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import threading
@@ -43,8 +44,13 @@ def served(tmp_path_factory, tiny_model_dir, tiny_extract):
     secret = root / "secret.txt"
     secret.write_text(SECRET)
     return SimpleNamespace(root=root, index=index, sel=sel, feats=tiny_extract, secret=secret,
-                           client=TestClient(create_app(index)),
-                           reranking=TestClient(create_app(index, rerank=4)))
+                           client=local_client(create_app(index)),
+                           reranking=local_client(create_app(index, rerank=4)))
+
+
+def local_client(app) -> TestClient:
+    """A client that sends Host: localhost, as a browser on the machine does (TestClient's own is 'testserver')."""
+    return TestClient(app, base_url="http://localhost")
 
 
 def pig_rank_jsonl(*args) -> list[dict]:
@@ -146,8 +152,18 @@ def test_huge_body_without_length_is_refused(served) -> None:
 
 def test_unknown_route_and_video_are_404_json(served) -> None:
     assert served.client.get("/nowhere").json() == {"error": "Not Found"}
-    answer = served.client.get("/video", params={"id": "zulu"})
-    assert answer.status_code == 404 and "'zulu' is not in" in answer.json()["error"]
+    for kind in ("video", "thumb", "patches"):
+        answer = served.client.get(f"/{kind}", params={"id": "zulu-not-indexed"})
+        assert answer.status_code == 404 and answer.json() == {"error": "no video with this id in the index"}
+
+
+def test_long_ids_are_refused_and_never_echoed(served) -> None:
+    long_id = "x" * 1000 + "<script>" + "y" * 100
+    for kind in ("video", "thumb", "patches"):
+        answer = served.client.get(f"/{kind}", params={"id": long_id})
+        assert answer.status_code == 400, answer.text
+        assert "at most 1024 characters" in answer.json()["error"] and "<script>" not in answer.text
+    assert served.client.get("/video", params={"id": "x" * 1024}).status_code == 404  # at the cap: looked up
 
 
 # --- files: only the indexed videos' own ----------------------------------------------------------------
@@ -177,6 +193,144 @@ def test_no_file_outside_the_indexed_videos_can_be_read(served, video_folder) ->
     # what the page needs is there
     assert "<title>pig search</title>" in served.client.get("/").text
     assert "function search" in served.client.get("/static/app.js").text
+
+
+# --- a video file swapped after indexing ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def swappable(tmp_path_factory, tiny_model_dir, video_folder):
+    """An extract file of 2 videos indexed through a symlinked folder (link -> real): alpha.mp4 and swap.mp4
+    (a copy of foxtrot.mp4). The tests replace swap.mp4 after indexing, as a user sharing the folder could."""
+    from pigcli.stages.extract import extract
+
+    root = tmp_path_factory.mktemp("swappable")
+    real = root / "real"
+    real.mkdir()
+    shutil.copy(video_folder / "alpha.mp4", real / "alpha.mp4")
+    shutil.copy(video_folder / "foxtrot.mp4", real / "swap.mp4")
+    (root / "link").symlink_to(real)
+    feats = root / "feats.h5"
+    extract([root / "link"], feats, str(tiny_model_dir), device="cpu", workers=0)
+    return SimpleNamespace(root=root, swap=real / "swap.mp4", alpha=real / "alpha.mp4", feats=feats,
+                           original=(real / "swap.mp4").read_bytes())
+
+
+@pytest.fixture
+def swap_client(swappable, served):
+    """A client of a server whose videos are the swappable extract file's; swap.mp4 is restored afterwards."""
+    from pigcli.serve.app import build_app
+    from pigcli.serve.catalog import VideoCatalog
+
+    yield local_client(build_app(served.client.app.state.searcher, VideoCatalog(swappable.feats)))
+    swappable.swap.unlink(missing_ok=True)
+    swappable.swap.write_bytes(swappable.original)
+
+
+def replace(path: Path, link_to: Path | None = None) -> None:
+    """path becomes a symlink to link_to, or (None) a named pipe."""
+    path.unlink()
+    if link_to is None:
+        os.mkfifo(path)
+    else:
+        path.symlink_to(link_to)
+
+
+def test_the_indexed_file_is_served_through_its_symlinked_folder(swappable, swap_client) -> None:
+    answer = swap_client.get("/video", params={"id": "swap"})
+    assert answer.status_code == 200 and answer.content == swappable.original
+    assert swap_client.get("/thumb", params={"id": "swap", "n": 2}).status_code == 200
+
+
+@pytest.mark.parametrize("target", ["/etc/passwd", "secret", "outside video", "pipe"])
+def test_a_file_swapped_for_a_link_outside_the_indexed_folders_is_not_served(swappable, swap_client, served,
+                                                                             video_folder, target, capsys) -> None:
+    link_to = {"/etc/passwd": Path("/etc/passwd"), "secret": served.secret, "pipe": None,
+               "outside video": video_folder / "foxtrot.mp4"}[target]  # the very bytes indexed, elsewhere
+    replace(swappable.swap, link_to)
+    for kind in ("video", "thumb"):
+        answer = swap_client.get(f"/{kind}", params={"id": "swap"})
+        assert answer.status_code == 404, (kind, answer.text[:200])
+        assert answer.json() == {"error": "this video's file cannot be shown (the server's log says why)"}
+    assert "swap.mp4" in capsys.readouterr().err  # the reason goes to the server's log, not to the client
+
+
+def test_a_link_to_another_file_in_the_indexed_folders_is_served(swappable, swap_client) -> None:
+    replace(swappable.swap, Path("alpha.mp4"))
+    answer = swap_client.get("/video", params={"id": "swap"})
+    assert answer.status_code == 200 and answer.content == swappable.alpha.read_bytes()
+
+
+def test_404_bodies_name_no_server_path(swappable, swap_client, served, tmp_path) -> None:
+    from pigcli.serve.app import build_app
+    from pigcli.serve.catalog import VideoCatalog
+
+    swappable.swap.unlink()  # deleted since indexing
+    bodies = [swap_client.get(f"/{kind}", params={"id": "swap"}).text for kind in ("video", "thumb")]
+    import h5py
+
+    lonely = tmp_path / "index.h5"  # an index whose extract file is gone: search works, pictures do not
+    shutil.copy(served.index, lonely)
+    with h5py.File(lonely, "a") as handle:
+        handle.attrs["inputs"] = json.dumps([{"path": str(tmp_path / "gone.h5"), "stage": "generate"}])
+    no_pictures = local_client(build_app(served.client.app.state.searcher, VideoCatalog(lonely)))
+    answers = [no_pictures.get(f"/{kind}", params={"id": "alpha"}) for kind in ("video", "thumb", "patches")]
+    assert all(a.status_code == 404 and "extract file was not found" in a.json()["error"] for a in answers)
+    bodies += [answer.text for answer in answers]
+    for body in bodies:
+        assert "error" in json.loads(body)
+        assert str(tmp_path) not in body and str(swappable.root) not in body and "/tmp" not in body, body
+
+
+# --- what a browser elsewhere may do: Host allow-list and headers --------------------------------------
+
+SECURITY_HEADERS = {"x-content-type-options": "nosniff", "x-frame-options": "DENY",
+                    "content-security-policy": "default-src 'self'; base-uri 'none'; form-action 'self'; "
+                                               "frame-ancestors 'none'"}
+
+
+@pytest.mark.parametrize("host", ["attacker.example", "attacker.example:8000", "127.0.0.1.attacker.example",
+                                  "localhost.attacker.example:80", "", "10.0.0.1:8000"])
+def test_a_foreign_host_header_is_refused(served, host) -> None:  # DNS rebinding: a page elsewhere, our address
+    answer = served.client.get("/search", params={"q": "car"}, headers={"Host": host})
+    assert answer.status_code == 421, answer.text
+    assert "--allow-host" in answer.json()["error"] and "results" not in answer.text
+    assert {name: answer.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS
+
+
+@pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:9", "[::1]:8000", "[::1]", "LocalHost:1"])
+def test_local_host_headers_are_answered(served, host) -> None:
+    assert served.client.get("/health", headers={"Host": host}).status_code == 200
+
+
+def test_the_host_given_and_allowed_names_are_answered(served) -> None:
+    from pigcli.serve.app import build_app
+
+    app = build_app(served.client.app.state.searcher, served.client.app.state.catalog,
+                    hosts=("192.168.1.20", "pig.lan"))
+    client = TestClient(app)
+    for host, status in [("192.168.1.20:8000", 200), ("pig.lan", 200), ("localhost:8000", 200),
+                         ("testserver", 421), ("192.168.1.21:8000", 421)]:
+        assert client.get("/health", headers={"Host": host}).status_code == status, host
+
+
+@pytest.mark.parametrize("method, url", [("GET", "/"), ("GET", "/static/app.js"), ("GET", "/static/style.css"),
+                                         ("GET", "/health"), ("GET", "/search?q=car"), ("GET", "/video?id=alpha"),
+                                         ("GET", "/thumb?id=alpha"), ("GET", "/patches?id=alpha"),
+                                         ("GET", "/nowhere"), ("GET", "/search?k=0"), ("POST", "/search")])
+def test_every_response_carries_the_security_headers(served, method, url) -> None:
+    answer = served.client.request(method, url, content=b"[1]" if method == "POST" else None)
+    assert {name: answer.headers.get(name) for name in SECURITY_HEADERS} == SECURITY_HEADERS, (url, answer.status_code)
+
+
+def test_the_page_needs_nothing_inline(served) -> None:
+    """The CSP allows only the server's own files: no inline script, style or handler may creep into the page."""
+    import re
+
+    page = served.client.get("/").text
+    scripts = re.findall(r"<script\b[^>]*>(.*?)</script>", page, re.S | re.I)
+    assert scripts and all(not body.strip() for body in scripts)
+    assert all("src=\"/static/" in tag for tag in re.findall(r"<script\b[^>]*>", page, re.I))
+    assert not re.search(r"<style\b|\sstyle=|\son[a-z]+=|javascript:", page, re.I)
 
 
 # --- pictures -------------------------------------------------------------------------------------------
@@ -226,6 +380,71 @@ def test_serve_without_the_extra_says_what_to_install(served, monkeypatch) -> No
 def test_serve_missing_index_is_one_line(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["serve", str(tmp_path / "none.h5")])
     assert result.exit_code == 1 and "not found" in result.output
+
+
+@pytest.mark.parametrize("port", ["80000", "-1", "65536"])
+def test_serve_port_out_of_range_is_one_usage_line(served, port) -> None:
+    result = CliRunner().invoke(cli, ["serve", str(served.index), "--port", port])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [f"error: --port must be between 0 and 65535 (0: a free one), not {port}"]
+
+
+@pytest.fixture
+def busy_port():
+    """A port another program listens on."""
+    import socket
+
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def test_serve_on_a_busy_port_is_one_line_and_exit_1(served, busy_port) -> None:
+    result = CliRunner().invoke(cli, ["serve", str(served.index), "--port", str(busy_port)])
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"error: cannot listen on 127.0.0.1:{busy_port}: address already in use (another server? pick another "
+        "--port, or --port 0 for a free one)"]
+
+
+@pytest.mark.parametrize("host, reason", [("192.0.2.1", "cannot assign requested address"),  # not this machine's
+                                          ("no such host", "unknown host")])
+def test_serve_on_a_bad_host_is_one_line_and_exit_1(served, host, reason) -> None:
+    result = CliRunner().invoke(cli, ["serve", str(served.index), "--host", host, "--port", "0"])
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: cannot listen on {host}") and reason in lines[0], lines
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop, code", [("SIGINT", 0), ("SIGTERM", 0)])
+def test_pig_serve_says_where_once_listening_and_a_stop_exits_0(served, pig_cache, stop, code) -> None:
+    """The real command in its own process: --port 0 picks a free port, the "serving" line names it, the
+    Host check holds over the wire (--allow-host adds a name), and Ctrl-C (SIGINT) or SIGTERM ends it cleanly."""
+    import signal
+    import sys
+
+    import httpx
+
+    from conftest import pig_env
+
+    server = subprocess.Popen([sys.executable, "-m", "pigcli", "serve", str(served.index), "--port", "0",
+                               "--device", "cpu", "--allow-host", "pig.lan"], stderr=subprocess.PIPE, text=True, env=pig_env(pig_cache))
+    try:
+        line = server.stderr.readline()
+        assert line.startswith(f"serving {served.index} (6 videos) on http://127.0.0.1:"), line
+        url = line.split(" on ")[1].strip()
+        assert not url.endswith(":0/")
+        assert httpx.get(f"{url}health", timeout=30).json()["videos"] == 6
+        assert httpx.get(f"{url}health", headers={"Host": "attacker.example"}, timeout=30).status_code == 421
+        assert httpx.get(f"{url}health", headers={"Host": "pig.lan:80"}, timeout=30).status_code == 200
+        server.send_signal(getattr(signal, stop))
+        assert server.wait(timeout=30) == code
+        assert "Traceback" not in server.stderr.read()
+    finally:
+        server.kill()
+        server.wait()
 
 
 # --- a real server and a real browser ----------------------------------------------------------------------

@@ -83,7 +83,7 @@ def log_records(output: Path, event: str) -> list[dict]:
 
 def untimed(records: list[dict]) -> list[dict]:
     """Log records without their wall-clock fields."""
-    return [{k: v for k, v in r.items() if k not in ("seconds", "pairs_per_s")} for r in records]
+    return [{k: v for k, v in r.items() if k not in ("seconds", "pairs_per_s", "data_wait_s")} for r in records]
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -494,7 +494,7 @@ def test_official_jsonl_paragraphs_keep_64_tokens_and_truncated_captions_are_nam
                                                                                    capsys):
     """clip_id/text files as the official code reads them; --paragraph joins each clip's list into one caption
     tokenised to 64 tokens (in training and validation); captions cut to the limit are named once."""
-    import pigcli.train.loop as loop
+    import pigcli.train.data as data
     import pigcli.train.validate as validate
     from pigcli.core.text import embed_texts, tokenize
 
@@ -504,7 +504,7 @@ def test_official_jsonl_paragraphs_keep_64_tokens_and_truncated_captions_are_nam
     captions = tmp_path / "train9k.jsonl"
     captions.write_text("".join(json.dumps(r) + "\n" for r in rows))
     seen, limits = [], []
-    monkeypatch.setattr(loop, "tokenize", lambda tok, texts, limit: seen.append((texts, limit)) or tokenize(tok, texts, limit))
+    monkeypatch.setattr(data, "tokenize", lambda tok, texts, limit: seen.append((texts, limit)) or tokenize(tok, texts, limit))
     monkeypatch.setattr(validate, "embed_texts", lambda *a, **k: limits.append(k["max_tokens"]) or embed_texts(*a, **k))
     result = train(config(corpus, tmp_path / "plain", captions=captions, steps=1))
     err = capsys.readouterr().err

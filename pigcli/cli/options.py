@@ -11,7 +11,8 @@ Choices are `str` enums made from pigcli.choices' tuples, the ones the library c
 --help lists them and a wrong value is a usage error (exit 2) before the command runs. Commands pass
 `.value` (a plain string) to the library.
 
-Only typer, the standard library and pigcli.choices are imported here (`pig --help` stays instant).
+Only typer, the standard library, pigcli.choices and pigcli.core.device (which imports torch only
+inside its functions) are imported here (`pig --help` stays instant).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from ..core.device import default_workers
 from .. import choices as allowed
 
 # --- choices ----------------------------------------------------------------------------------------
@@ -79,7 +81,9 @@ StageJson = Annotated[bool, typer.Option(
 
 BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
-DecoderOpt = Annotated[Decoder, typer.Option("--decoder", help="auto: decord if installed, else pyav")]
+DecoderOpt = Annotated[Decoder, typer.Option(
+    "--decoder", help="auto: decord if installed, else pyav; torchcodec: PyTorch's decoder (pip install torchcodec; "
+    "needs FFmpeg's shared libraries)")]
 SAMPLING_HELP = ("which T of a video's n frames: uniform = linspace(0, n-1, T), the official PIG / CLIP-ViP sampler "
                  "(default: runs compare with the paper and official checkpoints); centre = segment centres, "
                  "pig's sampler before this option (files made then)")
@@ -87,7 +91,10 @@ SamplingOpt = Annotated[Sampling, typer.Option("--sampling", help=SAMPLING_HELP)
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
 VideoBatch = Annotated[Optional[int], typer.Option(
     "--batch-size", help="videos per model batch (default: 4 on CPU, 32 on GPU)")]
-Workers = Annotated[int, typer.Option("--workers", help="decoding processes (0: decode in this process, no timeout)")]
+Workers = Annotated[Optional[int], typer.Option(
+    "--workers", show_default=False,
+    help=f"decoding processes (default: one per CPU but one, here {default_workers()}; 0: decode in this process, "
+    "no timeout)")]
 ShardOpt = Annotated[Optional[str], typer.Option(
     "--shard", metavar="I/N|auto",
     help="do only shard I of N (0 <= I < N; a video's shard is a hash of its id) and write OUT with "

@@ -7,6 +7,7 @@ phase 1 pretrains the pseudo-query generator, phase 2 trains jointly ("stage" me
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -68,16 +69,27 @@ def train_cmd(
         help="--videos with uniform sampling: jitter the first and last frame per video and epoch, as the "
         "official training does (seeded); files hold fixed frames")] = True,
     decoder: DecoderOpt = Decoder.auto,
-    workers: Annotated[int, typer.Option(
-        help="decoding processes with --videos, reading processes with --frames (0: in this process)")] = 2,
+    workers: Annotated[Optional[int], typer.Option(
+        help="decoding processes with --videos, reading processes with --frames, which read ahead of the "
+        "step (0: in this process); default: the CPUs less one, shared by torchrun's processes")] = None,
     device: Annotated[str, typer.Option(
-        help="auto | cpu | cuda | cuda:N (torchrun: each process its LOCAL_RANK GPU)")] = "auto",
+        help="auto (the current GPU when there is one, else cpu) | cpu | cuda | cuda:N (torchrun: each "
+        "process its LOCAL_RANK GPU)")] = "auto",
     precision: Annotated[TrainPrecision, typer.Option(
         help="auto: bf16 on a GPU that has it, else fp16; fp32 on CPU. fp16 scales the loss (dynamic, "
         "skipping overflowing steps), as the official recipe does")] = TrainPrecision.auto,
     grad_checkpointing: Annotated[bool, typer.Option(
         help="recompute the video tower's and generator's layer activations in backward: much less memory "
         "for about a third more compute (larger backbones, frames or batches per GPU)")] = False,
+    compile: Annotated[bool, typer.Option(
+        "--compile", help="torch.compile the training step: faster steps on a GPU after a first minute or so "
+        "of compiling")] = False,
+    log_every: Annotated[int, typer.Option(
+        help="copy the step losses from the device every N steps (each copy waits for the GPU); every step "
+        "is still logged")] = 20,
+    save_every: Annotated[str, typer.Option(
+        help="write OUTPUT/state.pt (model and optimiser, for --resume) this often: a time (90s, 10m, 2h) or "
+        "a number of steps (500steps); also at each phase's end, at --stop-after and on SIGTERM")] = "30m",
     seed: Annotated[int, typer.Option(help="seed for batches, captions and dropout")] = 0,
     recipe: Annotated[Optional[str], typer.Option(
         help="fill every option not given from a named recipe: msrvtt-b32 (the official PIG settings: "
@@ -92,7 +104,8 @@ def train_cmd(
     """Train a pig model: phase 1 pretrains the pseudo-query generator, phase 2 fine-tunes jointly.
 
     Prints 'best PATH R@1' and 'last PATH' (tab-separated) to stdout, or one JSON object with --json;
-    logs every step to OUTPUT/log.jsonl. Exit code 3 when some videos could not be decoded.
+    logs every step to OUTPUT/log.jsonl. Exit code 3 when some videos could not be decoded; 143 when
+    stopped by SIGTERM (the state saved: continue with --resume).
     Multi-GPU: torchrun --nproc-per-node 4 -m pigcli train ... (DistributedDataParallel).
 
     Examples:
@@ -115,8 +128,8 @@ def train_cmd(
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
         freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
         selector=selector.value, sampling=sampling.value if sampling else None, jitter=jitter, workers=workers,
-        device=device, precision=precision.value, grad_checkpointing=grad_checkpointing, seed=seed, resume=resume,
-        stop_after=stop_after)
+        device=device, precision=precision.value, grad_checkpointing=grad_checkpointing, compile=compile,
+        log_every=log_every, save_every=save_every, seed=seed, resume=resume, stop_after=stop_after)
     if recipe:
         values = _with_recipe(ctx, recipe, values)
     result = train(TrainConfig(**values))
@@ -131,6 +144,8 @@ def train_cmd(
             emit(f"best\t{result.best}\t{result.best_metrics['t2v']['R@1']:.2f}")
         if result.last is not None:
             emit(f"last\t{result.last}")
+    if result.interrupted:  # a job ended by SIGTERM reports it so; the state is saved for --resume
+        raise typer.Exit(128 + signal.SIGTERM)
     if result.failed_videos:
         raise typer.Exit(EXIT_SOME_FAILED)
 

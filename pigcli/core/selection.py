@@ -76,5 +76,9 @@ def select_patch_tokens(patches, its_score, k: int, selector: str = "its"):
     -> the k selected patch tokens [B, k, D] (the same choice as choose_patches)."""
     import torch
 
-    chosen = torch.from_numpy(choose_patches(its_score.detach().float().cpu().numpy(), k, selector)).to(patches.device)
+    if selector == "its":  # on the scores' device: no copy to the host (a GPU would wait for it every step)
+        chosen = torch.sort(-its_score.detach().float(), dim=1, stable=True).indices[:, :k]
+    else:
+        chosen = torch.from_numpy(choose_patches(its_score.detach().float().cpu().numpy(), k, selector))
+        chosen = chosen.to(patches.device)
     return patches.gather(1, chosen[..., None].expand(-1, -1, patches.shape[-1]))

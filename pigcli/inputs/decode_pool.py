@@ -15,6 +15,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
+from ..core.device import default_workers
 from .sources import VideoEntry
 from .video import DEFAULT_SAMPLING, SampledClip, VideoError, Window, read_clips
 
@@ -27,6 +28,11 @@ class Decoded:
     clip: SampledClip | None
     error: str | None
     seconds: float
+
+
+def resolve_workers(workers: int | None) -> int:
+    """`workers` as given (0: decode in this process), None: default_workers()."""
+    return default_workers() if workers is None else workers
 
 
 def _decode_group(path: str, windows: list[Window | None], num_frames: int, image_size: int, decoder: str,
@@ -69,18 +75,28 @@ def _init_worker() -> None:
 
 def decode_videos(entries: Iterable[VideoEntry], num_frames: int, image_size: int, decoder: str, workers: int,
                   timeout: float | None, prefetch: int = 0, max_tasks: int = 256,
-                  sampling: str = DEFAULT_SAMPLING) -> Iterator[Decoded]:
-    """Yield `Decoded` for every entry, in order; entries are read as they are needed (a stream). workers=0
-    decodes in this process, with no timeout (named pipes, sockets and devices are refused unopened by
-    read_clip, so none can block the run)."""
-    if workers <= 0:
-        for group in _groups(entries):
-            results, seconds = _decode_group(str(group[0].path), [e.window for e in group], num_frames, image_size,
-                                             decoder, sampling)
-            yield from _decoded(group, results, seconds)
-        return
-    yield from _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout,
-                               prefetch or 4 * workers, max_tasks, sampling)
+                  sampling: str = DEFAULT_SAMPLING, count: int | None = None) -> Iterator[Decoded]:
+    """`Decoded` for every entry, in order, decoded by up to `workers` processes; entries are read as they
+    are needed (a stream: give `count`, how many there are, when it has no len()). The workers start, and
+    the first videos are queued, before this returns: a caller that loads its model next overlaps the
+    workers' start (each imports torch: seconds with a CUDA build). workers=0 decodes in this process
+    when iterated, with no timeout (named pipes, sockets and devices are refused unopened by read_clip,
+    so none can block the run)."""
+    count = len(entries) if count is None else count
+    if workers <= 0 or not count:
+        return _decode_here(entries, num_frames, image_size, decoder, sampling)
+    workers = min(workers, count)  # no idle workers to start
+    stream = _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout,
+                             prefetch or 4 * workers, max_tasks, sampling)
+    next(stream)  # up to the first wait: the pool is started and the prefetch queued
+    return stream
+
+
+def _decode_here(entries, num_frames, image_size, decoder, sampling) -> Iterator[Decoded]:
+    for group in _groups(entries):
+        results, seconds = _decode_group(str(group[0].path), [e.window for e in group], num_frames, image_size,
+                                         decoder, sampling)
+        yield from _decoded(group, results, seconds)
 
 
 def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, prefetch, max_tasks, sampling):
@@ -101,6 +117,7 @@ def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, 
 
         for _ in range(prefetch):
             submit_next()
+        yield None  # started (decode_videos takes this one)
         while pending:
             group, future = pending.popleft()
             submit_next()

@@ -112,13 +112,30 @@ def decord_available() -> bool:
     return True
 
 
+def torchcodec_problem() -> str | None:
+    """Why torchcodec cannot decode here (None: it can). Its wheels load FFmpeg's shared libraries
+    (4 to 7) and the libraries of the torch build they were made for, so an import can fail with an
+    OSError as well as an ImportError."""
+    try:
+        from torchcodec.decoders import VideoDecoder  # noqa: F401
+    except ImportError:
+        return "torchcodec is not installed (pip install torchcodec; it needs FFmpeg's shared libraries)"
+    except (OSError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        return f"torchcodec is installed but cannot load ({first}): it needs FFmpeg 4-7 and its own torch build"
+    return None
+
+
 def resolve_decoder(name: str) -> str:
+    """The decoder to use: 'auto' is decord where installed, else PyAV (torchcodec only when named)."""
     if name not in DECODERS:
         raise ValueError(f"unknown decoder {name!r}; choose one of {', '.join(DECODERS)}")
     if name == "auto":
         return "decord" if decord_available() else "pyav"
     if name == "decord" and not decord_available():
         raise ValueError("decord is not installed (it has x86-64 wheels only); use --decoder pyav")
+    if name == "torchcodec" and (problem := torchcodec_problem()):
+        raise ValueError(f"{problem}; use --decoder pyav")
     return name
 
 
@@ -184,8 +201,7 @@ def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str
     # With 'auto', a file that decord fails on is retried with PyAV: decord cannot read some valid
     # videos (e.g. frame widths of 16, 24, 48 or 72 px: dmlc/decord#336), and the two give the same
     # frames where both work (tests/test_video.py).
-    readers = [_read_decord, _read_pyav] if chosen == "decord" and decoder == "auto" else (
-        [_read_decord] if chosen == "decord" else [_read_pyav])
+    readers = [_read_decord, _read_pyav] if chosen == "decord" and decoder == "auto" else [_READERS[chosen]]
     for attempt, reader in enumerate(readers, start=1):
         plans.clear()
         try:
@@ -239,10 +255,27 @@ def _read_pyav(path: Path, choose):
             raise VideoError("no video stream (audio-only or not a video)")
         stream = container.streams.video[0]
         fps = float(stream.average_rate or stream.guessed_rate or 0)
-        # Frame counts in headers are unreliable: decode everything, keep only what is sampled later.
-        decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
-    index = choose(len(decoded), fps)
-    return (np.stack([decoded[i] for i in index]) if len(index) else None), index, len(decoded), fps
+        # Frame counts in headers are unreliable: decode everything, then convert to RGB only the sampled
+        # frames (converting all of them took most of the time; the decoded frames are half RGB's size)
+        decoded = list(container.decode(stream))
+        index = choose(len(decoded), fps)
+        rgb = np.stack([decoded[i].to_ndarray(format="rgb24") for i in index]) if len(index) else None
+    return rgb, index, len(decoded), fps
+
+
+def _read_torchcodec(path: Path, choose):
+    from torchcodec.decoders import VideoDecoder
+
+    # exact mode scans the file once for the true frame count (headers are unreliable, as for PyAV),
+    # then decodes only the sampled frames; one thread, as the other decoders in a worker
+    decoder = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1)
+    num_frames, fps = int(decoder.metadata.num_frames or 0), float(decoder.metadata.average_fps or 0)
+    index = choose(num_frames, fps)
+    rgb = decoder.get_frames_at(indices=[int(i) for i in index]).data.numpy() if len(index) else None
+    return rgb, index, num_frames, fps
+
+
+_READERS = {"decord": _read_decord, "pyav": _read_pyav, "torchcodec": _read_torchcodec}
 
 
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:

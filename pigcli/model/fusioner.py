@@ -48,8 +48,8 @@ class Fusioner(nn.Module):
         keys = self.ln1(keys)
         k = self.k_proj(keys).view(batch, -1, heads, head_dim).transpose(1, 2)               # [B, h, K, d]
         v = self.v_proj(keys).view(batch, -1, heads, head_dim).transpose(1, 2)
-        weights = (q @ k.transpose(-1, -2) / head_dim**0.5).softmax(dim=-1)                  # [B, h, Q, K]
-        pooled = (weights @ v).transpose(1, 2).reshape(batch, nq, dim)
+        # softmax(q k^T / sqrt(d)) v in PyTorch's fused kernel (no attention dropout: the formula has none)
+        pooled = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(batch, nq, dim)
         o = self.ln2(self.out_proj(pooled))
         y = self.ln3(o + self.dropout(self.linear(o)))
         y = F.normalize(y, dim=-1)

@@ -38,6 +38,7 @@ import base64
 import html
 import io
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple, Sequence
@@ -98,6 +99,15 @@ class SourceVideos:
             self.sampling = recorded_sampling(settings)
             self._row = {video_id: row for row, video_id in enumerate(read_ids(handle))}
 
+    def __contains__(self, video_id: str) -> bool:
+        return video_id in self._row
+
+    def folders(self) -> set[Path]:
+        """The folders of every recorded source path, as recorded (all rows: pig serve's allowed roots)."""
+        with open_stage(self.file, *SOURCE_STAGES) as handle:
+            folders = {os.path.dirname(path) for path in decode_ids(handle["path"][:])}  # strings: 1M Paths are slow
+        return {Path(folder) for folder in folders}
+
     def _record(self, video_id: str) -> tuple[Path, np.ndarray, Window | None]:
         """(recorded path, sampled frame numbers, the shot's frames for a shot row) of an ok row; only that
         row is read (indexes can be large)."""
@@ -122,10 +132,12 @@ class SourceVideos:
                            f"{self.file} was made); put it back, or rerun extract on its new place")
         return path
 
-    def frames(self, video_id: str) -> np.ndarray:
-        """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video."""
-        path, recorded, shot = self._record(video_id)
-        self._existing(video_id, path)
+    def frames(self, video_id: str, path: Path | None = None) -> np.ndarray:
+        """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video (for a shot row,
+        from its shot). path: the file to decode instead of the recorded one (pig serve's checked, resolved
+        copy of that path)."""
+        recorded_path, recorded, shot = self._record(video_id)
+        path = self._existing(video_id, path or recorded_path)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
         frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, self.sampling, shot)

@@ -2,7 +2,8 @@
 
 --method index scans the stored vectors (two tower or PIG); --method xpool scores every (query, video)
 pair with the real query (single tower, slow by design); --rerank K reorders each query's top K with
-EERCF's fine scores (query/rerank.py). The scoring itself is in query/scoring.py.
+EERCF's fine scores (query/rerank.py). The index is opened as `pig serve` opens it (query/opened.py);
+the scoring itself is in query/scoring.py.
 """
 
 from __future__ import annotations

@@ -8,8 +8,10 @@
     GET  /patches?id=ID                 the patches the ITS selector chose: {"frames", "image_size", "boxes"}
     GET  /                              the search page (static/)
 
-Every error is a JSON {"error": MESSAGE} with a 4xx status: 400 bad parameters or body, 404 unknown
-video or route, 413 a body over MAX_BODY_BYTES. Scores are rounded to 6 decimals, as `pig rank
+Every error is a JSON {"error": MESSAGE} with a 4xx status: 400 bad parameters or body (an id over
+MAX_ID_CHARS), 404 unknown video or route, 413 a body over MAX_BODY_BYTES, 421 a Host header the server
+does not answer to (guard.py; every response carries its security headers). Error bodies name no server
+path and echo no video id: the reason a video cannot be shown goes to the server's log (catalog.py). Scores are rounded to 6 decimals, as `pig rank
 --format jsonl` writes them. Each search answer carries a Server-Timing header: the encode, scan and
 rerank times of the batch its queries were scanned with (searcher.py), and that batch's size.
 """
@@ -18,22 +20,28 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from ..console import warn
 from ..errors import PigError, UsageError
 from .catalog import NotAvailable, VideoCatalog
+from .guard import HostAndHeaders
 from .searcher import Answer, Searcher
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 1 << 20     # a POST body: about 1 MiB of query texts
 MAX_QUERY_CHARS = 2000       # one query (the text encoder keeps its first max_text_tokens tokens anyway)
 MAX_BATCH = 1024             # queries in one POST
+MAX_ID_CHARS = 1024          # a video id (/video, /thumb, /patches); longer ones are refused, never looked up
+
+VideoId = Annotated[str, Query(max_length=MAX_ID_CHARS)]
 
 
 class RequestError(Exception):
@@ -42,18 +50,32 @@ class RequestError(Exception):
         self.status = status
 
 
+class PigApp(FastAPI):
+    """FastAPI with guard.HostAndHeaders outside everything, FastAPI's own error middleware included, so
+    that every response, a crash's 500 too, carries the security headers."""
+
+    def __init__(self, hosts=(), **kwargs):
+        super().__init__(**kwargs)
+        self.allowed_hosts = tuple(hosts)
+
+    def build_middleware_stack(self):
+        return HostAndHeaders(super().build_middleware_stack(), self.allowed_hosts)
+
+
 def create_app(index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
-               rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True) -> FastAPI:
+               rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True,
+               hosts=()) -> FastAPI:
     """Load the index (into RAM, with an fp16 copy for the scan unless fp16_copy is False), the query
-    encoder and, with rerank, the EERCF head once; return the app."""
+    encoder and, with rerank, the EERCF head once; return the app. hosts: names it answers to besides
+    127.0.0.1, localhost and ::1 (the Host header, any port)."""
     searcher = Searcher(index, model=model, device=device, rerank=rerank, rerank_weights=rerank_weights,
                         features=features, fp16_copy=fp16_copy)
     catalog = VideoCatalog(index)
-    return build_app(searcher, catalog)
+    return build_app(searcher, catalog, hosts)
 
 
-def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
-    app = FastAPI(title="pig serve", docs_url=None, redoc_url=None, openapi_url=None)
+def build_app(searcher: Searcher, catalog: VideoCatalog, hosts=()) -> FastAPI:
+    app = PigApp(hosts, title="pig serve", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.searcher, app.state.catalog = searcher, catalog
     _add_error_handlers(app)
 
@@ -76,11 +98,11 @@ def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
         return _json(_results(answer, texts), answer)
 
     @app.get("/video")
-    def video(id: str):
+    def video(id: VideoId):
         return FileResponse(catalog.video_file(id))
 
     @app.get("/thumb")
-    def thumb(id: str, n: int = 4):
+    def thumb(id: VideoId, n: int = 4):
         from .thumbs import strip_jpeg
 
         if not 1 <= n <= 64:
@@ -89,7 +111,7 @@ def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
                         headers={"Cache-Control": "max-age=3600"})
 
     @app.get("/patches")
-    def patches(id: str):
+    def patches(id: VideoId):
         return catalog.patches(id)
 
     @app.get("/")
@@ -162,7 +184,8 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(PigError)
     async def pig_error(_, err: PigError):  # the index's files changed under the server, say
-        return error(500, str(err))
+        warn(f"serve: {err}")
+        return error(500, "the server could not read its index files (its log says why)")
 
     @app.exception_handler(RequestValidationError)
     async def bad_parameter(_, err: RequestValidationError):

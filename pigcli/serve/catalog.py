@@ -1,25 +1,37 @@
 """The indexed videos' own files, the frames the model saw and the ITS choices, by video id.
 
 Files are looked up by id among the paths the index's extract file recorded (pigcli.query.media.SourceVideos),
-never built from a request: nothing but an indexed video's own file can be served (no path traversal by
-construction). Decoded frames of the last few videos asked for are kept: a page shows each several times.
+never built from a request (no path traversal by construction). A recorded path is opened only if,
+resolved when asked (symlinks followed), it is a regular file inside the folders the index recorded,
+resolved at startup (the allowed roots): a video replaced after indexing by a symlink to /etc/passwd, or
+to any file elsewhere, is refused. Why a video is refused goes to the server's log (stderr); the client
+gets a message that names no path and no id. Decoded frames of the last few videos asked for are kept: a
+page shows each several times.
 """
 
 from __future__ import annotations
 
+import stat
 import threading
 from collections import OrderedDict
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 
+from ..console import warn
 from ..errors import PigError
 
 FRAME_CACHE = 64  # videos whose decoded frames are kept (a few pages of results)
 
 
+UNKNOWN = "no video with this id in the index"
+CANNOT_SHOW = "this video's file cannot be shown (the server's log says why)"
+NO_PICTURES = "this server cannot show videos: the index's extract file was not found (the server's log says why)"
+
+
 class NotAvailable(PigError):
-    """The index's files do not have what was asked for this video (answered with 404)."""
+    """What was asked for this video cannot be shown (answered with 404); the message is for the client."""
 
 
 class VideoCatalog:
@@ -29,8 +41,10 @@ class VideoCatalog:
         self.index = Path(index)
         try:
             self.sources = SourceVideos(index)
-        except PigError:  # an index whose extract file is gone: search works, pictures do not
+        except PigError as err:  # an index whose extract file is gone: search works, pictures do not
+            warn(f"serve: videos cannot be shown: {err}")
             self.sources = None
+        self.roots = allowed_roots(self.sources.folders() if self.sources else ())
         self._frames: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -40,7 +54,8 @@ class VideoCatalog:
         return self.sources is not None
 
     def video_file(self, video: str) -> Path:
-        return self._ask(lambda sources: sources.path(video))
+        """The video's file, resolved: what was checked is what is opened."""
+        return self._ask(video, lambda sources: self._checked_file(sources, video))
 
     def frames(self, video: str) -> np.ndarray:
         """[T, S, S, 3] uint8 as the model saw them."""
@@ -48,7 +63,7 @@ class VideoCatalog:
             if video in self._frames:
                 self._frames.move_to_end(video)
                 return self._frames[video]
-        frames = self._ask(lambda sources: sources.frames(video))
+        frames = self._ask(video, lambda sources: sources.frames(video, self._checked_file(sources, video)))
         with self._lock:
             self._frames[video] = frames
             while len(self._frames) > FRAME_CACHE:
@@ -60,16 +75,46 @@ class VideoCatalog:
         in model-frame pixels, best first."""
         from ..query.media import patch_boxes, selected_patches
 
-        view = self._ask(lambda _: selected_patches(self.index, video))
+        view = self._ask(video, lambda _: selected_patches(self.index, video))
         return {"frames": view.num_frames, "image_size": view.image_size,
                 "boxes": [box._asdict() for box in patch_boxes(view)]}
 
-    def _ask(self, question):
+    def _checked_file(self, sources, video: str) -> Path:
+        return confined(sources.path(video), self.roots)
+
+    def _ask(self, video: str, question):
         if self.sources is None:
-            raise NotAvailable(f"no extract file found for {self.index}: its videos cannot be shown")
+            raise NotAvailable(NO_PICTURES)
+        if video not in self.sources:
+            raise NotAvailable(UNKNOWN)
         try:
             return question(self.sources)
-        except NotAvailable:
-            raise
         except PigError as err:
-            raise NotAvailable(str(err)) from None
+            warn(f"serve: video {video!r} not shown: {err}")
+            raise NotAvailable(CANNOT_SHOW) from None
+
+
+def allowed_roots(folders: Iterable[str | Path]) -> frozenset[Path]:
+    """The folders resolved now (symlinks followed); one that is gone is left out (its videos are refused)."""
+    roots = set()
+    for folder in folders:
+        try:
+            roots.add(Path(folder).resolve(strict=True))
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop, before Python 3.13
+            continue
+    return frozenset(roots)
+
+
+def confined(path: Path, roots: frozenset[Path]) -> Path:
+    """`path` resolved now (symlinks followed), if that is a regular file inside one of `roots`; raises
+    PigError saying why not."""
+    try:
+        real = path.resolve(strict=True)
+        mode = real.stat().st_mode
+    except (OSError, RuntimeError) as err:
+        raise PigError(f"{path} cannot be resolved: {err}") from None
+    if not stat.S_ISREG(mode):
+        raise PigError(f"{path} resolves to {real}, not a regular file")
+    if roots.isdisjoint(real.parents):
+        raise PigError(f"{path} resolves to {real}, outside the folders the index recorded")
+    return real

@@ -7,6 +7,7 @@ with the error text for videos that could not be read (their feature rows are ze
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inputs.decode_pool import Decoded
+from ..inputs.decode_pool import Decoded, resolve_workers
 from ..choices import BACKBONES, check_choice
 from ..errors import UsageError
 from ..core.device import autocast, resolve_device
@@ -61,17 +62,19 @@ def parse_patch_setting(value: str) -> int | None:
 
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
             settings: ExtractSettings | None = None, device: str = "auto", batch_size: int | None = None,
-            workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+            workers: int | None = None, timeout: float = 120.0, relative_ids: bool = False,
             ids_from: str | Path | None = None, force: bool = False, replace_stale: bool = False,
             shard: Shard | None = None, segments: str | Path | None = None) -> StageSummary:
     """Decode the videos and run the backbone (module docstring). ids_from: a captions file whose video ids
     name the videos, found in the input folders as the official loader finds them (sources.videos_by_id).
     shard: only the videos of this shard (stages/shard.py). batch_size: videos per forward (default
-    BATCH_VIDEOS of the device type). segments: a segments file (inputs/segments.py): one row per shot,
-    its frames sampled inside the shot, its id the shot id (sharded by shot id)."""
+    BATCH_VIDEOS of the device type). workers: decoding processes (None: one per CPU but one,
+    decode_pool.default_workers). segments: a segments file (inputs/segments.py): one row per shot, its
+    frames sampled inside the shot, its id the shot id (sharded by shot id)."""
     settings = settings or ExtractSettings()
     check_choice("--backbone", settings.backbone, BACKBONES)
     keep_patches = parse_patch_setting(settings.patches)
+    workers = resolve_workers(workers)
     decoder = check_video_settings(settings.decoder, settings.sampling)
     rows = video_rows(inputs, relative_ids, ids_from, segments, shard)
     torch_device, precision = resolve_device(device, settings.precision)
@@ -85,16 +88,19 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
                                   inputs=read_paths(inputs, rows))
     if summary.skipped:
         return count_failures(summary)
-    pig = info.load(torch_device).model
+
+    @functools.cache
+    def model():  # loaded while the decoding workers start (run_video_blocks' prepare)
+        return info.load(torch_device).model
 
     def encode_block(decoded: list[Decoded], timings: Counter) -> dict:
-        return _encode_block(pig, decoded, num_frames, settings.backbone, keep_patches, batch_size, torch_device,
+        return _encode_block(model(), decoded, num_frames, settings.backbone, keep_patches, batch_size, torch_device,
                              precision, timings)
 
     return run_video_blocks(
-        writer, summary, rows, encode_block, num_frames=num_frames, image_size=pig.image_size, decoder=decoder,
+        writer, summary, rows, encode_block, num_frames=num_frames, image_size=info.image_size, decoder=decoder,
         sampling=settings.sampling, workers=workers, timeout=timeout, label="extract", done_word="extracted",
-        extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}})
+        extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}}, prepare=model)
 
 
 def _encode_block(pig, decoded: list[Decoded], num_frames: int, backbone: str, keep_patches: int | None,

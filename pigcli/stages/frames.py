@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..inputs.decode_pool import Decoded
+from ..inputs.decode_pool import Decoded, resolve_workers
 from ..errors import UsageError
 from ..model.resolve import resolve_folder
 from ..inputs.video import DEFAULT_SAMPLING
@@ -46,7 +46,7 @@ class FramesSettings:
 
 
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
-           settings: FramesSettings | None = None, workers: int = 2, timeout: float = 120.0,
+           settings: FramesSettings | None = None, workers: int | None = None, timeout: float = 120.0,
            relative_ids: bool = False, ids_from: str | Path | None = None, force: bool = False,
            replace_stale: bool = False, shard: Shard | None = None,
            segments: str | Path | None = None) -> StageSummary:
@@ -55,11 +55,13 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
     ids_from: a captions file whose video ids name the videos, found in the input folders as the official
     loader finds them (sources.videos_by_id).
     model: only read (its json files, never its weights) for the defaults of T and S; not needed when
-    both are given. shard: only the videos of this shard (stages/shard.py). segments: a segments file:
-    one row per shot (as extract's).
+    both are given. shard: only the videos of this shard (stages/shard.py). workers: decoding processes
+    (None: one per CPU but one, decode_pool.default_workers). segments: a segments file: one row per shot
+    (as extract's).
     """
     settings = settings or FramesSettings()
     decoder = check_video_settings(settings.decoder, settings.sampling)
+    workers = resolve_workers(workers)
     for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive integer, not {value}")

@@ -30,7 +30,7 @@ def stage_paths(output: str | Path) -> dict[str, Path]:
 
 def build_index(videos: list[str | Path], output: str | Path, model: str | None = None, *, k: int | None = None,
                 method: str = "pig", settings: ExtractSettings | None = None, device: str = "auto",
-                batch_size: int | None = None, workers: int = 2, timeout: float = 120.0, relative_ids: bool = False,
+                batch_size: int | None = None, workers: int | None = None, timeout: float = 120.0, relative_ids: bool = False,
                 force: bool = False, selector: str = "its", ids_from: str | Path | None = None,
                 segments: str | Path | None = None) -> dict:
     """Returns the StageSummary of every stage run, by stage name. ids_from, segments: as extract's

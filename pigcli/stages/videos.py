@@ -156,15 +156,17 @@ def shot_columns(decoded: list[Decoded]) -> dict:
 def run_video_blocks(writer: StageWriter, summary: StageSummary, rows: VideoRows, build_block: BlockBuilder,
                      *, num_frames: int, image_size: int, decoder: str, sampling: str, workers: int,
                      timeout: float | None, label: str, done_word: str, extra_attrs: dict | None = None,
-                     layouts: dict[str, dict] | None = None) -> StageSummary:
+                     layouts: dict[str, dict] | None = None, prepare: Callable[[], object] | None = None) -> StageSummary:
     """Decode the rows block by block, build each block's columns, write them; resume an interrupted run.
 
-    sampling: how each video's frames are chosen (pigcli.video.sample_indices; part of the stage's identity).
+    sampling: how each video's frames are chosen (pigcli.inputs.video.sample_indices; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking
-    and compression of some datasets in the output (StageWriter.finish). The rows are read as a stream:
-    what is held is the blocks being decoded and built, never all rows.
+    and compression of some datasets in the output (StageWriter.finish). prepare: called once the decoding
+    workers are starting, before the first block (e.g. loading the model: the two overlap); not called when
+    there is nothing left to do. The rows are read as a stream: what is held is the blocks being decoded
+    and built, never all rows.
     """
     block_size = block_videos()
     done = writer.done_blocks()
@@ -183,8 +185,12 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, rows: VideoRows
     timings = Counter()
     start = time.perf_counter()
     try:
-        stream = decode_videos(todo_entries(), num_frames, image_size, decoder, workers, timeout, sampling=sampling)
-        with progress(rows.total - summary.resumed_rows, label, unit) as bar:
+        left = rows.total - summary.resumed_rows
+        stream = decode_videos(todo_entries(), num_frames, image_size, decoder, workers, timeout, sampling=sampling,
+                               count=left)
+        if prepare is not None and left:
+            prepare()
+        with progress(left, label, unit) as bar:
             for first in stream:
                 number, size = todo.popleft()
                 decoded = [first, *itertools.islice(stream, size - 1)]

@@ -8,14 +8,14 @@ Library API:
 Modules:
     config       TrainConfig, TrainResult, per-phase values, --phases, checks on the settings
     forward      what each method computes from a batch (TrainStep) and for validation
-    data         captions, frozen features, raw-video loader, per-epoch batch plans
+    data         captions (tokenized once), frozen features, raw-video and frames loaders, batch plans
     distributed  torchrun helpers, feature gathering
     optim        what trains in each phase, parameter groups, AdamW, warm-up + cosine schedule
     precision    fp16 loss scaling (LossScaler)
     recipes      named recipes (the official settings, each with its source) for --recipe
     validate     validation metrics, choice of the best checkpoint
     runlog       OUT/log.jsonl
-    state        OUT/state.pt for --resume: save/load, RNG states, atomic writes
+    state        OUT/state.pt for --resume: save/load, RNG states, atomic writes, cadence, SIGTERM
     loop         the Trainer (phases, epochs, steps, checkpoints) and train()
 """
 

@@ -7,6 +7,7 @@ values (--epochs, --steps, --lr, --lr-clip) are one value for every phase or 'A,
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Sequence
@@ -16,7 +17,7 @@ from ..choices import BACKBONES, METHODS, SAMPLINGS, SELECTORS, check_choice
 
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.
-RESUMABLE_CHANGES = ("resume", "stop_after", "workers", "device", "output")
+RESUMABLE_CHANGES = ("resume", "stop_after", "workers", "device", "output", "log_every", "save_every", "compile")
 # Settings added after runs may have been started, with the value that reproduces what those runs did:
 # a state that does not record one was made with that value, and resumes when the run still has it.
 ADDED_SETTINGS = {"paragraph": False, "sampling": "centre", "jitter": False, "loss_scale": None,
@@ -55,13 +56,17 @@ class TrainConfig:
     sampling: str | None = None                 # uniform | centre; None: a features/frames file's, else uniform
     jitter: bool = True                         # --videos with uniform sampling: the official training jitter
     decoder: str = "auto"
-    workers: int = 2                            # decoding (--videos) or reading (--frames) processes; 0: in-process
+    workers: int | None = None                  # decoding (--videos) or reading (--frames) processes; 0: in-process;
+                                                # None: from the CPU count (core.device.default_workers)
     device: str = "auto"
     precision: str = "auto"                     # auto (GPU: bf16, else fp16; CPU: fp32) | fp32 | bf16 | fp16
     loss_scale: float | None = None             # initial loss scale; None: 2**16, dynamic, with fp16 only; a number
                                                 # turns scaling on at any precision (how CPU tests check it)
     grad_checkpointing: bool = False            # recompute the video tower's and generator's layers in backward
     recipe: str | None = None                   # the named recipe the settings came from (pigcli.train.recipes)
+    compile: bool = False                       # torch.compile the training step (first steps compile)
+    log_every: int = 20                         # steps whose losses are copied from the device at once
+    save_every: str = "30m"                     # OUT/state.pt cadence: N s|m|h (time) or N steps
     seed: int = 0
     resume: bool = False
     stop_after: int | None = None               # stop after this many steps in this invocation (resume later)
@@ -92,7 +97,8 @@ class TrainResult:
     last_metrics: dict | None       # validation metrics after the last epoch
     steps: int                      # optimiser steps over the whole run
     final_loss: float | None        # mean training loss of the last epoch
-    stopped: bool = False           # stop_after reached: continue with resume=True
+    stopped: bool = False           # stop_after reached, or SIGTERM: continue with resume=True
+    interrupted: bool = False       # stopped by SIGTERM (the state saved)
     train_videos: int = 0
     val_videos: int = 0
     missing_videos: int = 0         # captioned videos absent from the source (train + validation)
@@ -153,5 +159,26 @@ def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
     if config.eercf_weight < 0 or (config.method == "eercf" and config.eercf_weight):
         raise UsageError(f"--eercf-weight adds EERCF's loss to --method pig, meanpool or xpool (a weight >= 0); "
                          f"--method eercf trains with that loss alone, so leave it out (got {config.eercf_weight})")
+    if config.workers is not None and config.workers < 0:
+        raise UsageError(f"--workers must be 0 (read in this process) or more, not {config.workers}")
+    if config.log_every < 1:
+        raise UsageError(f"--log-every must be a positive number of steps, not {config.log_every}")
+    parse_cadence(config.save_every)
     if config.stop_after is not None and config.stop_after < 1:
         raise UsageError(f"--stop-after must be a positive number of steps, not {config.stop_after}")
+
+
+CADENCE_UNITS = {"s": 1, "m": 60, "h": 3600}
+
+
+def parse_cadence(value: str) -> tuple[str, float]:
+    """--save-every: '10m', '90s', '2h' -> ('seconds', 600.0); '500steps' -> ('steps', 500)."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(s|m|h|steps?)\s*", str(value))
+    if not match or not float(match.group(1)) > 0:
+        raise UsageError(f"--save-every takes a time (90s, 10m, 2h) or a number of steps (500steps), not {value!r}")
+    amount, unit = float(match.group(1)), match.group(2)
+    if unit.startswith("step"):
+        if not amount.is_integer():
+            raise UsageError(f"--save-every takes a whole number of steps, not {value!r}")
+        return "steps", int(amount)
+    return "seconds", amount * CADENCE_UNITS[unit]

@@ -8,7 +8,7 @@ workers); the training step runs the backbone.
 Cached-frames mode (`FrameSource`): the same frames, decoded once by `pig frames` and read back from
 its file; the batches, and so the training step, are identical to raw-video mode without its jitter.
 Raw-video training with uniform sampling jitters the frames per video and epoch, as the official code
-does (pigcli.video.sample_indices), seeded by (seed, phase, epoch, video row).
+does (pigcli.inputs.video.sample_indices), seeded by (seed, phase, epoch, video row).
 
 Batches are planned in the main process from (seed, phase, epoch) alone, so a resumed run sees the
 same batches and captions as an uninterrupted one, and every rank of a torchrun job the same global
@@ -18,6 +18,7 @@ batch (each takes its own contiguous slice).
 from __future__ import annotations
 
 import hashlib
+import signal
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from ..inputs.captions import group_paragraphs, load_captions
 from ..console import log
 from ..errors import StaleInputError, UsageError
 from ..core.selection import PatchIndexError, choose_patches, gather_patches
+from ..core.text import tokenize
 from ..inputs.sources import discover_videos
 from ..stagefiles import (corrupt_extract, open_stage, recorded_sampling, recorded_settings, require_extract_layout,
                           require_kept_patches)
@@ -78,6 +80,27 @@ def load_pairs(captions_path: str | Path, available: set[str], what: str, paragr
         raise UsageError(f"{what}: none of the videos named in {captions_path} is in the video source "
                          f"(e.g. caption video {next(iter(grouped))!r})")
     return pairs
+
+
+class CaptionTokens:
+    """Every caption of a PairSet tokenized once, before the epochs (not per step).
+
+    A batch's token ids are its captions' rows cut to the batch's longest caption: exactly what
+    tokenizing the batch alone gives (padded on the right to the longest). Held as int32 on the CPU
+    (MSR-VTT's 180k captions of <= 77 tokens: 55 MB)."""
+
+    def __init__(self, tokenizer, pairs: PairSet, max_tokens: int):
+        texts = [text for captions in pairs.captions for text in captions]
+        tokens = tokenize(tokenizer, texts, max_tokens)
+        self.input_ids = tokens["input_ids"].to(torch.int32)
+        self.lengths = tokens["attention_mask"].sum(dim=1).numpy()
+        counts = np.array([len(c) for c in pairs.captions])
+        self.first = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)  # row of each video's caption 0
+
+    def batch(self, videos: np.ndarray, captions: np.ndarray) -> torch.Tensor:
+        """Token ids [B, longest] (int64) of caption captions[i] of video videos[i]."""
+        rows = self.first[videos] + captions
+        return self.input_ids[torch.from_numpy(rows), : int(self.lengths[rows].max())].long()
 
 
 # --- batch plans ----------------------------------------------------------------------------------
@@ -160,6 +183,7 @@ class FeatureSource:
     """
 
     frozen = True
+    always_valid = True  # every row of a batch holds its video (no decoding that can fail)
 
     def __init__(self, path: str | Path, loaded, k: int, selector: str = "its"):
         self.path = Path(path)
@@ -309,6 +333,9 @@ class _PlanSampler(torch.utils.data.Sampler):
 
 def _worker_init(_worker_id: int) -> None:
     torch.set_num_threads(1)  # one core per decoding worker; the model gets the rest
+    # a job's SIGTERM reaches the workers too: they keep serving while the trainer saves its state
+    # (a worker that died would fail the trainer's next read); they end with the trainer
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 class _PixelSource:
@@ -319,6 +346,7 @@ class _PixelSource:
     """
 
     frozen = False
+    always_valid = False  # a video that cannot be decoded is a row marked invalid
 
     def _start_loader(self, dataset, num_frames: int, image_size: int, workers: int, pin_memory: bool,
                       seed: int) -> None:
@@ -416,6 +444,8 @@ class FrameSource(_PixelSource):
     the DataLoader keeps about 2 batches per worker in flight (one in this process without workers),
     each B * T * 3 * S * S bytes (B = the batch per rank; 231 MB for B = 128, T = 12, S = 224).
     """
+
+    always_valid = True  # only the file's ok rows are sources: every read succeeds
 
     def __init__(self, path: str | Path, loaded, workers: int, pin_memory: bool = False, seed: int = 0):
         self.path = Path(path)

@@ -32,9 +32,12 @@ def setup(device_type: str) -> DistContext:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return DistContext()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not dist.is_initialized():
+        if device_type == "cuda":  # NCCL binds each process to the current GPU: this rank's own
+            torch.cuda.set_device(local_rank)
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
 def teardown(context: DistContext) -> None:
@@ -68,10 +71,21 @@ def all_sum(value: float, device) -> float:
     return float(tensor)
 
 
-def mean_over_ranks(values: dict[str, float], device) -> dict[str, float]:
-    """Average logged numbers over ranks (each rank's L_gen covers its own share of the batch)."""
+def mean_over_ranks(values: torch.Tensor) -> torch.Tensor:
+    """Average logged numbers [..] over ranks (each rank's L_gen covers its own share of the batch);
+    the tensor itself without a process group."""
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return values
-    tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return dict(zip(values, (tensor / dist.get_world_size()).tolist()))
+    total = values.double()
+    dist.all_reduce(total)
+    return total / dist.get_world_size()
+
+
+def any_rank(flags: list[bool], device) -> list[bool]:
+    """Each flag true on any rank (a decision every rank must take together: stop, save); the flags
+    themselves without a process group."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return flags
+    tensor = torch.tensor(flags, dtype=torch.int32, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return [bool(v) for v in tensor.tolist()]

@@ -43,6 +43,11 @@ def head_embedding(pig, inputs: HeadInputs, method: str, q_hat: torch.Tensor | N
     return video_embedding(pig, method, inputs.video, inputs.proxies, inputs.frames, inputs.selected, q_hat)
 
 
+def _rows(tensor: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The rows a mask keeps; all rows without one."""
+    return tensor if mask is None else tensor[mask]
+
+
 def _grad_if(enabled: bool):
     return contextlib.nullcontext() if enabled else torch.no_grad()
 
@@ -63,8 +68,10 @@ class TrainStep(nn.Module):
         # --method eercf trains with EERCF's loss alone; other methods add it with --eercf-weight
         self.eercf_weight = 1.0 if method == "eercf" else eercf_weight
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor,
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, valid: torch.Tensor | None,
                 pixels: torch.Tensor | None = None, tokens: HeadInputs | None = None) -> dict[str, torch.Tensor]:
+        """valid [b] bool: the rows that hold a video; None when all do (no masking: selecting rows by a
+        mask on a GPU makes the host wait for the mask)."""
         with checkpointed_layers(self.grad_checkpointing):
             return self._losses(input_ids, attention_mask, valid, pixels, tokens)
 
@@ -78,29 +85,29 @@ class TrainStep(nn.Module):
         q_hat = (pseudo_query(pig, tokens.video, tokens.proxies, tokens.frames, tokens.selected)
                  if self.method == "pig" else None)
         zero = text.new_zeros((), dtype=torch.float32)
-        l_gen = generation_loss(q_hat[valid], text[valid]) if q_hat is not None else zero
+        l_gen = generation_loss(_rows(q_hat, valid), _rows(text, valid)) if q_hat is not None else zero
         if self.phase == 1:
             return {"loss": l_gen, "l_ret": zero, "l_gen": l_gen, "l_eercf": zero}
-        keep = gather_with_grad(valid.to(torch.uint8)).bool()  # gathered as bytes: NCCL has no bool
+        keep = None if valid is None else gather_with_grad(valid.to(torch.uint8)).bool()  # bytes: NCCL has no bool
         l_ret = zero if self.method == "eercf" else self._retrieval(F.normalize(text, dim=-1), tokens, q_hat, keep)
         l_eercf = self._eercf(text, tokens, keep) if self.eercf_weight else zero
         loss = l_ret + self.alpha * l_gen + self.eercf_weight * l_eercf
         return {"loss": loss, "l_ret": l_ret, "l_gen": l_gen, "l_eercf": l_eercf}
 
     def _retrieval(self, text: torch.Tensor, tokens: HeadInputs, q_hat: torch.Tensor | None,
-                   keep: torch.Tensor) -> torch.Tensor:
+                   keep: torch.Tensor | None) -> torch.Tensor:
         pig = self.pig
-        all_text = gather_with_grad(text)[keep]
+        all_text = _rows(gather_with_grad(text), keep)
         if self.method == "xpool":
-            keys = [gather_with_grad(t)[keep] for t in (tokens.video, tokens.proxies, tokens.frames)]
+            keys = [_rows(gather_with_grad(t), keep) for t in (tokens.video, tokens.proxies, tokens.frames)]
             scores = xpool_scores(pig, all_text, *keys)
         else:
             video = head_embedding(pig, tokens, self.method, q_hat)
-            scores = all_text.float() @ gather_with_grad(video)[keep].float().T
+            scores = all_text.float() @ _rows(gather_with_grad(video), keep).float().T
         return retrieval_loss(scores, pig.clip.logit_scale)
 
-    def _eercf(self, text: torch.Tensor, tokens: HeadInputs, keep: torch.Tensor) -> torch.Tensor:
+    def _eercf(self, text: torch.Tensor, tokens: HeadInputs, keep: torch.Tensor | None) -> torch.Tensor:
         """EERCF's loss on the global batch (docs/method.md s.7); the same clamped temperature as L_ret."""
-        text, frames, patches = (gather_with_grad(t)[keep] for t in (text, tokens.frames, tokens.eercf_patches()))
+        text, frames, patches = (_rows(gather_with_grad(t), keep) for t in (text, tokens.frames, tokens.eercf_patches()))
         loss, _ = eercf_loss(text, frames, patches, self.pig.eercf, logit_scale_value(self.pig.clip.logit_scale))
         return loss

@@ -73,9 +73,18 @@ def warmup_cosine(step: int, warmup_steps: int, total_steps: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
-def make_optimizer(pig, lr: float, lr_clip: float, weight_decay: float, warmup: float, total_steps: int):
-    """AdamW over the trainable parameters and its warm-up + cosine schedule, for one phase's total_steps."""
-    optimizer = torch.optim.AdamW(param_groups(pig, lr, lr_clip, weight_decay), betas=ADAM_BETAS, eps=ADAM_EPS)
+def fused_adamw(device) -> bool:
+    """Whether AdamW runs fused on this device: on a GPU (one kernel for every update, and with fp16's
+    loss scaling the skip decision stays on the device); on the CPU as before."""
+    return device.type == "cuda"
+
+
+def make_optimizer(pig, lr: float, lr_clip: float, weight_decay: float, warmup: float, total_steps: int,
+                   fused: bool = False):
+    """AdamW over the trainable parameters and its warm-up + cosine schedule, for one phase's total_steps.
+    fused: one kernel for every parameter's update (on a GPU: far fewer launches; the same AdamW)."""
+    optimizer = torch.optim.AdamW(param_groups(pig, lr, lr_clip, weight_decay), betas=ADAM_BETAS, eps=ADAM_EPS,
+                                  **({"fused": True} if fused else {}))
     warmup_steps = round(warmup * total_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine(s, warmup_steps, total_steps))
     return optimizer, scheduler

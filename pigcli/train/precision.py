@@ -32,7 +32,8 @@ class LossScaler:
 
     def step(self, loss: torch.Tensor, optimizer, grad_clip: float) -> dict:
         """backward(S loss), unscale, clip the global norm, step unless a gradient is inf/NaN, update S.
-        Returns {'loss_scale': S used, 'skipped': bool} (empty when scaling is off)."""
+        Returns {'loss_scale': S used, 'skipped': bool} as 0-d tensors on the device, read when the step
+        is logged (reading them now would make the host wait); empty when scaling is off."""
         scaler = self.scaler
         scaler.scale(loss).backward()
         scaler.unscale_(optimizer)
@@ -40,10 +41,10 @@ class LossScaler:
         if not self.enabled:
             optimizer.step()
             return {}
-        scale = scaler.get_scale()
-        scaler.step(optimizer)  # skips the step when unscale_ found an inf/NaN
+        scale = scaler._scale.detach().clone()  # get_scale() would wait for the device
+        scaler.step(optimizer)  # skips the step when unscale_ found an inf/NaN (fused AdamW: on the device)
         scaler.update()
-        return {"loss_scale": scale, "skipped": scaler.get_scale() < scale}
+        return {"loss_scale": scale[0] if scale.dim() else scale, "skipped": (scaler._scale < scale).reshape(())}
 
     def state_dict(self) -> dict:
         return self.scaler.state_dict()

@@ -4,17 +4,25 @@ The state holds the run's settings (`TrainConfig.identity`, which a resumed run 
 position (phase, epoch, batch, steps), the model, optimiser and schedule, the RNG states (dropout
 continues with the same random numbers) and the metrics and losses recorded so far. It is written
 atomically: a run killed while saving leaves the previous state.
+
+When: on a cadence (--save-every: a time or a number of steps, `SaveCadence`), at the end of each phase,
+at --stop-after, and when the process gets SIGTERM (`StopSignal`: a scheduler ending the job); not every
+epoch, since a full state (model and optimiser) takes seconds to write for a B/32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import torch
 
 from ..errors import UsageError
-from .config import ADDED_SETTINGS
+from .config import ADDED_SETTINGS, parse_cadence
 
 STATE_FORMAT = "pig-train-state/2"  # /2: training phases (position phase_index, phase_step; settings 'phases')
 
@@ -60,3 +68,43 @@ def atomic_torch_save(obj, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+class SaveCadence:
+    """When the state is due again: --save-every's time or steps since it was last saved."""
+
+    def __init__(self, every: str, step: int = 0):
+        self.kind, self.amount = parse_cadence(every)
+        self.saved(step)
+
+    def saved(self, step: int) -> None:
+        self.last_step, self.last_time = step, time.monotonic()
+
+    def due(self, step: int, clock: bool = True) -> bool:
+        """clock=False: steps only (torchrun ranks read the clock at agreed steps, so that they agree)."""
+        if self.kind == "steps":
+            return step - self.last_step >= self.amount
+        return clock and time.monotonic() - self.last_time >= self.amount
+
+
+class StopSignal:
+    """SIGTERM asks the run to stop: the step in progress ends, the state is saved, the run is resumable."""
+
+    def __init__(self):
+        self.received = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        """The handler while the block runs (the previous one after); none outside the main thread,
+        where Python cannot install one."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._receive)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _receive(self, _signum, _frame) -> None:
+        self.received = True
