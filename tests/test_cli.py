@@ -17,7 +17,7 @@ from pigcli import __version__
 from pigcli.cli import app
 
 FOUNDATION_COMMANDS = ("init", "extract", "inspect")
-COMMANDS = ("init", "extract", "frames", "select", "generate", "fuse", "embed-text", "merge", "index", "rank", "eval",
+COMMANDS = ("init", "extract", "frames", "segments", "select", "generate", "fuse", "embed-text", "merge", "index", "rank", "eval",
             "tune-rerank", "index-ann", "serve", "train", "inspect", "explain", "demo", "toy make")
 
 

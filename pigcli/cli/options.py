@@ -105,6 +105,11 @@ IdsFrom = Annotated[Optional[Path], typer.Option(
     "--ids", help="captions file (e.g. the official train9k.jsonl): its video ids name the videos, found in the "
     "folders given as the official loader finds them: FOLDER/ID.mp4, else FOLDER/<last part of ID>.mp4 (any "
     "video extension; not found: a failed video)")]
+SegmentsFile = Annotated[Optional[Path], typer.Option(
+    "--segments", help="shots as the rows: a file with one row per shot and a header naming its columns, shot, "
+    "video (id of one of the videos given), startframe and endframe (frame numbers from 0, both included, as "
+    "TRECVID's master shot reference) or starttime and endtime (seconds); tabs or commas. Each shot's frames "
+    "are sampled inside it and its id is the row id (docs/shots.md)")]
 RelativeIds = Annotated[bool, typer.Option(
     "--relative-ids/--no-relative-ids", help="name videos by relative path instead of file name")]
 

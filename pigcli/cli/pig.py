@@ -47,6 +47,7 @@ def _add(group: typer.Typer, name: str, func) -> None:
 _add(app, "init", stages.init_cmd)
 _add(app, "extract", stages.extract_cmd)
 _add(app, "frames", stages.frames_cmd)
+_add(app, "segments", stages.segments_cmd)
 _add(app, "select", stages.select_cmd)
 _add(app, "generate", stages.generate_cmd)
 _add(app, "fuse", stages.fuse_cmd)

@@ -15,8 +15,8 @@ import typer
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, IdsFrom, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Sampling, SamplingOpt, Selector, SelectorOpt, ShardOpt, StageJson, VideoBatch,
-                      Workers)
+                      Preset, RelativeIds, Sampling, SamplingOpt, SegmentsFile, Selector, SelectorOpt, ShardOpt, StageJson,
+                      VideoBatch, Workers)
 from .output import EXIT_SOME_FAILED, emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -96,10 +96,11 @@ def extract_cmd(
     precision: PrecisionOpt = Precision.auto,
     batch_size: VideoBatch = None,
     workers: Workers = None,
-    timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video, or one group of up to 16 of its shots with --segments (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
     shard: ShardOpt = None,
     ids: IdsFrom = None,
+    segments: SegmentsFile = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -116,6 +117,7 @@ def extract_cmd(
       torchrun --nproc-per-node 4 -m pigcli extract videos/ -m models/pig-b32 -o feats.h5
       pig extract videos/ -m models/old -o feats.h5 --sampling centre   # frames as pig chose them before
       pig extract msrvtt/videos/all --ids test1ka.jsonl -m models/pig-b32 -o test_feats.h5
+      pig extract V3C1/videos --segments v3c1_shots.tsv -m models/pig-b32 -o shot_feats.h5   # a row per shot
     """
     from ..stages.extract import ExtractSettings, extract
 
@@ -126,7 +128,7 @@ def extract_cmd(
     def run(path, plan_shard, shard_device):
         return extract(videos, path, model, settings=settings, device=shard_device, batch_size=batch_size,
                        workers=workers, timeout=timeout, relative_ids=relative_ids, ids_from=ids, force=force,
-                       shard=plan_shard)
+                       shard=plan_shard, segments=segments)
 
     _report_sharded(run, output, shard, device, force, as_json)
 
@@ -150,6 +152,29 @@ def _report_sharded(run, output: Path, shard: str | None, device: str, force: bo
             raise
 
 
+def segments_cmd(
+    references: Annotated[List[Path], typer.Argument(
+        help="master shot reference: folders of one file per video (.tsv, .msb, .csv; V3C's msb/), or such files")],
+    output: Annotated[Path, typer.Option(*OUTPUT_FLAGS, help="segments file to write (tab-separated)")],
+):
+    """Make one segments file (for --segments) from a master shot reference of one file per video.
+
+    Each file (e.g. V3C's msb/00001.tsv: a header with startframe, starttime, endframe, endtime) is one
+    video, named by the file name without extension; its rows become shots with TRECVID's ids,
+    shot<video>_<n> counted from 1. Prints the path written.
+
+    Examples:
+      pig segments V3C1/msb -o v3c1_shots.tsv
+      pig index V3C1/videos --segments v3c1_shots.tsv -m models/pig-b32 -o v3c1_index.h5
+    """
+    from ..console import log
+    from ..inputs.segments import segments_from_msb
+
+    videos, shots = segments_from_msb(references, output)
+    log(f"{shots} shots of {videos} videos")
+    emit(output)
+
+
 FRAMES_MODEL_HELP = ("model whose num_frames and image size are the defaults of --frames and --size (its weights "
                      "are not read): default $PIG_MODEL, else openai/clip-vit-base-patch32")
 
@@ -163,10 +188,11 @@ def frames_cmd(
     decoder: DecoderOpt = Decoder.auto,
     sampling: SamplingOpt = Sampling.uniform,
     workers: Workers = None,
-    timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video (in worker processes: --workers 0 has no timeout)")] = 120.0,
+    timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video, or one group of up to 16 of its shots with --segments (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
     shard: ShardOpt = None,
     ids: IdsFrom = None,
+    segments: SegmentsFile = None,
     force: Force = False,
     as_json: StageJson = False,
 ):
@@ -195,7 +221,7 @@ def frames_cmd(
     def run(path, plan_shard, _device):
         return frames_stage(videos, path, model, settings=settings, workers=workers, timeout=timeout,
                             relative_ids=relative_ids, ids_from=ids, force=force,
-                            shard=plan_shard)
+                            shard=plan_shard, segments=segments)
 
     _report_sharded(run, output, shard, "cpu", force, as_json)
 
@@ -341,6 +367,7 @@ def index_cmd(
     workers: Workers = None,
     relative_ids: RelativeIds = False,
     ids: IdsFrom = None,
+    segments: SegmentsFile = None,
     force: Annotated[bool, typer.Option(help="recompute every stage")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (output, counts, failures, "
                                           "timings, and each stage's) instead of the index path")] = False,
@@ -352,6 +379,7 @@ def index_cmd(
     Examples:
       pig index videos/ -m models/pig-b32 -o index.h5      # then: pig rank --query "..."
       pig index msrvtt/videos/all --ids test1ka.jsonl -m runs/s2/best -o test_index.h5   # the 1k-A test videos
+      pig index V3C1/videos --segments v3c1_shots.tsv -m runs/s2/best -o v3c1_index.h5       # one row per shot
     """
     from ..stages.extract import ExtractSettings
     from ..stages.index import build_index
@@ -360,6 +388,6 @@ def index_cmd(
                                precision=precision.value, sampling=sampling.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
-                            selector=selector.value, ids_from=ids)
+                            selector=selector.value, ids_from=ids, segments=segments)
     log_failures(summaries["extract"], "videos")
     finish(index_record(output, summaries), "output", as_json)

@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import PigError
-from .video import VIDEO_EXTENSIONS, is_video_file
+from .video import VIDEO_EXTENSIONS, Window, is_video_file
 
 LIST_EXTENSIONS = (".txt", ".lst", ".list")
 
 
 @dataclass(frozen=True)
 class VideoEntry:
+    """One row of a video stage: a whole video, or one shot of it (window: its bounds; inputs/segments.py)."""
     id: str
     path: Path
+    window: Window | None = None
+    video_id: str = ""   # the shot's video (shots only)
 
 
 def discover_videos(inputs: list[str | Path], relative_ids: bool = False,

@@ -9,6 +9,8 @@ Sampling (`sample_indices`, docs/method.md s.1), T of the n decoded frames:
 - centre: segment centres, floor((i + 0.5) * n / T) for i in 0..T-1 (pig's only sampler before
   --sampling existed; stage files that record no sampling were made with it).
 A video with fewer than T frames repeats frames (visible in the recorded indices), which is not a failure.
+A shot (`Window`: first and last frame, or start and end in seconds) is sampled by the same rule over its
+own frames only: the indices are offset by its first frame (`window_indices`).
 Preprocessing (torch): resize the shortest side to the model's image size (bicubic, antialiased),
 centre crop, then CLIP mean/std (`normalize`, on the consumer side so workers ship uint8).
 """
@@ -65,6 +67,41 @@ def sample_indices(num_frames: int, count: int, sampling: str = DEFAULT_SAMPLING
         first = int(rng.integers(0, spread + 1))
         last = int(rng.integers(num_frames - 1 - spread, num_frames))
     return np.linspace(first, last, count).astype(np.int64)  # truncation, as the official astype(int)
+
+
+FRAME_UNITS = ("frames", "seconds")
+
+
+@dataclass(frozen=True)
+class Window:
+    """A shot's bounds in its video, both included: frame numbers (from 0) or seconds."""
+    start: float
+    end: float
+    unit: str = "frames"
+
+
+def window_frames(window: Window, num_frames: int, fps: float) -> tuple[int, int]:
+    """The first and last frame of a shot (a window past the video's end is cut at its last frame);
+    seconds cover the frames whose time i / fps lies in [start, end]."""
+    if window.unit == "frames":
+        first, last = int(window.start), int(window.end)
+    else:
+        if fps <= 0:
+            raise VideoError("the video has no frame rate: shots in seconds cannot be placed")
+        first = int(np.ceil(window.start * fps - 1e-6))
+        last = max(first, int(np.floor(window.end * fps + 1e-6)))
+    if first >= num_frames:
+        raise VideoError(f"shot starts at frame {first}, the video has {num_frames} frames")
+    return first, min(last, num_frames - 1)
+
+
+def window_indices(window: Window | None, num_frames: int, fps: float, count: int,
+                   sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> np.ndarray:
+    """T frame numbers of a video (window None) or of one shot of it, by `sample_indices`'s rule."""
+    if window is None:
+        return sample_indices(num_frames, count, sampling, jitter)
+    first, last = window_frames(window, num_frames, fps)
+    return first + sample_indices(last - first + 1, count, sampling, jitter)
 
 
 def decord_available() -> bool:
@@ -130,11 +167,35 @@ def check_regular_file(path: Path) -> None:
 
 
 def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
-              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None) -> SampledClip:
-    """Decode T sampled frames of one video and crop/resize them; raises VideoError on bad input.
-    sampling, jitter: how the T frames are chosen (`sample_indices`)."""
+              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None, window: Window | None = None) -> SampledClip:
+    """Decode T sampled frames of one video (or of one shot of it: window) and crop/resize them; raises
+    VideoError on bad input. sampling, jitter: how the T frames are chosen (`sample_indices`)."""
+    (clip,) = read_clips(path, num_samples, image_size, decoder, sampling, jitter, windows=[window])
+    if isinstance(clip, VideoError):
+        raise clip
+    return clip
+
+
+def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
+               sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None,
+               windows: Sequence[Window | None] = (None,)) -> list[SampledClip | VideoError]:
+    """T sampled frames of each window of one video (None: the whole video), decoding the video once.
+    Raises VideoError when the video cannot be read; a window that does not fit it (it starts after
+    the last frame) gets its VideoError in its place, the others their clips."""
     path = Path(path)
-    choose = partial(sample_indices, count=num_samples, sampling=sampling, jitter=jitter)
+    plans: list[np.ndarray | VideoError] = []
+
+    def choose(num_frames: int, fps: float) -> np.ndarray:
+        for window in windows:
+            try:
+                plans.append(window_indices(window, num_frames, fps, num_samples, sampling, jitter))
+            except VideoError as err:
+                if window is None:
+                    raise
+                plans.append(err)
+        wanted = [plan for plan in plans if not isinstance(plan, VideoError)]
+        return np.unique(np.concatenate(wanted)) if wanted else np.zeros(0, np.int64)
+
     check_regular_file(path)
     chosen = resolve_decoder(decoder)
     # With 'auto', a file that decord fails on is retried with PyAV: decord cannot read some valid
@@ -142,6 +203,7 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
     # frames where both work (tests/test_video.py).
     readers = [_read_decord, _read_pyav] if chosen == "decord" and decoder == "auto" else [_READERS[chosen]]
     for attempt, reader in enumerate(readers, start=1):
+        plans.clear()
         try:
             rgb, index, num_frames, fps = reader(path, choose)
             break
@@ -150,9 +212,16 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
         except Exception as err:  # decoders raise many types for corrupt input: record, don't crash
             if attempt == len(readers):
                 raise VideoError(_decoder_message(err)) from err
-    frames = resize_and_crop(rgb, image_size)
-    timestamps = index / fps if fps > 0 else np.full(len(index), np.nan)
-    return SampledClip(frames, index, timestamps, num_frames, fps)
+    frames = resize_and_crop(rgb, image_size) if len(index) else None
+    position = {int(frame): row for row, frame in enumerate(index)}
+    clips: list[SampledClip | VideoError] = []
+    for plan in plans:
+        if isinstance(plan, VideoError):
+            clips.append(plan)
+            continue
+        timestamps = plan / fps if fps > 0 else np.full(len(plan), np.nan)
+        clips.append(SampledClip(frames[[position[int(i)] for i in plan]], plan, timestamps, num_frames, fps))
+    return clips
 
 
 # decord's errors start with a clock time and a source location ("[11:38:45] .../video_reader.cc:151: "),
@@ -172,10 +241,10 @@ def _read_decord(path: Path, choose):
     import decord
 
     reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    num_frames = len(reader)
-    index = choose(num_frames)
-    rgb = reader.get_batch(list(index)).asnumpy()
-    return rgb, index, num_frames, float(reader.get_avg_fps())
+    num_frames, fps = len(reader), float(reader.get_avg_fps())
+    index = choose(num_frames, fps)
+    rgb = reader.get_batch(list(index)).asnumpy() if len(index) else None
+    return rgb, index, num_frames, fps
 
 
 def _read_pyav(path: Path, choose):
@@ -189,8 +258,8 @@ def _read_pyav(path: Path, choose):
         # Frame counts in headers are unreliable: decode everything, then convert to RGB only the sampled
         # frames (converting all of them took most of the time; the decoded frames are half RGB's size)
         decoded = list(container.decode(stream))
-        index = choose(len(decoded))
-        rgb = np.stack([decoded[i].to_ndarray(format="rgb24") for i in index])
+        index = choose(len(decoded), fps)
+        rgb = np.stack([decoded[i].to_ndarray(format="rgb24") for i in index]) if len(index) else None
     return rgb, index, len(decoded), fps
 
 
@@ -200,10 +269,10 @@ def _read_torchcodec(path: Path, choose):
     # exact mode scans the file once for the true frame count (headers are unreliable, as for PyAV),
     # then decodes only the sampled frames; one thread, as the other decoders in a worker
     decoder = VideoDecoder(str(path), seek_mode="exact", dimension_order="NHWC", num_ffmpeg_threads=1)
-    num_frames = int(decoder.metadata.num_frames or 0)
-    index = choose(num_frames)
-    rgb = decoder.get_frames_at(indices=[int(i) for i in index]).data.numpy()
-    return rgb, index, num_frames, float(decoder.metadata.average_fps or 0)
+    num_frames, fps = int(decoder.metadata.num_frames or 0), float(decoder.metadata.average_fps or 0)
+    index = choose(num_frames, fps)
+    rgb = decoder.get_frames_at(indices=[int(i) for i in index]).data.numpy() if len(index) else None
+    return rgb, index, num_frames, fps
 
 
 _READERS = {"decord": _read_decord, "pyav": _read_pyav, "torchcodec": _read_torchcodec}

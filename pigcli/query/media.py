@@ -49,7 +49,7 @@ from ..errors import PigError
 from ..model.resolve import select_k_for
 from ..stagefiles import made_by, open_stage, recorded_sampling, recorded_settings, stage_of, upstream_file
 from ..store import decode_ids, open_stage_file, read_ids
-from ..inputs.video import DEFAULT_SAMPLING, VideoError, decord_available, read_clip, sample_indices
+from ..inputs.video import DEFAULT_SAMPLING, VideoError, Window, decord_available, read_clip, sample_indices
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -73,10 +73,10 @@ def model_frames(video_path: str | Path, num_frames: int, image_size: int, decod
 
 
 def _sampled(video_path, num_frames: int, image_size: int, decoder: str,
-             sampling: str) -> tuple[np.ndarray, np.ndarray]:
-    """(frames [T, S, S, 3], sampled source frame numbers [T])."""
+             sampling: str, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(frames [T, S, S, 3], sampled source frame numbers [T]) of the video, or of one shot of it."""
     try:
-        clip = read_clip(video_path, num_frames, image_size, decoder, sampling=sampling)
+        clip = read_clip(video_path, num_frames, image_size, decoder, sampling=sampling, window=window)
     except VideoError as err:
         raise PigError(f"cannot read the source video {video_path}: {err}") from None
     return np.ascontiguousarray(clip.frames.transpose(0, 2, 3, 1)), clip.frame_index
@@ -108,17 +108,19 @@ class SourceVideos:
             folders = {os.path.dirname(path) for path in decode_ids(handle["path"][:])}  # strings: 1M Paths are slow
         return {Path(folder) for folder in folders}
 
-    def _record(self, video_id: str) -> tuple[Path, np.ndarray]:
-        """(recorded path, sampled frame numbers) of an ok row; only that row is read (indexes can be large)."""
+    def _record(self, video_id: str) -> tuple[Path, np.ndarray, Window | None]:
+        """(recorded path, sampled frame numbers, the shot's frames for a shot row) of an ok row; only that
+        row is read (indexes can be large)."""
         row = self._row.get(video_id)
         if row is None:
             raise PigError(f"video {video_id!r} is not in {self.file} ({_some_ids(list(self._row))})")
         with open_stage(self.file, *SOURCE_STAGES) as handle:
             path, status, error = (decode_ids(handle[name][row:row + 1])[0] for name in ("path", "status", "error"))
             frame_index = handle["frame_index"][row]
+            shot = handle["shot_frames"][row] if "shot_frames" in handle else None
         if status != "ok":
             raise PigError(f"video {video_id!r} failed in {self.file}: {error}")
-        return Path(path), frame_index
+        return Path(path), frame_index, None if shot is None else Window(int(shot[0]), int(shot[1]))
 
     def path(self, video_id: str) -> Path:
         """The source file of `video_id` as extract recorded it (a relative path: from the current folder)."""
@@ -131,13 +133,14 @@ class SourceVideos:
         return path
 
     def frames(self, video_id: str, path: Path | None = None) -> np.ndarray:
-        """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video. path: the file
-        to decode instead of the recorded one (pig serve's checked, resolved copy of that path)."""
-        recorded_path, recorded = self._record(video_id)
+        """uint8 [T, S, S, 3]: the frames the model saw, decoded again from the source video (for a shot row,
+        from its shot). path: the file to decode instead of the recorded one (pig serve's checked, resolved
+        copy of that path)."""
+        recorded_path, recorded, shot = self._record(video_id)
         path = self._existing(video_id, path or recorded_path)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
-        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, self.sampling)
+        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, self.sampling, shot)
         if not np.array_equal(sampled, recorded):
             raise PigError(f"{path} has changed since {self.file} was made (sampled frames {sampled.tolist()}, "
                            f"recorded {recorded.tolist()}); rerun extract")

@@ -11,7 +11,7 @@ from typing import Callable
 import numpy as np
 
 from ..console import log, progress
-from ..store import StageWriter
+from ..store import StageWriter, failure_counts
 
 BLOCK_ROWS = 1024  # rows per crash-safe block for the cheap per-row stages (select, generate, fuse, embed-text)
 
@@ -26,6 +26,13 @@ class StageSummary:
     resumed_rows: int = 0           # rows taken from an interrupted run
     errors: Counter = field(default_factory=Counter)
     timings: dict = field(default_factory=dict)
+
+
+def count_failures(summary: StageSummary) -> StageSummary:
+    """The failures recorded in the output (rows of a resumed or earlier run included)."""
+    summary.errors = failure_counts(summary.output)
+    summary.failed = sum(summary.errors.values())
+    return summary
 
 
 def start_stage(output: str | Path, provenance, total: int, force: bool = False,

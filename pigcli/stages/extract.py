@@ -22,12 +22,11 @@ from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
 from ..model.checkpoint import ModelFolder
 from ..model.resolve import resolve_folder
-from ..inputs.sources import discover_videos
 from ..inputs.video import DEFAULT_SAMPLING, normalize
-from .common import StageSummary, start_stage
-from .shard import Shard, shard_entries
-from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, count_failures, run_video_blocks,
-                     sampling_identity, video_provenance)
+from .common import StageSummary, count_failures, start_stage
+from .shard import Shard
+from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, read_paths,
+                     run_video_blocks, sampling_identity, video_provenance, video_rows)
 
 __all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
 
@@ -65,27 +64,28 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
             settings: ExtractSettings | None = None, device: str = "auto", batch_size: int | None = None,
             workers: int | None = None, timeout: float = 120.0, relative_ids: bool = False,
             ids_from: str | Path | None = None, force: bool = False, replace_stale: bool = False,
-            shard: Shard | None = None) -> StageSummary:
+            shard: Shard | None = None, segments: str | Path | None = None) -> StageSummary:
     """Decode the videos and run the backbone (module docstring). ids_from: a captions file whose video ids
     name the videos, found in the input folders as the official loader finds them (sources.videos_by_id).
     shard: only the videos of this shard (stages/shard.py). batch_size: videos per forward (default
     BATCH_VIDEOS of the device type). workers: decoding processes (None: one per CPU but one,
-    decode_pool.default_workers)."""
+    decode_pool.default_workers). segments: a segments file (inputs/segments.py): one row per shot, its
+    frames sampled inside the shot, its id the shot id (sharded by shot id)."""
     settings = settings or ExtractSettings()
     check_choice("--backbone", settings.backbone, BACKBONES)
     keep_patches = parse_patch_setting(settings.patches)
     workers = resolve_workers(workers)
     decoder = check_video_settings(settings.decoder, settings.sampling)
-    entries = shard_entries(discover_videos(inputs, relative_ids, ids_from), shard)
+    rows = video_rows(inputs, relative_ids, ids_from, segments, shard)
     torch_device, precision = resolve_device(device, settings.precision)
     batch_size = batch_size or BATCH_VIDEOS.get(torch_device.type, BATCH_VIDEOS["cpu"])
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
     info = resolve_folder(model)
     num_frames = settings.num_frames or info.config.num_frames
-    provenance = video_provenance("extract", settings.identity(info, decoder, precision), entries,
+    provenance = video_provenance("extract", settings.identity(info, decoder, precision), rows,
                                   model=info.identity.to_dict(), model_path=str(info.path.resolve()), shard=shard)
-    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
-                                  inputs=[*inputs, *(e.path for e in entries)])
+    writer, summary = start_stage(output, provenance, rows.total, force, replace_stale,
+                                  inputs=read_paths(inputs, rows))
     if summary.skipped:
         return count_failures(summary)
 
@@ -98,7 +98,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
                              precision, timings)
 
     return run_video_blocks(
-        writer, summary, entries, encode_block, num_frames=num_frames, image_size=info.image_size, decoder=decoder,
+        writer, summary, rows, encode_block, num_frames=num_frames, image_size=info.image_size, decoder=decoder,
         sampling=settings.sampling, workers=workers, timeout=timeout, label="extract", done_word="extracted",
         extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}}, prepare=model)
 

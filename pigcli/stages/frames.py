@@ -28,12 +28,11 @@ import numpy as np
 from ..inputs.decode_pool import Decoded, resolve_workers
 from ..errors import UsageError
 from ..model.resolve import resolve_folder
-from ..inputs.sources import discover_videos
 from ..inputs.video import DEFAULT_SAMPLING
-from .common import StageSummary, start_stage
-from .shard import Shard, shard_entries
-from .videos import (base_columns, check_video_settings, count_failures, run_video_blocks, sampling_identity,
-                     video_provenance)
+from .common import StageSummary, count_failures, start_stage
+from .shard import Shard
+from .videos import (base_columns, check_video_settings, read_paths, run_video_blocks,
+                     sampling_identity, video_provenance, video_rows)
 
 PIXEL_LAYOUT = {"chunk_rows": 1}  # one video per chunk, uncompressed (see the module docstring)
 
@@ -49,14 +48,16 @@ class FramesSettings:
 def frames(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
            settings: FramesSettings | None = None, workers: int | None = None, timeout: float = 120.0,
            relative_ids: bool = False, ids_from: str | Path | None = None, force: bool = False,
-           replace_stale: bool = False, shard: Shard | None = None) -> StageSummary:
+           replace_stale: bool = False, shard: Shard | None = None,
+           segments: str | Path | None = None) -> StageSummary:
     """Decode every video once and store its sampled, resized and cropped frames (uint8) in `output`.
 
     ids_from: a captions file whose video ids name the videos, found in the input folders as the official
     loader finds them (sources.videos_by_id).
     model: only read (its json files, never its weights) for the defaults of T and S; not needed when
     both are given. shard: only the videos of this shard (stages/shard.py). workers: decoding processes
-    (None: one per CPU but one, decode_pool.default_workers).
+    (None: one per CPU but one, decode_pool.default_workers). segments: a segments file: one row per shot
+    (as extract's).
     """
     settings = settings or FramesSettings()
     decoder = check_video_settings(settings.decoder, settings.sampling)
@@ -64,7 +65,7 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
     for name, value in (("--frames", settings.num_frames), ("--size", settings.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{name} must be a positive integer, not {value}")
-    entries = shard_entries(discover_videos(inputs, relative_ids, ids_from), shard)
+    rows = video_rows(inputs, relative_ids, ids_from, segments, shard)
     num_frames, image_size = settings.num_frames, settings.image_size
     defaults_from = None
     if num_frames is None or image_size is None:
@@ -73,9 +74,9 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
         defaults_from = str(info.path.resolve())
     identity = {"num_frames": num_frames, "image_size": image_size, "decoder": decoder,
                 **sampling_identity(settings.sampling)}
-    provenance = video_provenance("frames", identity, entries, shard=shard)
-    writer, summary = start_stage(output, provenance, len(entries), force, replace_stale,
-                                  inputs=[*inputs, *(e.path for e in entries)])
+    provenance = video_provenance("frames", identity, rows, shard=shard)
+    writer, summary = start_stage(output, provenance, rows.total, force, replace_stale,
+                                  inputs=read_paths(inputs, rows))
     if summary.skipped:
         return count_failures(summary)
 
@@ -87,6 +88,6 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
         return {**base_columns(decoded, num_frames), "pixels": pixels}
 
     return run_video_blocks(
-        writer, summary, entries, pixel_block, num_frames=num_frames, image_size=image_size, decoder=decoder,
+        writer, summary, rows, pixel_block, num_frames=num_frames, image_size=image_size, decoder=decoder,
         sampling=settings.sampling, workers=workers, timeout=timeout, label="frames", done_word="decoded",
         extra_attrs={"run": {"workers": workers, "defaults_from": defaults_from}}, layouts={"pixels": PIXEL_LAYOUT})

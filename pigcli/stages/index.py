@@ -31,17 +31,19 @@ def stage_paths(output: str | Path) -> dict[str, Path]:
 def build_index(videos: list[str | Path], output: str | Path, model: str | None = None, *, k: int | None = None,
                 method: str = "pig", settings: ExtractSettings | None = None, device: str = "auto",
                 batch_size: int | None = None, workers: int | None = None, timeout: float = 120.0, relative_ids: bool = False,
-                force: bool = False, selector: str = "its", ids_from: str | Path | None = None) -> dict:
-    """Returns the StageSummary of every stage run, by stage name. ids_from: as extract's."""
+                force: bool = False, selector: str = "its", ids_from: str | Path | None = None,
+                segments: str | Path | None = None) -> dict:
+    """Returns the StageSummary of every stage run, by stage name. ids_from, segments: as extract's
+    (with segments the index has one row per shot)."""
     paths = stage_paths(output)
-    for path in (*paths.values(), Path(output)):  # none of the files written may be one of the videos
-        check_output_path(path, videos)
+    for path in (*paths.values(), Path(output)):  # none of the files written may be one of the inputs
+        check_output_path(path, [*videos, segments])
     common = dict(force=force, replace_stale=True)
     precision = (settings or ExtractSettings()).precision  # every model stage runs at the extract's precision
     summaries = {"extract": extract(videos, paths["feats"], model, settings=settings, device=device,
                                     batch_size=batch_size, workers=workers, timeout=timeout,
                                     relative_ids=relative_ids, ids_from=ids_from, force=force,
-                                    replace_stale=False)}
+                                    replace_stale=False, segments=segments)}
     _say("extract", summaries["extract"])
     if method == "pig":
         summaries["select"] = select(paths["feats"], paths["sel"], k=k, selector=selector, **common)

@@ -22,8 +22,7 @@ from pathlib import Path
 from ..console import log, progress, warn
 from ..errors import PigError, UsageError
 from ..store import Provenance, input_record, open_stage_file, read_attrs, read_ids
-from .common import StageSummary, start_stage
-from .videos import count_failures
+from .common import StageSummary, count_failures, start_stage
 
 MERGEABLE = ("extract", "frames", "select", "generate", "fuse", "embed-text")
 HINT = "pig extract VIDEOS --shard I/N -m MODEL -o feats.h5 (or another stage's command)"
