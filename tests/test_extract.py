@@ -109,9 +109,10 @@ def _expected_tokens(tiny_model, path: Path, frames: int = TINY_T):
     with av.open(str(path)) as container:
         rgb = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     index = [i * (len(rgb) - 1) // (frames - 1) for i in range(frames)]  # uniform: the official linspace
-    from pigcli.inputs.video import resize_and_crop
-
-    pixels = resize_and_crop(rgb[index], 32).astype(np.float32) / 255.0
+    # squash, the official transform: floats in 0..1, resized to 32 x 32 (bicubic, no antialiasing), unrounded
+    floats = torch.from_numpy(rgb[index]).permute(0, 3, 1, 2).float() / 255.0
+    pixels = torch.nn.functional.interpolate(floats, size=(32, 32), mode="bicubic", align_corners=False,
+                                             antialias=False).numpy()
     mean = np.array(tiny_model.model.config.image_mean, np.float32)[:, None, None]
     std = np.array(tiny_model.model.config.image_std, np.float32)[:, None, None]
     with torch.no_grad():

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .sources import VideoEntry
-from .video import DEFAULT_SAMPLING, SampledClip, VideoError, read_clip
+from .video import DEFAULT_RESIZE, DEFAULT_SAMPLING, SampledClip, VideoError, read_clip
 
 
 @dataclass
@@ -26,10 +26,11 @@ class Decoded:
 
 
 def _decode_one(path: str, num_frames: int, image_size: int, decoder: str,
-                sampling: str = DEFAULT_SAMPLING) -> tuple[SampledClip | None, str | None, float]:
+                sampling: str = DEFAULT_SAMPLING, resize: str = DEFAULT_RESIZE) -> tuple[SampledClip | None, str | None, float]:
     start = time.perf_counter()
     try:
-        return read_clip(path, num_frames, image_size, decoder, sampling), None, time.perf_counter() - start
+        return (read_clip(path, num_frames, image_size, decoder, sampling, resize=resize), None,
+                time.perf_counter() - start)
     except VideoError as err:
         return None, str(err), time.perf_counter() - start
 
@@ -42,19 +43,19 @@ def _init_worker() -> None:
 
 def decode_videos(entries: list[VideoEntry], num_frames: int, image_size: int, decoder: str, workers: int,
                   timeout: float | None, prefetch: int = 0, max_tasks: int = 256,
-                  sampling: str = DEFAULT_SAMPLING) -> Iterator[Decoded]:
+                  sampling: str = DEFAULT_SAMPLING, resize: str = DEFAULT_RESIZE) -> Iterator[Decoded]:
     """Yield `Decoded` for every entry, in order. workers=0 decodes in this process, with no timeout (named
     pipes, sockets and devices are refused unopened by read_clip, so none can block the run)."""
     if workers <= 0:
         for entry in entries:
-            clip, error, seconds = _decode_one(str(entry.path), num_frames, image_size, decoder, sampling)
+            clip, error, seconds = _decode_one(str(entry.path), num_frames, image_size, decoder, sampling, resize)
             yield Decoded(entry, clip, error, seconds)
         return
     yield from _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout,
-                               prefetch or 4 * workers, max_tasks, sampling)
+                               prefetch or 4 * workers, max_tasks, sampling, resize)
 
 
-def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, prefetch, max_tasks, sampling):
+def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, prefetch, max_tasks, sampling, resize):
     import multiprocessing
 
     from pebble import ProcessExpired, ProcessPool
@@ -67,7 +68,7 @@ def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, 
         def submit_next() -> None:
             entry = next(queue, None)
             if entry is not None:
-                args = (str(entry.path), num_frames, image_size, decoder, sampling)
+                args = (str(entry.path), num_frames, image_size, decoder, sampling, resize)
                 pending.append((entry, pool.schedule(_decode_one, args=args, timeout=timeout)))
 
         for _ in range(prefetch):

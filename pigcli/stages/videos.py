@@ -27,8 +27,8 @@ from ..inputs.decode_pool import Decoded, decode_videos
 from ..errors import UsageError
 from ..inputs.sources import VideoEntry, videos_fingerprint
 from ..store import Provenance, StageWriter, failure_counts
-from ..choices import SAMPLINGS, check_choice
-from ..inputs.video import UNRECORDED_SAMPLING, resolve_decoder
+from ..choices import RESIZES, SAMPLINGS, check_choice
+from ..inputs.video import DEFAULT_RESIZE, UNRECORDED_RESIZE, UNRECORDED_SAMPLING, resolve_decoder
 from .common import StageSummary
 
 BLOCK_VIDEOS = 64  # rows per crash-safe block: what a killed run can lose
@@ -51,19 +51,22 @@ def block_videos() -> int:
     return int(value)
 
 
-def check_video_settings(decoder: str, sampling: str) -> str:
-    """The decoder to use ('auto' resolved); a UsageError for an unknown decoder or sampling."""
+def check_video_settings(decoder: str, sampling: str, resize: str = DEFAULT_RESIZE) -> str:
+    """The decoder to use ('auto' resolved); a UsageError for an unknown decoder, sampling or resize."""
     check_choice("--sampling", sampling, SAMPLINGS)
+    check_choice("--resize", resize, RESIZES)
     try:
         return resolve_decoder(decoder)
     except ValueError as err:
         raise UsageError(str(err)) from err
 
 
-def sampling_identity(sampling: str) -> dict:
-    """How the frames were sampled, as a stage file's settings record it: centre, the only sampler before
-    --sampling existed, stays unrecorded, so files made before remain valid (readers: UNRECORDED_SAMPLING)."""
-    return {} if sampling == UNRECORDED_SAMPLING else {"sampling": sampling}
+def frame_rule_identity(sampling: str, resize: str) -> dict:
+    """How the frames were sampled and resized, as a stage file's settings record it: centre sampling and
+    crop, pig's only rules before --sampling and --resize existed, stay unrecorded, so files made before
+    remain valid (readers: stagefiles.recorded_sampling, recorded_resize)."""
+    unrecorded = {"sampling": UNRECORDED_SAMPLING, "resize": UNRECORDED_RESIZE}
+    return {key: value for key, value in (("sampling", sampling), ("resize", resize)) if value != unrecorded[key]}
 
 
 def video_provenance(stage: str, identity: dict, entries: list[VideoEntry], model: dict | None = None,
@@ -107,12 +110,13 @@ def base_columns(decoded: list[Decoded], num_frames: int) -> dict:
 
 
 def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[VideoEntry], build_block: BlockBuilder,
-                     *, num_frames: int, image_size: int, decoder: str, sampling: str, workers: int,
+                     *, num_frames: int, image_size: int, decoder: str, sampling: str, resize: str, workers: int,
                      timeout: float | None, label: str, done_word: str, extra_attrs: dict | None = None,
                      layouts: dict[str, dict] | None = None) -> StageSummary:
     """Decode `entries` block by block, build each block's columns, write them; resume an interrupted run.
 
-    sampling: how each video's frames are chosen (pigcli.video.sample_indices; part of the stage's identity).
+    sampling, resize: how each video's frames are chosen and resized (pigcli.inputs.video.sample_indices,
+    resize_frames; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking
@@ -130,7 +134,7 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, entries: list[V
     start = time.perf_counter()
     try:
         stream = decode_videos([e for _, block in todo for e in block], num_frames, image_size, decoder, workers,
-                               timeout, sampling=sampling)
+                               timeout, sampling=sampling, resize=resize)
         with progress(len(entries) - summary.resumed_rows, label, "videos") as bar:
             for number, block in todo:
                 decoded = [next(stream) for _ in block]
