@@ -16,6 +16,7 @@ SELECTORS = ("its", "random")                       # random: the ablation basel
 BACKBONES = ("vip", "frames")                       # video proxy tokens | CLIP per frame (CLIP4Clip style)
 DECODERS = ("auto", "decord", "pyav", "torchcodec")  # auto: decord if installed, else PyAV
 SAMPLINGS = ("uniform", "centre")                   # the official linspace | segment centres
+RESIZES = ("squash", "crop")                        # the official S x S, aspect squashed | short side to S, centre crop
 METHODS = ("pig", "meanpool", "xpool", "eercf")     # what a model computes (pig train --method)
 INDEX_METHODS = ("pig", "meanpool", "eercf")        # those with a query-independent video vector (pig fuse)
 RANK_METHODS = ("index", "xpool")                   # how rank and eval score query and video

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 
 from .errors import PigError
-from .inputs.video import UNRECORDED_SAMPLING
+from .inputs.video import UNRECORDED_RESIZE, UNRECORDED_SAMPLING
 from .store import open_stage_file, read_attrs
 
 MADE_BY = {
@@ -68,6 +68,11 @@ def recorded_settings(handle) -> dict:
 def recorded_sampling(settings: dict) -> str:
     """How extract or frames chose each video's frames (files from before the setting: the old rule)."""
     return str(settings.get("sampling", UNRECORDED_SAMPLING))
+
+
+def recorded_resize(settings: dict) -> str:
+    """How extract or frames resized each frame (files from before the setting: the old crop)."""
+    return str(settings.get("resize", UNRECORDED_RESIZE))
 
 
 # --- the layout of an extract file ---------------------------------------------------------------------

@@ -321,6 +321,18 @@ class StageWriter:
         except OSError:
             return None
 
+    def _changed_settings(self) -> str:
+        """' (settings that differ: NAME OLD -> NEW, ...)' between the existing output and this run, or ''.
+        A setting the file does not record shows as 'unrecorded' (its old default, e.g. resize crop)."""
+        try:
+            old = read_attrs(self.output).get("settings", {})
+        except (OSError, ValueError):
+            return ""
+        new = json.loads(json.dumps(self.provenance.settings))
+        changed = [f"{key} {old.get(key, 'unrecorded')} -> {new.get(key, 'unrecorded')}"
+                   for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+        return f" (settings that differ: {', '.join(changed)})" if changed else ""
+
     def _prepare(self, force: bool, replace_stale: bool, discard_stale_partial: bool = False) -> None:
         manifest = self.partial / "manifest.json"
         # an unfinished run of this very command (same fingerprint) is resumed, also when it was a
@@ -330,7 +342,7 @@ class StageWriter:
         if (existing is not None and existing != self.provenance.fingerprint and not (force or replace_stale)
                 and not same):
             raise PigError(f"{self.output} exists with other inputs or settings; use --force to recompute it "
-                           "or -o to write elsewhere")
+                           f"or -o to write elsewhere{self._changed_settings()}")
         if self.partial.exists() and not same:
             if discard_stale_partial and not (force or replace_stale):
                 from .console import log

@@ -109,9 +109,10 @@ def _expected_tokens(tiny_model, path: Path, frames: int = TINY_T):
     with av.open(str(path)) as container:
         rgb = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
     index = [i * (len(rgb) - 1) // (frames - 1) for i in range(frames)]  # uniform: the official linspace
-    from pigcli.inputs.video import resize_and_crop
-
-    pixels = resize_and_crop(rgb[index], 32).astype(np.float32) / 255.0
+    # squash, the official transform: floats in 0..1, resized to 32 x 32 (bicubic, no antialiasing), unrounded
+    floats = torch.from_numpy(rgb[index]).permute(0, 3, 1, 2).float() / 255.0
+    pixels = torch.nn.functional.interpolate(floats, size=(32, 32), mode="bicubic", align_corners=False,
+                                             antialias=False).numpy()
     mean = np.array(tiny_model.model.config.image_mean, np.float32)[:, None, None]
     std = np.array(tiny_model.model.config.image_std, np.float32)[:, None, None]
     with torch.no_grad():
@@ -210,7 +211,16 @@ def test_rerun_is_skipped_and_changed_settings_need_force(mixed_folder, tiny_mod
     changed = runner.invoke(app(), args + ["--patches", "top-4"])
     assert changed.exit_code == 1 and "--force" in changed.stderr
     assert changed.stderr.count("\n") == 1  # one line
+    assert "(settings that differ: patches all -> top-4)" in changed.stderr
     assert output.stat().st_mtime_ns == before
+    # a file made with crop records no resize (as files made before --resize): the default squash differs
+    other = [str(tmp_path / "crop.h5") if a == str(output) else a for a in args]
+    crop = runner.invoke(app(), other + ["--resize", "crop"])
+    assert crop.exit_code == 0, crop.stderr
+    assert "resize" not in json.loads(read_h5(tmp_path / "crop.h5")["attrs"]["settings"])
+    squash = runner.invoke(app(), other)
+    assert squash.exit_code == 1 and squash.stderr.count("\n") == 1
+    assert "use --force to recompute it" in squash.stderr and "resize unrecorded -> squash" in squash.stderr
     forced = runner.invoke(app(), args + ["--patches", "top-4", "--force"])
     assert forced.exit_code == 0, forced.stderr
     assert read_h5(output)["patches"].shape == (2, 4, TINY_DIM)

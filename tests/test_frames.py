@@ -75,7 +75,7 @@ def test_rows_are_read_clips_frames(mixed_frames, mixed_folder):
     assert attrs["stage"] == "frames" and json.loads(attrs["model"]) is None
     settings = json.loads(attrs["settings"])
     assert settings == {"num_frames": TINY_T, "image_size": TINY_IMAGE, "decoder": settings["decoder"],
-                        "sampling": "uniform"}
+                        "sampling": "uniform", "resize": "squash"}
     with h5py.File(output, "r") as handle:  # one video per chunk, uncompressed (stages/frames.py)
         assert handle["pixels"].chunks == (1, TINY_T, 3, TINY_IMAGE, TINY_IMAGE)
         assert handle["pixels"].compression is None
@@ -89,7 +89,9 @@ def test_rows_are_read_clips_frames(mixed_frames, mixed_folder):
             continue
         clip = read_clip(path, TINY_T, TINY_IMAGE, settings["decoder"])
         assert row["status"] == "ok" and row["error"] == "" and row["path"] == str(path)
-        np.testing.assert_array_equal(row["pixels"], clip.frames, err_msg=path.name)
+        # squash keeps floats; the file stores them rounded to the nearest integer in 0..255
+        rounded = np.clip(np.round(clip.frames), 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(row["pixels"], rounded, err_msg=path.name)
         np.testing.assert_array_equal(row["frame_index"], clip.frame_index)
         np.testing.assert_array_equal(row["timestamps"], clip.timestamps)
     assert rows["zshort"]["frame_index"].tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 4]  # uniform, 5 frames
@@ -206,8 +208,8 @@ def train_corpus(tmp_path_factory, video_folder):
                                                              for i, v in enumerate(train_ids)))
     val_captions.write_text("video_id,caption\n" + "".join(f"{v},clip {v}\n" for v in val_ids))
     model = init_random(root / "tiny-nodrop", "tiny", pig_config=PigConfig(fusion_dropout=0.0))
-    cached = root / "frames.h5"
-    frames([videos], cached, str(model), workers=0)
+    cached = root / "frames.h5"  # crop: uint8 frames either way (squash's are rounded in a frames file only)
+    frames([videos], cached, str(model), settings=FramesSettings(resize="crop"), workers=0)
     return videos, train_captions, val_captions, model, cached
 
 
@@ -227,11 +229,12 @@ def log_records(output: Path, event: str) -> list[dict]:
 def test_cached_frames_train_like_raw_videos(train_corpus, tmp_path):
     """Full fine-tune (backbone included), same model, seed and captions: the same losses at every step
     and the same validation before and after, from cached frames as from decoding the videos (without
-    the training jitter, which a frames file cannot have)."""
+    the training jitter, which a frames file cannot have; with crop, whose frames a file holds exactly)."""
     from pigcli.model.checkpoint import load_checkpoint
 
     cached = train(train_config(train_corpus, tmp_path / "cached"))
-    raw = train(train_config(train_corpus, tmp_path / "raw", frames=None, videos=train_corpus[0], jitter=False))
+    raw = train(train_config(train_corpus, tmp_path / "raw", frames=None, videos=train_corpus[0], jitter=False,
+                             resize="crop"))
     steps_cached, steps_raw = log_records(tmp_path / "cached", "step"), log_records(tmp_path / "raw", "step")
     assert len(steps_cached) == len(steps_raw) == 2
     for a, b in zip(steps_cached, steps_raw):

@@ -105,6 +105,24 @@ def test_official_pig_checkpoint_converts_to_the_same_model(source_model, tiny_m
     assert converted.model.config.num_frames == 12 and converted.model.config.num_proxies == 3
 
 
+def test_bos_and_eos_come_from_the_base_clip_not_the_checkpoint(source_model, tiny_model_dir, tmp_path):
+    """The official model embeds BOS and EOS with the pretrained CLIP it is built from: the converted
+    generator takes those rows of --from's token table, whatever the checkpoint's tables hold there."""
+    state = official_pig_state(source_model)
+    bos, eos = source_model.config.bos_token_id, source_model.config.eos_token_id
+    for key in ("generator.clip_reconstructor.embeddings.token_embedding.weight",
+                "encoder.clipmodel.text_model.embeddings.token_embedding.weight"):
+        state[key] = state[key].clone()
+        state[key][[bos, eos]] += 1.0  # trained rows: other than the base's
+    torch.save(state, tmp_path / "model_best.pt")
+    outcome = init_official(tmp_path / "model_best.pt", tmp_path / "converted", "--from", str(tiny_model_dir))
+    assert outcome.exit_code == 0, outcome.output
+    generator = load_checkpoint(tmp_path / "converted").model.generator
+    base_table = load_checkpoint(tiny_model_dir).model.clip.text_model.embeddings.token_embedding.weight
+    assert torch.equal(generator.bos_embedding, base_table[bos]) and torch.equal(generator.eos_embedding, base_table[eos])
+    assert not torch.equal(generator.bos_embedding, state["encoder.clipmodel.text_model.embeddings.token_embedding.weight"][bos])
+
+
 def test_wrapped_and_module_prefixed_checkpoints_convert(source_model, tiny_model_dir, tmp_path):
     """DDP's 'module.' prefix and a {'model': state_dict} wrapper are taken off."""
     state = {"model": {f"module.{k}": v for k, v in official_pig_state(source_model).items()}, "step": 7}

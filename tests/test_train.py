@@ -385,7 +385,8 @@ def test_resume_of_a_run_started_before_settings_were_added(corpus, tmp_path):
     path = tmp_path / "run" / "state.pt"
     state = torch.load(path, weights_only=True)
     assert state["config"]["jitter"] is False          # features are fixed frames: no jitter, whatever --jitter says
-    older = {k: v for k, v in state["config"].items() if k not in set(ADDED_SETTINGS) - {"sampling"}}
+    # the extract file is uniform and squash, not the old centre and crop: those two stay recorded
+    older = {k: v for k, v in state["config"].items() if k not in set(ADDED_SETTINGS) - {"sampling", "resize"}}
     torch.save({**state, "config": older}, path)
     assert train(config(corpus, tmp_path / "run", resume=True, val_captions=None)).last is not None
     train(config(corpus, tmp_path / "run2", stop_after=1, val_captions=None))
@@ -553,10 +554,43 @@ def test_sampling_follows_the_file_and_another_is_refused_with_the_command(corpu
     train(config(corpus, tmp_path / "run", **base))
     settings = log_records(tmp_path / "run", "start")[0]["settings"]
     assert settings["sampling"] == "centre"  # the run records the frames it trained on
-    with pytest.raises(StaleInputError, match="sampled with --sampling centre, not uniform; rerun: pig frames "
-                                              "VIDEOS -m MODEL --sampling uniform -o frames.h5"):
+    with pytest.raises(StaleInputError, match="made with --sampling centre, not uniform; rerun: pig frames "
+                                              "VIDEOS -m MODEL -o frames.h5 --sampling uniform, or leave out"):
         train(config(corpus, tmp_path / "other", sampling="uniform", **base))
     with pytest.raises(StaleInputError, match="--sampling uniform, not centre; rerun: pig extract"):
         train(config(corpus, tmp_path / "feats", sampling="centre", steps=1, val_captions=None))
     with pytest.raises(UsageError, match="--sampling must be one of uniform, centre"):
         train(config(corpus, tmp_path / "bad", sampling="middle"))
+
+
+def test_resize_follows_the_file_and_another_is_refused_with_the_command(corpus, tmp_path):
+    """crop stays unrecorded (a file that records no resize was made with crop) and trains as crop; a stage
+    asked for the other rule refuses the file in one line naming the command to rerun."""
+    from typer.testing import CliRunner
+
+    from pigcli.cli import app
+    from pigcli.errors import StaleInputError
+    from pigcli.stagefiles import recorded_resize
+    from pigcli.stages.frames import FramesSettings, frames
+
+    crop = tmp_path / "crop.h5"
+    frames([corpus[0]], crop, str(corpus[3]), settings=FramesSettings(resize="crop"), workers=0)
+    with h5py.File(crop, "r") as handle:
+        recorded = json.loads(handle.attrs["settings"])
+    with h5py.File(corpus[4], "r") as handle:  # the default, squash, is recorded
+        assert json.loads(handle.attrs["settings"])["resize"] == "squash"
+    assert "resize" not in recorded and recorded_resize(recorded) == "crop" and recorded_resize({}) == "crop"
+    base = dict(features=None, frames=crop, steps=1, val_captions=None)
+    train(config(corpus, tmp_path / "run", **base))
+    assert log_records(tmp_path / "run", "start")[0]["settings"]["resize"] == "crop"  # the frames it trained on
+    with pytest.raises(StaleInputError, match=r"crop\.h5 holds frames made with --resize crop, not squash; rerun: "
+                                              r"pig frames VIDEOS -m MODEL -o frames\.h5 --resize squash, or leave out"):
+        train(config(corpus, tmp_path / "other", resize="squash", **base))
+    with pytest.raises(StaleInputError, match=r"--resize squash, not crop; rerun: pig extract VIDEOS -m MODEL "
+                                              r"-o feats\.h5 --resize crop"):
+        train(config(corpus, tmp_path / "feats", resize="crop", steps=1, val_captions=None))
+    videos, train_captions, _, model, _ = corpus
+    outcome = CliRunner().invoke(app, [str(a) for a in ["train", "--captions", train_captions, "-m", model, "--frames",
+                                                        crop, "--resize", "squash", "-o", tmp_path / "cli"]])
+    assert outcome.exit_code != 0 and len(outcome.stderr.strip().splitlines()) == 1, outcome.stderr
+    assert "--resize squash" in outcome.stderr and not (tmp_path / "cli" / "state.pt").exists()

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from conftest import BROKEN_KINDS, VIDEO_FOLDER_SPECS, frame_number, video_frames, write_broken
-from pigcli.inputs.video import VideoError, read_clip, resize_and_crop, resolve_decoder, sample_indices
+from pigcli.inputs.video import (VideoError, normalize, read_clip, resize_and_crop, resize_frames, resolve_decoder,
+                                  sample_indices, to_uint8)
 
 DECODERS = ["decord", "pyav"]
 
@@ -124,6 +125,64 @@ def test_resize_keeps_square_and_upscales() -> None:
     assert np.all(out == 77)
 
 
+def _official_transform(rgb: np.ndarray, size: int, mean, std) -> np.ndarray:
+    """CLIP-ViP's test transform as the official loader applies it, computed independently of pig: uint8
+    frames to floats in 0..1, Resize((S, S)) bicubic without antialiasing (torchvision 0.12 on tensors),
+    the centre crop of S x S (a no-op), Normalize(mean, std)."""
+    import torch
+    import torch.nn.functional as F
+
+    floats = torch.from_numpy(rgb).permute(0, 3, 1, 2).float() / 255.0
+    resized = F.interpolate(floats, size=(size, size), mode="bicubic", align_corners=False, antialias=False)
+    return ((resized - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)).numpy()
+
+
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+@pytest.mark.parametrize("height, width", [(48, 64), (60, 32), (24, 24), (64, 64)])
+def test_squash_is_the_official_transform(height: int, width: int) -> None:
+    import torch
+
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (3, height, width, 3), dtype=np.uint8)
+    rgb[0] = _thirds(height, width, vertical=False)[0]  # hard edges: bicubic overshoots past 0 and 255
+    out = resize_frames(rgb, 32, "squash")
+    assert out.shape == (3, 3, 32, 32) and out.dtype == np.float32
+    got = normalize(torch.from_numpy(out), CLIP_MEAN, CLIP_STD).numpy()
+    np.testing.assert_allclose(got, _official_transform(rgb, 32, CLIP_MEAN, CLIP_STD), rtol=0, atol=2e-5)
+    if (height, width) != (32, 32) and height != 64:
+        assert out.min() < 0 or out.max() > 255  # floats kept: neither rounded nor clamped, as the official
+
+
+def test_squash_keeps_the_whole_width_that_crop_drops() -> None:
+    """A 3:1 frame of three vertical stripes: squash keeps all three, crop only the middle one."""
+    rgb = _thirds(32, 96, vertical=False)
+    squash, crop = resize_frames(rgb, 32, "squash"), resize_frames(rgb, 32, "crop")
+    assert squash[0, 0, :, :8].min() > 250 and squash[0, 2, :, -8:].min() > 250  # red left, blue right
+    assert crop[0, 0, :, :8].max() < 5 and crop[0, 2, :, -8:].max() < 5        # cut away by the crop
+    assert crop.dtype == np.uint8
+
+
+def test_squash_at_the_model_size_is_the_identity() -> None:
+    """Square frames of the model's size (the toy corpus and pig demo): both rules give the source pixels."""
+    rgb = np.random.default_rng(2).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    np.testing.assert_array_equal(resize_frames(rgb, 64, "squash"), rgb.transpose(0, 3, 1, 2).astype(np.float32))
+    np.testing.assert_array_equal(resize_frames(rgb, 64, "crop"), rgb.transpose(0, 3, 1, 2))
+
+
+def test_to_uint8_rounds_half_to_even_and_clamps() -> None:
+    frames = np.array([-3.2, 0.5, 1.5, 2.49, 254.6, 300.0], np.float32)
+    assert to_uint8(frames).tolist() == [0, 0, 2, 2, 255, 255]
+    raw = np.array([7, 200], np.uint8)
+    assert to_uint8(raw) is raw
+
+
+def test_unknown_resize_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown resize 'stretch'"):
+        resize_frames(np.zeros((1, 8, 8, 3), np.uint8), 8, "stretch")
+
+
 # --- decoding real files ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("decoder", DECODERS)
@@ -131,7 +190,7 @@ def test_resize_keeps_square_and_upscales() -> None:
 def test_every_container_is_readable(video_folder, name: str, decoder: str) -> None:
     frames, height, width, _ = VIDEO_FOLDER_SPECS[name]
     clip = read_clip(video_folder / name, 12, 32, decoder)
-    assert clip.frames.shape == (12, 3, 32, 32) and clip.frames.dtype == np.uint8
+    assert clip.frames.shape == (12, 3, 32, 32) and clip.frames.dtype == np.float32  # squash keeps floats
     assert clip.num_frames == frames
     assert clip.frame_index.tolist() == sample_indices(frames, 12).tolist()
     assert clip.fps == pytest.approx(8.0)
@@ -143,7 +202,7 @@ def test_decord_and_pyav_give_the_same_frames(video_folder, name: str) -> None:
     a = read_clip(video_folder / name, 12, 32, "decord")
     b = read_clip(video_folder / name, 12, 32, "pyav")
     np.testing.assert_array_equal(a.frame_index, b.frame_index)
-    diff = np.abs(a.frames.astype(int) - b.frames.astype(int))
+    diff = np.abs(a.frames.astype(np.float64) - b.frames.astype(np.float64))
     assert diff.max() <= 2, diff.max()  # measured: 0 for every file here (both use FFmpeg's swscale)
 
 
@@ -151,7 +210,7 @@ def test_decord_and_pyav_give_the_same_frames(video_folder, name: str) -> None:
 @pytest.mark.parametrize("suffix", [".mp4", ".avi"])  # h264 crf 18 and mjpeg keep the frame code intact
 def test_decoded_frames_are_the_sampled_source_frames(make_video, suffix: str, decoder: str) -> None:
     path = make_video("numbered" + suffix, num_frames=30, height=48, width=64, seed=3)
-    clip = read_clip(path, 7, 48, decoder)  # shortest side already 48: a pure centre crop
+    clip = read_clip(path, 7, 48, decoder, resize="crop")  # shortest side already 48: a pure centre crop
     assert [frame_number(f, channels_first=True) for f in clip.frames] == clip.frame_index.tolist()
     # and the picture itself is the source's centre crop, up to coding loss (measured median error:
     # 1 for h264, 2 for mjpeg; the mean is larger, from chroma subsampling at the squares' edges)

@@ -40,6 +40,7 @@ Selector = choices("Selector", allowed.SELECTORS)
 Backbone = choices("Backbone", allowed.BACKBONES)
 Decoder = choices("Decoder", allowed.DECODERS)
 Sampling = choices("Sampling", allowed.SAMPLINGS)
+Resize = choices("Resize", allowed.RESIZES)
 FuseMethod = choices("FuseMethod", allowed.INDEX_METHODS)
 ScoringMethod = choices("ScoringMethod", allowed.RANK_METHODS)
 OutputFormat = choices("OutputFormat", allowed.FORMATS)
@@ -88,6 +89,11 @@ SAMPLING_HELP = ("which T of a video's n frames: uniform = linspace(0, n-1, T), 
                  "(default: runs compare with the paper and official checkpoints); centre = segment centres, "
                  "pig's sampler before this option (files made then)")
 SamplingOpt = Annotated[Sampling, typer.Option("--sampling", help=SAMPLING_HELP)]
+RESIZE_HELP = ("how a frame becomes S x S px: squash = resized to S x S, aspect squashed (bicubic, no antialiasing, "
+               "floats kept), the official PIG / CLIP-ViP transform (default: runs compare with the paper and "
+               "official checkpoints); crop = short side to S (antialiased), centre crop, pig's rule before this "
+               "option (files made then)")
+ResizeOpt = Annotated[Resize, typer.Option("--resize", help=RESIZE_HELP)]
 Patches = Annotated[str, typer.Option("--patches", help="patch tokens to keep: all | none | top-N (by ITS score)")]
 VideoBatch = Annotated[Optional[int], typer.Option(
     "--batch-size", help="videos per model batch (default: 4 on CPU, 32 on GPU)")]

@@ -15,8 +15,8 @@ import typer
 from ..errors import PigError, UsageError
 from .options import (MODEL_FLAGS, OUTPUT_FLAGS, BackboneOpt, Backbone, Decoder, DecoderOpt, Device, Force,
                       FuseMethod, IdsFrom, InputModel, ItsTokens, Model, OutputFile, Patches, Precision, PrecisionOpt,
-                      Preset, RelativeIds, Sampling, SamplingOpt, SegmentsFile, Selector, SelectorOpt, ShardOpt, StageJson,
-                      VideoBatch, Workers)
+                      Preset, RelativeIds, Resize, ResizeOpt, Sampling, SamplingOpt, SegmentsFile, Selector, SelectorOpt,
+                      ShardOpt, StageJson, VideoBatch, Workers)
 from .output import EXIT_SOME_FAILED, emit, emit_json, finish, index_record, log_failures, report_stage
 
 VideoInputs = Annotated[List[str], typer.Argument(
@@ -92,6 +92,7 @@ def extract_cmd(
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
     sampling: SamplingOpt = Sampling.uniform,
+    resize: ResizeOpt = Resize.squash,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
     batch_size: VideoBatch = None,
@@ -115,7 +116,7 @@ def extract_cmd(
       pig extract videos/ -m models/pig-b32 -o feats.h5
       pig extract videos/ -m models/pig-b32 -o feats.h5 --shard 0/2     # writes feats.shard-0-of-2.h5
       torchrun --nproc-per-node 4 -m pigcli extract videos/ -m models/pig-b32 -o feats.h5
-      pig extract videos/ -m models/old -o feats.h5 --sampling centre   # frames as pig chose them before
+      pig extract videos/ -m models/old -o feats.h5 --sampling centre --resize crop   # frames as pig made them before
       pig extract msrvtt/videos/all --ids test1ka.jsonl -m models/pig-b32 -o test_feats.h5
       pig extract V3C1/videos --segments v3c1_shots.tsv -m models/pig-b32 -o shot_feats.h5   # a row per shot
     """
@@ -123,7 +124,7 @@ def extract_cmd(
 
     settings = ExtractSettings(num_frames=frames, backbone=backbone.value, patches=patches,
                                decoder=decoder.value, precision=precision.value,
-                               sampling=sampling.value)
+                               sampling=sampling.value, resize=resize.value)
 
     def run(path, plan_shard, shard_device):
         return extract(videos, path, model, settings=settings, device=shard_device, batch_size=batch_size,
@@ -187,6 +188,7 @@ def frames_cmd(
     size: Annotated[Optional[int], typer.Option(help="image size in px, S (default: the model's)")] = None,
     decoder: DecoderOpt = Decoder.auto,
     sampling: SamplingOpt = Sampling.uniform,
+    resize: ResizeOpt = Resize.squash,
     workers: Workers = None,
     timeout: Annotated[float, typer.Option(help="seconds allowed to decode one video, or one group of up to 16 of its shots with --segments (in worker processes: --workers 0 has no timeout)")] = 120.0,
     relative_ids: RelativeIds = False,
@@ -198,9 +200,9 @@ def frames_cmd(
 ):
     """Decode videos once and store their sampled frames, for pig train --frames.
 
-    The frames are stored as training feeds them to the backbone (uint8, resized and cropped, before
-    normalisation), so `pig train --frames` fine-tunes the whole model for many epochs without
-    decoding again. The file depends on the videos, T, S, the decoder and --sampling only: it serves
+    The frames are stored as training feeds them to the backbone (resized by --resize, before
+    normalisation; uint8, so squash's float frames are rounded: docs/method.md s.1), so `pig train --frames` fine-tunes the whole model for many epochs without
+    decoding again. The file depends on the videos, T, S, the decoder, --sampling and --resize only: it serves
     every model with the same num_frames and image size; -m only gives the defaults of T and S. Its
     frames are fixed, so training from it has no sampling jitter (pig train --videos jitters).
     Size: T*3*S*S bytes per video (1.8 MB at T=12, S=224).
@@ -216,7 +218,8 @@ def frames_cmd(
     """
     from ..stages.frames import FramesSettings, frames as frames_stage
 
-    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value, sampling=sampling.value)
+    settings = FramesSettings(num_frames=frames, image_size=size, decoder=decoder.value, sampling=sampling.value,
+                              resize=resize.value)
 
     def run(path, plan_shard, _device):
         return frames_stage(videos, path, model, settings=settings, workers=workers, timeout=timeout,
@@ -361,6 +364,7 @@ def index_cmd(
     patches: Patches = "all",
     decoder: DecoderOpt = Decoder.auto,
     sampling: SamplingOpt = Sampling.uniform,
+    resize: ResizeOpt = Resize.squash,
     device: Device = "auto",
     precision: PrecisionOpt = Precision.auto,
     batch_size: VideoBatch = None,
@@ -385,7 +389,7 @@ def index_cmd(
     from ..stages.index import build_index
 
     settings = ExtractSettings(backbone=backbone.value, patches=patches, decoder=decoder.value,
-                               precision=precision.value, sampling=sampling.value)
+                               precision=precision.value, sampling=sampling.value, resize=resize.value)
     summaries = build_index(videos, output, model, k=k, method=method.value, settings=settings, device=device,
                             batch_size=batch_size, workers=workers, relative_ids=relative_ids, force=force,
                             selector=selector.value, ids_from=ids, segments=segments)

@@ -13,8 +13,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import (MODEL_FLAGS, OUTPUT_FLAGS, SAMPLING_HELP, Backbone, Decoder, DecoderOpt, Sampling, Selector,
-                      SelectorOpt, TrainMethod, TrainPrecision)
+from .options import (MODEL_FLAGS, OUTPUT_FLAGS, RESIZE_HELP, SAMPLING_HELP, Backbone, Decoder, DecoderOpt, Resize,
+                      Sampling, Selector, SelectorOpt, TrainMethod, TrainPrecision)
 from .output import EXIT_SOME_FAILED, emit, emit_json
 
 MODEL_HELP = ("starting pig model folder, or any CLIP (hub id or folder); "
@@ -65,6 +65,8 @@ def train_cmd(
     selector: SelectorOpt = Selector.its,
     sampling: Annotated[Optional[Sampling], typer.Option(
         help=f"{SAMPLING_HELP}. Default: the --features or --frames file's; uniform for --videos")] = None,
+    resize: Annotated[Optional[Resize], typer.Option(
+        help=f"{RESIZE_HELP}. Default: the --features or --frames file's; squash for --videos")] = None,
     jitter: Annotated[bool, typer.Option(
         help="--videos with uniform sampling: jitter the first and last frame per video and epoch, as the "
         "official training does (seeded); files hold fixed frames")] = True,
@@ -127,7 +129,8 @@ def train_cmd(
         epochs=epochs, steps=steps, batch_size=batch_size, lr=lr, lr_clip=lr_clip,
         weight_decay=weight_decay, warmup=warmup, alpha=alpha, eercf_weight=eercf_weight, grad_clip=grad_clip,
         freeze_backbone=freeze_backbone, backbone=backbone.value if backbone else None, decoder=decoder.value,
-        selector=selector.value, sampling=sampling.value if sampling else None, jitter=jitter, workers=workers,
+        selector=selector.value, sampling=sampling.value if sampling else None,
+        resize=resize.value if resize else None, jitter=jitter, workers=workers,
         device=device, precision=precision.value, grad_checkpointing=grad_checkpointing, compile=compile,
         log_every=log_every, save_every=save_every, seed=seed, resume=resume, stop_after=stop_after)
     if recipe:

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 from ..core.device import default_workers
 from .sources import VideoEntry
-from .video import DEFAULT_SAMPLING, SampledClip, VideoError, Window, read_clips
+from .video import DEFAULT_RESIZE, DEFAULT_SAMPLING, SampledClip, VideoError, Window, read_clips
 
 GROUP_SHOTS = 16  # shots of one video decoded together: what one task holds in memory is this many clips
 
@@ -36,11 +36,12 @@ def resolve_workers(workers: int | None) -> int:
 
 
 def _decode_group(path: str, windows: list[Window | None], num_frames: int, image_size: int, decoder: str,
-                  sampling: str = DEFAULT_SAMPLING) -> tuple[list[tuple[SampledClip | None, str | None]], float]:
+                  sampling: str = DEFAULT_SAMPLING,
+                  resize: str = DEFAULT_RESIZE) -> tuple[list[tuple[SampledClip | None, str | None]], float]:
     """(clip, error) per window of one video, and the seconds it took."""
     start = time.perf_counter()
     try:
-        clips = read_clips(path, num_frames, image_size, decoder, sampling, windows=windows)
+        clips = read_clips(path, num_frames, image_size, decoder, sampling, windows=windows, resize=resize)
         results = [(None, str(c)) if isinstance(c, VideoError) else (c, None) for c in clips]
     except VideoError as err:
         results = [(None, str(err))] * len(windows)
@@ -75,7 +76,8 @@ def _init_worker() -> None:
 
 def decode_videos(entries: Iterable[VideoEntry], num_frames: int, image_size: int, decoder: str, workers: int,
                   timeout: float | None, prefetch: int = 0, max_tasks: int = 256,
-                  sampling: str = DEFAULT_SAMPLING, count: int | None = None) -> Iterator[Decoded]:
+                  sampling: str = DEFAULT_SAMPLING, count: int | None = None,
+                  resize: str = DEFAULT_RESIZE) -> Iterator[Decoded]:
     """`Decoded` for every entry, in order, decoded by up to `workers` processes; entries are read as they
     are needed (a stream: give `count`, how many there are, when it has no len()). The workers start, and
     the first videos are queued, before this returns: a caller that loads its model next overlaps the
@@ -84,22 +86,22 @@ def decode_videos(entries: Iterable[VideoEntry], num_frames: int, image_size: in
     so none can block the run)."""
     count = len(entries) if count is None else count
     if workers <= 0 or not count:
-        return _decode_here(entries, num_frames, image_size, decoder, sampling)
+        return _decode_here(entries, num_frames, image_size, decoder, sampling, resize)
     workers = min(workers, count)  # no idle workers to start
     stream = _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout,
-                             prefetch or 4 * workers, max_tasks, sampling)
+                             prefetch or 4 * workers, max_tasks, sampling, resize)
     next(stream)  # up to the first wait: the pool is started and the prefetch queued
     return stream
 
 
-def _decode_here(entries, num_frames, image_size, decoder, sampling) -> Iterator[Decoded]:
+def _decode_here(entries, num_frames, image_size, decoder, sampling, resize) -> Iterator[Decoded]:
     for group in _groups(entries):
         results, seconds = _decode_group(str(group[0].path), [e.window for e in group], num_frames, image_size,
-                                         decoder, sampling)
+                                         decoder, sampling, resize)
         yield from _decoded(group, results, seconds)
 
 
-def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, prefetch, max_tasks, sampling):
+def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, prefetch, max_tasks, sampling, resize):
     import multiprocessing
 
     from pebble import ProcessExpired, ProcessPool
@@ -112,7 +114,8 @@ def _decode_in_pool(entries, num_frames, image_size, decoder, workers, timeout, 
         def submit_next() -> None:
             group = next(queue, None)
             if group is not None:
-                args = (str(group[0].path), [e.window for e in group], num_frames, image_size, decoder, sampling)
+                args = (str(group[0].path), [e.window for e in group], num_frames, image_size, decoder, sampling,
+                        resize)
                 pending.append((group, pool.schedule(_decode_group, args=args, timeout=timeout)))
 
         for _ in range(prefetch):

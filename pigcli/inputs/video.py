@@ -11,8 +11,14 @@ Sampling (`sample_indices`, docs/method.md s.1), T of the n decoded frames:
 A video with fewer than T frames repeats frames (visible in the recorded indices), which is not a failure.
 A shot (`Window`: first and last frame, or start and end in seconds) is sampled by the same rule over its
 own frames only: the indices are offset by its first frame (`window_indices`).
-Preprocessing (torch): resize the shortest side to the model's image size (bicubic, antialiased),
-centre crop, then CLIP mean/std (`normalize`, on the consumer side so workers ship uint8).
+Preprocessing (`resize_frames`, torch), then CLIP mean/std (`normalize`, on the consumer side):
+- squash (default): the official test transform (CLIP-ViP's `init_transform_dict_simple`, which PIG imports:
+  Resize((S, S), bicubic) on float frames, torchvision 0.12, which does not antialias tensors): every frame
+  resized to S x S, the aspect ratio squashed, bicubic, align_corners=False, no antialiasing; the result
+  stays float (0..255, neither rounded nor clamped), as the official frames stay float until normalised.
+- crop: the shortest side to S (bicubic, antialiased), centre crop, rounded to uint8 (pig's only rule before
+  --resize existed; stage files that record no resize were made with it).
+`pig frames` stores uint8, so its squash frames are rounded and clamped (`to_uint8`; docs/method.md s.1).
 """
 
 from __future__ import annotations
@@ -21,13 +27,12 @@ import os
 import re
 import stat
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..choices import DECODERS, SAMPLINGS
+from ..choices import DECODERS, RESIZES, SAMPLINGS
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp", ".ts", ".gif")
 
@@ -38,7 +43,7 @@ class VideoError(Exception):
 
 @dataclass
 class SampledClip:
-    frames: np.ndarray        # [T, 3, S, S] uint8, preprocessed geometry (resized + cropped)
+    frames: np.ndarray        # [T, 3, S, S], preprocessed geometry: float32 (squash) or uint8 (crop)
     frame_index: np.ndarray   # [T] int64, frame numbers in the source
     timestamps: np.ndarray    # [T] float64, seconds
     num_frames: int           # frames in the source video
@@ -47,6 +52,8 @@ class SampledClip:
 
 DEFAULT_SAMPLING = "uniform"      # the official code's sampler: what a run compared with the paper needs
 UNRECORDED_SAMPLING = "centre"    # what a stage file that records no sampling was made with
+DEFAULT_RESIZE = "squash"         # the official code's preprocessing: what a run compared with the paper needs
+UNRECORDED_RESIZE = "crop"        # what a stage file that records no resize was made with
 
 Jitter = Sequence[int] | None     # a seed (e.g. run seed, phase, epoch, video): jittered uniform sampling
 
@@ -167,10 +174,12 @@ def check_regular_file(path: Path) -> None:
 
 
 def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
-              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None, window: Window | None = None) -> SampledClip:
-    """Decode T sampled frames of one video (or of one shot of it: window) and crop/resize them; raises
-    VideoError on bad input. sampling, jitter: how the T frames are chosen (`sample_indices`)."""
-    (clip,) = read_clips(path, num_samples, image_size, decoder, sampling, jitter, windows=[window])
+              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None, window: Window | None = None,
+              resize: str = DEFAULT_RESIZE) -> SampledClip:
+    """Decode T sampled frames of one video (or of one shot of it: window) and resize them; raises
+    VideoError on bad input. sampling, jitter: how the T frames are chosen (`sample_indices`); resize:
+    `resize_frames`."""
+    (clip,) = read_clips(path, num_samples, image_size, decoder, sampling, jitter, windows=[window], resize=resize)
     if isinstance(clip, VideoError):
         raise clip
     return clip
@@ -178,7 +187,8 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
 
 def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
                sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None,
-               windows: Sequence[Window | None] = (None,)) -> list[SampledClip | VideoError]:
+               windows: Sequence[Window | None] = (None,),
+               resize: str = DEFAULT_RESIZE) -> list[SampledClip | VideoError]:
     """T sampled frames of each window of one video (None: the whole video), decoding the video once.
     Raises VideoError when the video cannot be read; a window that does not fit it (it starts after
     the last frame) gets its VideoError in its place, the others their clips."""
@@ -212,7 +222,7 @@ def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str
         except Exception as err:  # decoders raise many types for corrupt input: record, don't crash
             if attempt == len(readers):
                 raise VideoError(_decoder_message(err)) from err
-    frames = resize_and_crop(rgb, image_size) if len(index) else None
+    frames = resize_frames(rgb, image_size, resize) if len(index) else None
     position = {int(frame): row for row, frame in enumerate(index)}
     clips: list[SampledClip | VideoError] = []
     for plan in plans:
@@ -278,6 +288,41 @@ def _read_torchcodec(path: Path, choose):
 _READERS = {"decord": _read_decord, "pyav": _read_pyav, "torchcodec": _read_torchcodec}
 
 
+def resize_frames(rgb: np.ndarray, size: int, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """[T, H, W, 3] uint8 -> [T, 3, size, size] by one of RESIZES (module docstring): float32 for squash,
+    uint8 for crop."""
+    if resize == "squash":
+        return squash_frames(rgb, size)
+    if resize == "crop":
+        return resize_and_crop(rgb, size)
+    raise ValueError(f"unknown resize {resize!r}; choose one of {', '.join(RESIZES)}")
+
+
+def frames_dtype(resize: str) -> type:
+    """The dtype `resize_frames` returns for `resize`."""
+    return np.float32 if resize == "squash" else np.uint8
+
+
+def squash_frames(rgb: np.ndarray, size: int) -> np.ndarray:
+    """[T, H, W, 3] uint8 -> [T, 3, size, size] float32 in 0..255: the official test transform, unrounded.
+
+    The official code divides by 255 before resizing; resizing is linear, so this differs from it by
+    float rounding only (tests/test_video.py). At H = W = size the resize is the identity."""
+    import torch
+    import torch.nn.functional as F
+
+    frames = torch.from_numpy(np.ascontiguousarray(rgb)).permute(0, 3, 1, 2).float()
+    frames = F.interpolate(frames, size=(size, size), mode="bicubic", align_corners=False, antialias=False)
+    return frames.numpy()
+
+
+def to_uint8(frames: np.ndarray) -> np.ndarray:
+    """Frames of either rule as uint8: float frames rounded (half to even) and clamped to 0..255."""
+    if frames.dtype == np.uint8:
+        return frames
+    return np.clip(np.rint(frames), 0, 255).astype(np.uint8)
+
+
 def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
     """[T, H, W, 3] uint8 -> [T, 3, size, size] uint8: shortest side to `size` (bicubic), centre crop."""
     import torch
@@ -295,7 +340,7 @@ def resize_and_crop(rgb: np.ndarray, size: int) -> np.ndarray:
 
 
 def normalize(frames, mean, std):
-    """uint8 [..., 3, S, S] (torch) -> float, CLIP-normalised."""
+    """uint8 or float (0..255) [..., 3, S, S] (torch) -> float, CLIP-normalised."""
     import torch
 
     mean_t = torch.tensor(mean, dtype=torch.float32, device=frames.device).view(3, 1, 1)

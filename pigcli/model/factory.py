@@ -78,14 +78,19 @@ def init_random(output: Path, preset: str = "tiny", seed: int = 0, pig_config: P
 def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
     """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder), or the CLIP
     inside a pig model folder (init_from_pig)."""
-    from transformers import CLIPModel
-
     if is_checkpoint(source):
         return init_from_pig(source, output, pig_config, seed)
-    clip = _from_hub(CLIPModel, source).eval()
+    clip = load_clip(source)
     tokenizer, config = clip_tokenizer_and_settings(source, pig_config or PigConfig())
     torch.manual_seed(seed)
     return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
+
+
+def load_clip(source: str):
+    """A transformers CLIPModel (hub id or folder), in eval mode."""
+    from transformers import CLIPModel
+
+    return _from_hub(CLIPModel, source).eval()
 
 
 def _from_hub(cls, source: str, **kwargs):

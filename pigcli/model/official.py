@@ -25,7 +25,7 @@ CLIP is HF's CLIPModel layout (src/modeling/PIG.py, CLIP-ViP's src/modeling/CLIP
 PIG's generator, `generator.clip_reconstructor.` (CLIPFeatureReconstructor, video_mapper_type Linear):
 
     embeddings.position_embedding.weight [77, H]              -> generator.position_embedding.weight
-    embeddings.token_embedding.weight [V, H], rows BOS / EOS  -> generator.bos_embedding / eos_embedding
+    embeddings.token_embedding.weight [V, H]                  read, not used (see below)
     encoder.layers.N.*, final_layer_norm.*                    -> generator.layers.N.*, generator.final_layer_norm.*
     video_mapper.weight [H, H], video_mapper.bias [H]         -> generator.mapper.*
 
@@ -34,7 +34,10 @@ PIG's fusioner, `fusioner.` (XPoolCrossAttentionPooler, one head in the released
     cross_attn.{q,k,v,out}_proj.*  -> fusioner.{q,k,v,out}_proj.*    linear_proj.* -> fusioner.linear.*
     layer_norm{1,2,3}.*            -> fusioner.ln{1,2,3}.*
 
-What pig fills in: the generator's text projection is the identity (the official generator has none,
+What pig fills in: the generator's BOS / EOS embeddings are the rows of the base CLIP's token table
+(`--from`), not of the checkpoint's generator table: the official model embeds BOS and EOS with the
+pretrained CLIP it is built from, so those rows of the saved table are not what it fed the generator
+(docs/method.md, deviations). The generator's text projection is the identity (the official generator has none,
 docs/method.md s.3; so H must equal D, as for B/32), the EERCF head its identity start. From CLIP-ViP
 weights (no generator, fusioner or frame CLS) the rest starts as `pig init --from` starts it: the
 generator a copy of the converted text encoder with a fresh mapper, an identity fusioner, and the frame
@@ -83,7 +86,7 @@ class Mapped:
     kind: str                                  # 'pig' or 'clip-vip'
     clip: dict = field(default_factory=dict)   # CLIPModel keys
     pig: dict = field(default_factory=dict)    # PigModel keys outside the CLIP
-    token_embedding: torch.Tensor | None = None  # the generator's copy (BOS/EOS rows)
+    token_embedding: torch.Tensor | None = None  # the generator's copy (not used: BOS/EOS come from the base)
     unmatched: list = field(default_factory=list)
 
 
@@ -185,8 +188,10 @@ def pig_settings(mapped: Mapped, config: PigConfig) -> PigConfig:
     return config
 
 
-def build_model(mapped: Mapped, clip_config: dict, config: PigConfig, seed: int):
-    """A PigModel with the mapped weights; PigError listing what did not fit."""
+def build_model(mapped: Mapped, clip_config: dict, config: PigConfig, seed: int,
+                bos_eos: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """A PigModel with the mapped weights; PigError listing what did not fit. bos_eos: the generator's
+    BOS and EOS embeddings (the base CLIP's rows, `base_bos_eos`); None: the converted text encoder's."""
     from transformers import CLIPConfig, CLIPModel
 
     from .clip_compat import skip_weight_init
@@ -198,8 +203,10 @@ def build_model(mapped: Mapped, clip_config: dict, config: PigConfig, seed: int)
     torch.manual_seed(seed)
     model = PigModel(clip, config)  # CLIP-ViP: the generator copies the converted text encoder
     weights = dict(mapped.pig)
+    if bos_eos is not None:
+        weights["generator.bos_embedding"], weights["generator.eos_embedding"] = bos_eos
     if mapped.kind == "pig":
-        weights.update(_generator_extras(mapped, model, config))
+        weights.update(_generator_projection(model))
     else:
         weights.setdefault("backbone.frame_cls", clip.vision_model.embeddings.class_embedding.detach().clone())
     problems += _load(model, weights, "", required=_required(model, mapped.kind))
@@ -208,17 +215,24 @@ def build_model(mapped: Mapped, clip_config: dict, config: PigConfig, seed: int)
     return model
 
 
-def _generator_extras(mapped: Mapped, model, config: PigConfig) -> dict:
-    """BOS/EOS rows of the generator's token table and the identity projection PIG's generator implies."""
+def _generator_projection(model) -> dict:
+    """The identity projection PIG's generator implies."""
     projection = model.generator.projection.weight
     if projection.shape[0] != projection.shape[1]:
         raise PigError(f"the official generator has no text projection, so pig can only take it when the text width "
                        f"equals the embedding width (here {projection.shape[1]} and {projection.shape[0]})")
-    extras = {"generator.projection.weight": torch.eye(projection.shape[0])}
-    if mapped.token_embedding is not None:
-        extras["generator.bos_embedding"] = mapped.token_embedding[config.bos_token_id]
-        extras["generator.eos_embedding"] = mapped.token_embedding[config.eos_token_id]
-    return extras
+    return {"generator.projection.weight": torch.eye(projection.shape[0])}
+
+
+def base_bos_eos(base: str, config: PigConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The BOS and EOS rows of the token table of the base CLIP (hub id or folder), or of the CLIP in a
+    pig model folder."""
+    from .checkpoint import ModelFolder, is_checkpoint
+    from .factory import load_clip
+
+    clip = ModelFolder.read(base).load("cpu").model.clip if is_checkpoint(base) else load_clip(base)
+    table = clip.text_model.embeddings.token_embedding.weight.detach()
+    return table[config.bos_token_id].clone(), table[config.eos_token_id].clone()
 
 
 def _required(model, kind: str) -> set[str]:
@@ -278,5 +292,6 @@ def init_from_official(checkpoint: str | Path, output: Path, base: str, pig_conf
         tokenizer, config = clip_tokenizer_and_settings(base, config)
     config = pig_settings(mapped, config)
     config.source = f"official-{mapped.kind}:{Path(checkpoint).name}"
-    model = build_model(mapped, infer_clip_config(mapped.clip, clip_config(base)), config, seed)
+    model = build_model(mapped, infer_clip_config(mapped.clip, clip_config(base)), config, seed,
+                        base_bos_eos(base, config))
     return save_checkpoint(model.eval(), tokenizer, output, name=config.source)

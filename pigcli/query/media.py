@@ -2,10 +2,10 @@
 
 Public API (stable; `pig explain`, `pig rank --format html` and the web page of `pig serve` use it):
 
-    model_frames(video_path, num_frames, image_size, decoder="auto") -> uint8 [T, S, S, 3]
+    model_frames(video_path, num_frames, image_size, decoder="auto", sampling, resize) -> uint8 [T, S, S, 3]
     SourceVideos(stage_file)             the source videos behind any stage file (via its extract file)
         .path(video_id) -> Path          the recorded source path, checked to exist
-        .frames(video_id) -> [T, S, S, 3] the frames exactly as extract sampled and cropped them
+        .frames(video_id) -> [T, S, S, 3] the frames exactly as extract sampled and resized them (uint8)
         .thumbnails(video_id, count=4, max_side=160) -> list[bytes]   JPEGs of `count` of those frames
     video_path_for(stage_file, video_id) -> Path
     selected_patches(features_path, video_id, k=None) -> PatchView
@@ -20,7 +20,7 @@ Public API (stable; `pig explain`, `pig rank --format html` and the web page of 
     ranking_html(ranking, thumbnails, title="pig rank") -> str   a self-contained results page
 
 Thumbnails are made on demand from the source video, not stored by extract: decoding again with the
-sampling and crop that extract recorded (T, image size, decoder; pigcli/inputs/video.py, the same code) gives
+sampling and resize that extract recorded (T, image size, decoder; pigcli/inputs/video.py, the same code) gives
 exactly the frames the model saw, so patch boxes line up, the stage file format does not change, and no
 extract run pays for pictures nobody looks at. The price: the source videos must still be where extract
 found them (a clear error names the missing path), and each picture decodes its video once. The sampled
@@ -47,9 +47,11 @@ import numpy as np
 
 from ..errors import PigError
 from ..model.resolve import select_k_for
-from ..stagefiles import made_by, open_stage, recorded_sampling, recorded_settings, stage_of, upstream_file
+from ..stagefiles import (made_by, open_stage, recorded_resize, recorded_sampling, recorded_settings, stage_of,
+                          upstream_file)
 from ..store import decode_ids, open_stage_file, read_ids
-from ..inputs.video import DEFAULT_SAMPLING, VideoError, Window, decord_available, read_clip, sample_indices
+from ..inputs.video import (DEFAULT_RESIZE, DEFAULT_SAMPLING, VideoError, Window, decord_available, read_clip,
+                            sample_indices, to_uint8)
 
 PATCH_STAGES = ("select", "generate", "fuse", "extract")  # files explain can read the selected patches from
 SOURCE_STAGES = ("extract", "frames")                     # files that record each video's source path
@@ -65,21 +67,22 @@ TEXT = (20, 20, 20)
 # --- frames ----------------------------------------------------------------------------------------
 
 def model_frames(video_path: str | Path, num_frames: int, image_size: int, decoder: str = "auto",
-                 sampling: str = DEFAULT_SAMPLING) -> np.ndarray:
-    """The T frames of a video as extract samples, resizes and crops them: uint8 [T, S, S, 3] (RGB).
+                 sampling: str = DEFAULT_SAMPLING, resize: str = DEFAULT_RESIZE) -> np.ndarray:
+    """The T frames of a video as extract samples and resizes them: uint8 [T, S, S, 3] (RGB; squash's
+    float frames rounded, as pictures need).
 
     Raises PigError (naming the path) for a video that is missing or cannot be decoded."""
-    return _sampled(video_path, num_frames, image_size, decoder, sampling)[0]
+    return _sampled(video_path, num_frames, image_size, decoder, sampling, resize)[0]
 
 
-def _sampled(video_path, num_frames: int, image_size: int, decoder: str,
-             sampling: str, window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """(frames [T, S, S, 3], sampled source frame numbers [T]) of the video, or of one shot of it."""
+def _sampled(video_path, num_frames: int, image_size: int, decoder: str, sampling: str, resize: str,
+             window: Window | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 frames [T, S, S, 3], sampled source frame numbers [T]) of the video, or of one shot of it."""
     try:
-        clip = read_clip(video_path, num_frames, image_size, decoder, sampling=sampling, window=window)
+        clip = read_clip(video_path, num_frames, image_size, decoder, sampling=sampling, window=window, resize=resize)
     except VideoError as err:
         raise PigError(f"cannot read the source video {video_path}: {err}") from None
-    return np.ascontiguousarray(clip.frames.transpose(0, 2, 3, 1)), clip.frame_index
+    return np.ascontiguousarray(to_uint8(clip.frames).transpose(0, 2, 3, 1)), clip.frame_index
 
 
 class SourceVideos:
@@ -97,6 +100,7 @@ class SourceVideos:
             self.image_size = int(settings["image_size"])
             self.decoder = str(settings.get("decoder", "auto"))
             self.sampling = recorded_sampling(settings)
+            self.resize = recorded_resize(settings)
             self._row = {video_id: row for row, video_id in enumerate(read_ids(handle))}
 
     def __contains__(self, video_id: str) -> bool:
@@ -140,7 +144,8 @@ class SourceVideos:
         path = self._existing(video_id, path or recorded_path)
         # decord and PyAV give the same frames (tests/test_video.py): a file made with decord still draws without it
         decoder = self.decoder if self.decoder != "decord" or decord_available() else "pyav"
-        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, self.sampling, shot)
+        frames, sampled = _sampled(path, self.num_frames, self.image_size, decoder, self.sampling, self.resize,
+                                   shot)
         if not np.array_equal(sampled, recorded):
             raise PigError(f"{path} has changed since {self.file} was made (sampled frames {sampled.tolist()}, "
                            f"recorded {recorded.tolist()}); rerun extract")

@@ -22,11 +22,11 @@ from ..core.device import autocast, resolve_device
 from ..core.selection import kept_patch_index
 from ..model.checkpoint import ModelFolder
 from ..model.resolve import resolve_folder
-from ..inputs.video import DEFAULT_SAMPLING, normalize
+from ..inputs.video import DEFAULT_RESIZE, DEFAULT_SAMPLING, normalize
 from .common import StageSummary, count_failures, start_stage
 from .shard import Shard
 from .videos import (BLOCK_VIDEOS, base_columns, block_videos, check_video_settings, read_paths,
-                     run_video_blocks, sampling_identity, video_provenance, video_rows)
+                     run_video_blocks, frame_rule_identity, video_provenance, video_rows)
 
 __all__ = ["BLOCK_VIDEOS", "ExtractSettings", "block_videos", "extract", "parse_patch_setting"]
 
@@ -41,12 +41,14 @@ class ExtractSettings:
     decoder: str = "auto"
     precision: str = "auto"         # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16 | fp16
     sampling: str = DEFAULT_SAMPLING  # uniform (the official code's) | centre: pigcli.inputs.video.sample_indices
+    resize: str = DEFAULT_RESIZE      # squash (the official code's) | crop: pigcli.inputs.video.resize_frames
 
     def identity(self, model: ModelFolder, decoder: str, device_precision: str) -> dict:
         """The settings that change the numbers: they enter the output's fingerprint."""
-        settings = {key: value for key, value in asdict(self).items() if key != "sampling"}
+        settings = {key: value for key, value in asdict(self).items() if key not in ("sampling", "resize")}
         return {**settings, "num_frames": self.num_frames or model.config.num_frames, "decoder": decoder,
-                "precision": device_precision, "image_size": model.image_size, **sampling_identity(self.sampling)}
+                "precision": device_precision, "image_size": model.image_size,
+                **frame_rule_identity(self.sampling, self.resize)}
 
 
 def parse_patch_setting(value: str) -> int | None:
@@ -75,7 +77,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     check_choice("--backbone", settings.backbone, BACKBONES)
     keep_patches = parse_patch_setting(settings.patches)
     workers = resolve_workers(workers)
-    decoder = check_video_settings(settings.decoder, settings.sampling)
+    decoder = check_video_settings(settings.decoder, settings.sampling, settings.resize)
     rows = video_rows(inputs, relative_ids, ids_from, segments, shard)
     torch_device, precision = resolve_device(device, settings.precision)
     batch_size = batch_size or BATCH_VIDEOS.get(torch_device.type, BATCH_VIDEOS["cpu"])
@@ -99,7 +101,8 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
 
     return run_video_blocks(
         writer, summary, rows, encode_block, num_frames=num_frames, image_size=info.image_size, decoder=decoder,
-        sampling=settings.sampling, workers=workers, timeout=timeout, label="extract", done_word="extracted",
+        sampling=settings.sampling, resize=settings.resize, workers=workers, timeout=timeout, label="extract",
+        done_word="extracted",
         extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}}, prepare=model)
 
 

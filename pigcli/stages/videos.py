@@ -33,8 +33,8 @@ from ..errors import UsageError
 from ..inputs.segments import scan_segments, shot_entries
 from ..inputs.sources import VideoEntry, discover_videos, videos_fingerprint
 from ..store import Provenance, StageWriter
-from ..choices import SAMPLINGS, check_choice
-from ..inputs.video import UNRECORDED_SAMPLING, resolve_decoder, window_frames
+from ..choices import RESIZES, SAMPLINGS, check_choice
+from ..inputs.video import DEFAULT_RESIZE, UNRECORDED_RESIZE, UNRECORDED_SAMPLING, resolve_decoder, window_frames
 from .common import StageSummary, count_failures
 from .shard import Shard, shard_entries
 
@@ -58,19 +58,22 @@ def block_videos() -> int:
     return int(value)
 
 
-def check_video_settings(decoder: str, sampling: str) -> str:
-    """The decoder to use ('auto' resolved); a UsageError for an unknown decoder or sampling."""
+def check_video_settings(decoder: str, sampling: str, resize: str = DEFAULT_RESIZE) -> str:
+    """The decoder to use ('auto' resolved); a UsageError for an unknown decoder, sampling or resize."""
     check_choice("--sampling", sampling, SAMPLINGS)
+    check_choice("--resize", resize, RESIZES)
     try:
         return resolve_decoder(decoder)
     except ValueError as err:
         raise UsageError(str(err)) from err
 
 
-def sampling_identity(sampling: str) -> dict:
-    """How the frames were sampled, as a stage file's settings record it: centre, the only sampler before
-    --sampling existed, stays unrecorded, so files made before remain valid (readers: UNRECORDED_SAMPLING)."""
-    return {} if sampling == UNRECORDED_SAMPLING else {"sampling": sampling}
+def frame_rule_identity(sampling: str, resize: str) -> dict:
+    """How the frames were sampled and resized, as a stage file's settings record it: centre sampling and
+    crop, pig's only rules before --sampling and --resize existed, stay unrecorded, so files made before
+    remain valid (readers: stagefiles.recorded_sampling, recorded_resize)."""
+    unrecorded = {"sampling": UNRECORDED_SAMPLING, "resize": UNRECORDED_RESIZE}
+    return {key: value for key, value in (("sampling", sampling), ("resize", resize)) if value != unrecorded[key]}
 
 
 @dataclass
@@ -154,12 +157,13 @@ def shot_columns(decoded: list[Decoded]) -> dict:
 
 
 def run_video_blocks(writer: StageWriter, summary: StageSummary, rows: VideoRows, build_block: BlockBuilder,
-                     *, num_frames: int, image_size: int, decoder: str, sampling: str, workers: int,
+                     *, num_frames: int, image_size: int, decoder: str, sampling: str, resize: str, workers: int,
                      timeout: float | None, label: str, done_word: str, extra_attrs: dict | None = None,
                      layouts: dict[str, dict] | None = None, prepare: Callable[[], object] | None = None) -> StageSummary:
     """Decode the rows block by block, build each block's columns, write them; resume an interrupted run.
 
-    sampling: how each video's frames are chosen (pigcli.inputs.video.sample_indices; part of the stage's identity).
+    sampling, resize: how each video's frames are chosen and resized (pigcli.inputs.video.sample_indices,
+    resize_frames; part of the stage's identity).
     build_block(decoded, timings): the block's columns (rows in the order of `decoded`); it may add its
     own phases to `timings` (seconds). done_word: how the resume message says what was done ('extracted').
     extra_attrs: root attributes of the output besides the provenance and the timings. layouts: chunking
@@ -187,7 +191,7 @@ def run_video_blocks(writer: StageWriter, summary: StageSummary, rows: VideoRows
     try:
         left = rows.total - summary.resumed_rows
         stream = decode_videos(todo_entries(), num_frames, image_size, decoder, workers, timeout, sampling=sampling,
-                               count=left)
+                               resize=resize, count=left)
         if prepare is not None and left:
             prepare()
         with progress(left, label, unit) as bar:

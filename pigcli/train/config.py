@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UsageError
-from ..choices import BACKBONES, METHODS, SAMPLINGS, SELECTORS, check_choice
+from ..choices import BACKBONES, METHODS, RESIZES, SAMPLINGS, SELECTORS, check_choice
 
 PHASES = (1, 2)
 # Settings a resumed run may change: they do not alter the numbers.
@@ -21,7 +21,7 @@ RESUMABLE_CHANGES = ("resume", "stop_after", "workers", "device", "output", "log
 # Settings added after runs may have been started, with the value that reproduces what those runs did:
 # a state that does not record one was made with that value, and resumes when the run still has it.
 ADDED_SETTINGS = {"paragraph": False, "sampling": "centre", "jitter": False, "loss_scale": None,
-                  "grad_checkpointing": False, "recipe": None}
+                  "grad_checkpointing": False, "recipe": None, "resize": "crop"}
 
 PerPhase = float | int | str | Sequence[float] | None
 
@@ -54,6 +54,7 @@ class TrainConfig:
     backbone: str | None = None                 # videos, frames: vip | frames (features: the file's)
     selector: str = "its"                       # patches fed to the generator: its | random (an ablation)
     sampling: str | None = None                 # uniform | centre; None: a features/frames file's, else uniform
+    resize: str | None = None                   # squash | crop; None: a features/frames file's, else squash
     jitter: bool = True                         # --videos with uniform sampling: the official training jitter
     decoder: str = "auto"
     workers: int | None = None                  # decoding (--videos) or reading (--frames) processes; 0: in-process;
@@ -140,7 +141,8 @@ def parse_phases(value: str | Sequence[int] | None, method: str) -> tuple[int, .
 def check_config(config: TrainConfig, phases: tuple[int, ...]) -> None:
     check_choice("--method", config.method, METHODS)
     check_choice("--selector", config.selector, SELECTORS)
-    for option, value, allowed in (("--sampling", config.sampling, SAMPLINGS), ("--backbone", config.backbone, BACKBONES)):
+    for option, value, allowed in (("--sampling", config.sampling, SAMPLINGS), ("--resize", config.resize, RESIZES),
+                                   ("--backbone", config.backbone, BACKBONES)):
         if value is not None:  # None: the features' or model's own
             check_choice(option, value, allowed)
     if sum(value is not None for value in (config.features, config.videos, config.frames)) != 1:

@@ -33,10 +33,10 @@ from ..errors import StaleInputError, UsageError
 from ..core.selection import PatchIndexError, choose_patches, gather_patches
 from ..core.text import tokenize
 from ..inputs.sources import discover_videos
-from ..stagefiles import (corrupt_extract, open_stage, recorded_sampling, recorded_settings, require_extract_layout,
+from ..stagefiles import (corrupt_extract, open_stage, recorded_resize, recorded_sampling, recorded_settings, require_extract_layout,
                           require_kept_patches)
 from ..store import ok_rows, read_ids, recorded_model, recorded_model_path, take_rows
-from ..inputs.video import DEFAULT_SAMPLING, VideoError, read_clip
+from ..inputs.video import DEFAULT_RESIZE, DEFAULT_SAMPLING, VideoError, frames_dtype, read_clip
 
 FEATURE_BLOCK_ROWS = 256  # rows read from the extract file at a time
 
@@ -192,6 +192,7 @@ class FeatureSource:
             self.settings = recorded_settings(handle)
             self.backbone = self.settings.get("backbone", "vip")
             self.sampling = recorded_sampling(self.settings)
+            self.resize = recorded_resize(self.settings)
             rows = ok_rows(handle)
             ids = read_ids(handle)
             self.ids = [ids[r] for r in rows]
@@ -275,14 +276,14 @@ def backbone_fingerprint(pig) -> str:
 # --- raw videos -----------------------------------------------------------------------------------
 
 class ClipDataset(torch.utils.data.Dataset):
-    """Row, or (row, jitter seed), -> (row, uint8 frames [T, 3, S, S] or None, error). Picklable for
+    """Row, or (row, jitter seed), -> (row, frames [T, 3, S, S] or None, error). Picklable for
     spawned workers. With a jitter seed the frames are sampled with training's jitter, seeded by
     (seed..., row): the same epoch gives the same frames again (resume, several ranks)."""
 
     def __init__(self, paths: list[str], num_frames: int, image_size: int, decoder: str,
-                 sampling: str = DEFAULT_SAMPLING):
+                 sampling: str = DEFAULT_SAMPLING, resize: str = DEFAULT_RESIZE):
         self.paths, self.num_frames, self.image_size, self.decoder = paths, num_frames, image_size, decoder
-        self.sampling = sampling
+        self.sampling, self.resize = sampling, resize
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -291,7 +292,8 @@ class ClipDataset(torch.utils.data.Dataset):
         row, seed = item if isinstance(item, tuple) else (item, None)
         jitter = None if seed is None else (*seed, row)
         try:
-            clip = read_clip(self.paths[row], self.num_frames, self.image_size, self.decoder, self.sampling, jitter)
+            clip = read_clip(self.paths[row], self.num_frames, self.image_size, self.decoder, self.sampling, jitter,
+                             self.resize)
             return row, clip.frames, None
         except VideoError as err:
             return row, None, str(err)
@@ -299,14 +301,16 @@ class ClipDataset(torch.utils.data.Dataset):
 
 @dataclass
 class ClipCollate:
-    """Stack clips; a failed video becomes zeros marked invalid, so batch shapes stay equal across ranks."""
+    """Stack clips; a failed video becomes zeros marked invalid, so batch shapes stay equal across ranks.
+    dtype: the frames' (uint8, or float32 for squash's unrounded frames)."""
 
     num_frames: int
     image_size: int
+    dtype: type = np.uint8
 
     def __call__(self, items) -> SourceBatch:
         shape = (self.num_frames, 3, self.image_size, self.image_size)
-        pixels = torch.zeros((len(items),) + shape, dtype=torch.uint8)
+        pixels = torch.from_numpy(np.zeros((len(items),) + shape, dtype=self.dtype))
         valid = torch.zeros(len(items), dtype=torch.bool)
         errors = []
         for i, (row, frames, error) in enumerate(items):
@@ -339,7 +343,8 @@ def _worker_init(_worker_id: int) -> None:
 
 
 class _PixelSource:
-    """A source of uint8 frames per planned batch: a torch DataLoader over a row -> frames dataset.
+    """A source of frames per planned batch (uint8, or float32 for squash decoded from videos): a torch
+    DataLoader over a row -> frames dataset.
 
     Workers are spawned (never forked: the trainer holds torch threads and open files) and persist
     across epochs; each batch is a SourceBatch with `pixels`, so the training step runs the backbone.
@@ -349,12 +354,12 @@ class _PixelSource:
     always_valid = False  # a video that cannot be decoded is a row marked invalid
 
     def _start_loader(self, dataset, num_frames: int, image_size: int, workers: int, pin_memory: bool,
-                      seed: int) -> None:
+                      seed: int, dtype: type = np.uint8) -> None:
         self.failures: dict[int, str] = {}
         self._sampler = _PlanSampler()
         spawn = workers > 0
         self.loader = torch.utils.data.DataLoader(
-            dataset, batch_sampler=self._sampler, num_workers=workers, collate_fn=ClipCollate(num_frames, image_size),
+            dataset, batch_sampler=self._sampler, num_workers=workers, collate_fn=ClipCollate(num_frames, image_size, dtype),
             pin_memory=pin_memory, worker_init_fn=_worker_init if spawn else None,
             multiprocessing_context="spawn" if spawn else None, persistent_workers=spawn,
             # its own generator: creating an iterator must not draw from the global RNG (dropout, resume)
@@ -390,13 +395,14 @@ class VideoSource(_PixelSource):
     """Videos of a folder (or files / list files) decoded on the fly."""
 
     def __init__(self, inputs: str | Path | list, num_frames: int, image_size: int, decoder: str, workers: int,
-                 pin_memory: bool = False, seed: int = 0, sampling: str = DEFAULT_SAMPLING):
+                 pin_memory: bool = False, seed: int = 0, sampling: str = DEFAULT_SAMPLING,
+                 resize: str = DEFAULT_RESIZE):
         entries = discover_videos(inputs if isinstance(inputs, list) else [inputs])
         self.ids = [e.id for e in entries]
         self._row_of = {e.id: i for i, e in enumerate(entries)}
-        self.sampling = sampling
-        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder, sampling)
-        self._start_loader(dataset, num_frames, image_size, workers, pin_memory, seed)
+        self.sampling, self.resize = sampling, resize
+        dataset = ClipDataset([str(e.path) for e in entries], num_frames, image_size, decoder, sampling, resize)
+        self._start_loader(dataset, num_frames, image_size, workers, pin_memory, seed, frames_dtype(resize))
 
     def _items(self, batches: list[np.ndarray], jitter: tuple[int, ...] | None) -> list:
         if jitter is None:
@@ -454,6 +460,7 @@ class FrameSource(_PixelSource):
             settings = recorded_settings(handle)
             self.num_frames, self.image_size = int(settings["num_frames"]), int(settings["image_size"])
             self.sampling = recorded_sampling(settings)
+            self.resize = recorded_resize(settings)
             wanted = (pig.config.num_frames, pig.image_size)
             if (self.num_frames, self.image_size) != wanted:
                 raise StaleInputError(

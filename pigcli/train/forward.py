@@ -30,8 +30,9 @@ from .distributed import gather_with_grad
 
 
 def encode_pixels(pig, pixels: torch.Tensor, backbone: str, selector: str = "its") -> HeadInputs:
-    """uint8 frames [B, T, 3, S, S] -> the backbone's tokens, with the top-k ITS patches selected
-    (the same choice and order as `pig select`, so raw-video and frozen-feature training agree)."""
+    """frames [B, T, 3, S, S] (uint8, or float 0..255: squash decoded from videos) -> the backbone's tokens,
+    with the top-k ITS patches selected (the same choice and order as `pig select`, so raw-video and
+    frozen-feature training agree)."""
     config = pig.config
     tokens = pig.encode_video(normalize(pixels, config.image_mean, config.image_std), backbone)
     selected = select_patch_tokens(tokens.patches, tokens.its_score, config.select_k, selector)

@@ -37,7 +37,8 @@ from ..core.text import text_token_limit, truncated
 from ..inputs.captions import report_truncated
 from ..model.checkpoint import save_checkpoint
 from ..model.resolve import resolve_model
-from ..inputs.video import DEFAULT_SAMPLING, resolve_decoder
+from ..inputs.video import DEFAULT_RESIZE, DEFAULT_SAMPLING, resolve_decoder
+from ..stagefiles import made_by
 from . import distributed as dist_utils
 from .config import TrainConfig, TrainResult, check_config, parse_phases, per_phase
 from .data import (CaptionTokens, FeatureSource, FrameSource, VideoSource, batches_per_epoch,
@@ -104,9 +105,9 @@ class Trainer:
         self.loaded = resolve_model(config.model, self.device)
         self.pig = self.loaded.model
         self.source = self._open_source()
-        # the run records the sampling its frames were chosen with (a file's, or --sampling's for --videos)
-        # and whether they are jittered (only --videos with uniform sampling is)
-        self.config = config = replace(config, sampling=self.source.sampling)
+        # the run records the sampling and resize its frames were made with (a file's, or the options' for
+        # --videos) and whether they are jittered (only --videos with uniform sampling is)
+        self.config = config = replace(config, sampling=self.source.sampling, resize=self.source.resize)
         self.jitter = self._training_jitter()
         self.config = config = replace(config, jitter=self.jitter)
         self.text_tokens = text_token_limit(self.pig.config.max_text_tokens, config.paragraph)
@@ -155,19 +156,19 @@ class Trainer:
                 raise UsageError(f"{config.features} holds '{source.backbone}' backbone features, not "
                                  f"--backbone {config.backbone}")
             self.backbone = source.backbone
-            return self._check_sampling(source, config.features, "pig extract VIDEOS -m MODEL", "feats.h5")
+            return self._check_frame_rules(source, config.features, "extract")
         self.backbone = config.backbone or "vip"
         if config.frames is not None:
             source = FrameSource(config.frames, self.loaded, self.workers, pin_memory=self.device.type == "cuda",
                                  seed=config.seed)
-            return self._check_sampling(source, config.frames, "pig frames VIDEOS -m MODEL", "frames.h5")
+            return self._check_frame_rules(source, config.frames, "frames")
         try:
             decoder = resolve_decoder(config.decoder)
         except ValueError as err:
             raise UsageError(str(err)) from err
         return VideoSource(config.videos, pig.config.num_frames, pig.image_size, decoder, self.workers,
                            pin_memory=self.device.type == "cuda", seed=config.seed,
-                           sampling=config.sampling or DEFAULT_SAMPLING)
+                           sampling=config.sampling or DEFAULT_SAMPLING, resize=config.resize or DEFAULT_RESIZE)
 
     @property
     def workers(self) -> int:
@@ -176,14 +177,16 @@ class Trainer:
             return self.config.workers
         return default_workers()
 
-    def _check_sampling(self, source, path, command: str, output: str):
-        """A features or frames file holds frames chosen one way: --sampling, when given, must be that way."""
-        wanted = self.config.sampling
-        if wanted is not None and wanted != source.sampling:
-            source.close()
-            raise StaleInputError(f"{path} holds frames sampled with --sampling {source.sampling}, not {wanted}; "
-                                  f"rerun: {command} --sampling {wanted} -o {output}, or leave out --sampling "
-                                  f"to train on the file's frames")
+    def _check_frame_rules(self, source, path, stage: str):
+        """A features or frames file holds frames chosen and resized one way: --sampling and --resize, when
+        given, must be those ways."""
+        for option, wanted, held in (("sampling", self.config.sampling, source.sampling),
+                                     ("resize", self.config.resize, source.resize)):
+            if wanted is not None and wanted != held:
+                source.close()
+                raise StaleInputError(f"{path} holds frames made with --{option} {held}, not {wanted}; rerun: "
+                                      f"{made_by(stage)} --{option} {wanted}, or leave out --{option} to train "
+                                      f"on the file's frames")
         return source
 
     def _training_jitter(self) -> bool:

@@ -3,7 +3,8 @@
 fp16 gradients underflow without scaling: the loss is multiplied by a scale S before backward, the
 gradients are divided by S before clipping and the optimiser step, and a step whose gradients hold an
 inf or NaN is skipped while S halves (S doubles again after 2000 clean steps). That is
-torch.amp.GradScaler; the official PIG recipe trains the same way (apex amp O1, dynamic loss scale).
+torch.amp.GradScaler; the official PIG entry point trains the same way (run_video_retrieval_pig.py:
+torch.cuda.amp autocast and GradScaler; the `amp_level` O1 in its configs is not read there).
 bf16 has fp32's exponent range and needs no scaling; fp32 none either.
 
 `LossScaler` runs every step through one code path: disabled (bf16, fp32) its scale is 1 and nothing
@@ -15,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-FP16_INITIAL_SCALE = 2.0**16  # GradScaler's default start, and apex's dynamic scale start
+FP16_INITIAL_SCALE = 2.0**16  # GradScaler's default start, as the official run's GradScaler()
 
 
 class LossScaler:

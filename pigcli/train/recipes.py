@@ -48,9 +48,10 @@ MSRVTT_B32 = Recipe(
         "lr_clip": Value(3e-6, "PIG config learning_rate"),
         "weight_decay": Value(0.2, "PIG config weight_decay"),
         "warmup": Value(0.01, "PIG config warmup_ratio, decay 'cosine' (VIP sched.py warmup_cosine)"),
-        "grad_clip": Value(1.0, "PIG config grad_norm"),
+        "grad_clip": Value(1.0, "PIG config grad_norm (on gradients averaged over its 4 Horovod workers: "
+                               "pig's exact gradient clipped at 4 matches it; docs/method.md deviations row 20)"),
         "alpha": Value(1.0, "PIG config generation_loss_config.generation_loss_scale (l2 on normalised EOT)"),
-        "precision": Value("fp16", "PIG config fp16 1 (apex amp O1; dynamic loss scaling)"),
+        "precision": Value("fp16", "PIG config fp16 1: torch.cuda.amp autocast + GradScaler (dynamic loss scaling)"),
         "seed": Value(42, "PIG config seed"),
     },
     model={
@@ -70,8 +71,10 @@ MSRVTT_B32 = Recipe(
         "pig decays matrices only. At lr 3e-6 the difference is a 0.2 % pull on the gains over the run.",
         "Checkpoint choice: the official code keeps the best test1ka R@1 (model_best.pt, validated on "
         "the test split); pig picks OUT/best on --val-captions, which must not be the test split.",
-        "Frames: the official loader samples linspace(0, n-1, 12), jittered in training (sample_jitter 1): "
-        "pig's --sampling uniform (the default), with the jitter when training from --videos.",
+        "Frames: the official loader samples linspace(0, n-1, 12), jittered in training (sample_jitter 1), "
+        "and resizes each to 224 x 224 (bicubic, aspect squashed, floats): pig's --sampling uniform and "
+        "--resize squash (the defaults), with the jitter when training from --videos; a frames file rounds "
+        "the frames to uint8.",
         "Proxy tokens: the official code starts added_cls as torch.randn (std 1; HF's _init_weights does not "
         "touch it); pig starts them as CLIP's class embedding, as docs/method.md s.1 specifies.",
     ),
