@@ -174,7 +174,7 @@ def check_regular_file(path: Path) -> None:
 
 
 def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
-              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None, window: Window | None = None,
+              sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None, *, window: Window | None = None,
               resize: str = DEFAULT_RESIZE) -> SampledClip:
     """Decode T sampled frames of one video (or of one shot of it: window) and resize them; raises
     VideoError on bad input. sampling, jitter: how the T frames are chosen (`sample_indices`); resize:
@@ -187,7 +187,7 @@ def read_clip(path: str | Path, num_samples: int, image_size: int, decoder: str 
 
 def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str = "auto",
                sampling: str = DEFAULT_SAMPLING, jitter: Jitter = None,
-               windows: Sequence[Window | None] = (None,),
+               *, windows: Sequence[Window | None] = (None,),
                resize: str = DEFAULT_RESIZE) -> list[SampledClip | VideoError]:
     """T sampled frames of each window of one video (None: the whole video), decoding the video once.
     Raises VideoError when the video cannot be read; a window that does not fit it (it starts after

@@ -293,7 +293,7 @@ class ClipDataset(torch.utils.data.Dataset):
         jitter = None if seed is None else (*seed, row)
         try:
             clip = read_clip(self.paths[row], self.num_frames, self.image_size, self.decoder, self.sampling, jitter,
-                             self.resize)
+                             resize=self.resize)
             return row, clip.frames, None
         except VideoError as err:
             return row, None, str(err)
