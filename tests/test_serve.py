@@ -113,6 +113,9 @@ def test_health(served) -> None:
     ("/search?q=car&rerank=5", "start it with pig serve INDEX --rerank"),
     ("/search?q=" + "a" * 2001, "at most 2000"),
     ("/thumb?id=alpha&n=0", "n must be between"),
+    ("/search?q=car&like=alpha", "not both"),
+    ("/search?like=alpha&rerank=5", "never reranked"),
+    ("/search?q=car&format=xml", "format must be one of json, csv"),
 ])
 def test_bad_get_is_400_with_a_json_error(served, url, fragment) -> None:
     answer = served.client.get(url)
@@ -142,6 +145,11 @@ def test_huge_body_without_length_is_refused(served) -> None:
 
     answer = served.client.post("/search", content=chunks())
     assert answer.status_code == 413 and "over 1048576 bytes" in answer.json()["error"]
+
+
+def test_like_an_unknown_video_is_404_json(served) -> None:
+    answer = served.client.get("/search", params={"like": "no-such-video"})
+    assert answer.status_code == 404 and "'no-such-video' is not in" in answer.json()["error"]
 
 
 def test_unknown_route_and_video_are_404_json(served) -> None:
@@ -176,7 +184,7 @@ def test_no_file_outside_the_indexed_videos_can_be_read(served, video_folder) ->
         assert SECRET not in answer.text and "def create_app" not in answer.text and "root:" not in answer.text
     # what the page needs is there
     assert "<title>pig search</title>" in served.client.get("/").text
-    assert "function search" in served.client.get("/static/app.js").text
+    assert "/search?" in served.client.get("/static/app.js").text
 
 
 # --- pictures -------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ construction). Decoded frames of the last few videos asked for are kept: a page 
 from __future__ import annotations
 
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 
@@ -16,6 +17,8 @@ import numpy as np
 from ..errors import PigError
 
 FRAME_CACHE = 64  # videos whose decoded frames are kept (a few pages of results)
+MISSING_CHECK_SECONDS = 60  # /health counts the missing source files again at most this often
+EXAMPLES = 4  # example queries on the landing page (captions of that many videos)
 
 
 class NotAvailable(PigError):
@@ -23,7 +26,7 @@ class NotAvailable(PigError):
 
 
 class VideoCatalog:
-    def __init__(self, index: str | Path):
+    def __init__(self, index: str | Path, captions: str | Path | None = None):
         from ..media import SourceVideos
 
         self.index = Path(index)
@@ -31,13 +34,33 @@ class VideoCatalog:
             self.sources = SourceVideos(index)
         except PigError:  # an index whose extract file is gone: search works, pictures do not
             self.sources = None
+        self.captions = read_caption_map(captions) if captions else {}
         self._frames: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._missing: tuple[float, int] | None = None  # (when counted, how many)
 
     @property
     def available(self) -> bool:
         """Whether the videos' files and frames can be shown (the index's extract file was found)."""
         return self.sources is not None
+
+    def missing_videos(self) -> int | None:
+        """How many indexed videos' source files are gone (None: no extract file, so none can be shown).
+        Counted again at most every MISSING_CHECK_SECONDS: one stat per video."""
+        if self.sources is None:
+            return None
+        with self._lock:
+            if self._missing is None or time.monotonic() - self._missing[0] > MISSING_CHECK_SECONDS:
+                self._missing = (time.monotonic(), _count_missing(self.sources.file))
+            return self._missing[1]
+
+    def caption(self, video: str) -> str | None:
+        return self.captions.get(video)
+
+    def examples(self) -> list[str]:
+        """A few captions, spread over the file, as example queries (none without a captions file)."""
+        texts = list(self.captions.values())
+        return [texts[i] for i in np.linspace(0, len(texts) - 1, min(EXAMPLES, len(texts))).astype(int)]
 
     def video_file(self, video: str) -> Path:
         return self._ask(lambda sources: sources.path(video))
@@ -73,3 +96,23 @@ class VideoCatalog:
             raise
         except PigError as err:
             raise NotAvailable(str(err)) from None
+
+
+def read_caption_map(path: str | Path) -> dict[str, str]:
+    """Each video's first caption in a captions file (any format pigcli.captions reads)."""
+    from ..captions import read_captions
+
+    found: dict[str, str] = {}
+    for caption in read_captions(path)[0]:
+        found.setdefault(caption.video_id, caption.text)
+    return found
+
+
+def _count_missing(extract_file: Path) -> int:
+    """Videos extracted ok whose recorded source file is no longer there."""
+    from ..media import SOURCE_STAGES
+    from ..store import EXTRACT_HINT, decode_ids, open_stage_file
+
+    with open_stage_file(extract_file, SOURCE_STAGES, EXTRACT_HINT) as handle:
+        paths, statuses = decode_ids(handle["path"][:]), decode_ids(handle["status"][:])
+    return sum(status == "ok" and not Path(path).is_file() for path, status in zip(paths, statuses))
