@@ -143,12 +143,16 @@ def test_an_older_answer_never_replaces_a_newer_one(page, server) -> None:
             route.continue_()
 
     page.route("**/search?*", hold_the_first_query)
-    page.goto("/")
+    page.goto(f"/?q={QUERIES[2]}")
+    wait_for_cards(page, expected_videos(server, QUERIES[2], 12))
     search(page, QUERIES[0])
     deadline = time.monotonic() + 10
     while not held and time.monotonic() < deadline:
         page.wait_for_timeout(20)
     assert held, "the first search never started"
+    # while it runs: no old results, and a loading indicator
+    assert shown(page) == [] and "searching" in page.inner_text("#status")
+    assert "busy" in page.get_attribute("#status", "class")
     second = expected_videos(server, QUERIES[1], 12)
     search(page, QUERIES[1])
     wait_for_cards(page, second)
@@ -177,6 +181,7 @@ def test_a_new_search_does_not_leave_the_old_detail_panel(page, server) -> None:
     page.goto(f"/?q={QUERIES[0]}&k=6&show=1")
     page.wait_for_selector("#detail:not([hidden])")
     assert first[0] in page.inner_text("#detail-title")
+    assert page.evaluate("document.getElementById('player').loop")  # clips loop
     search(page, QUERIES[2])
     wait_for_cards(page, expected_videos(server, QUERIES[2], 6))
     assert page.is_hidden("#detail")
@@ -250,3 +255,117 @@ def test_favicon_is_a_small_icon(server) -> None:
     answer = httpx.get(f"{server}/favicon.ico", timeout=30)
     assert answer.status_code == 200 and answer.headers["content-type"].startswith("image/")
     assert 0 < len(answer.content) < 10_000
+
+
+# --- features ---------------------------------------------------------------------------------------------
+
+def pig_rank_jsonl(*args) -> list[dict]:
+    import json
+
+    from typer.testing import CliRunner
+
+    from pigcli.cli import app as cli
+
+    result = CliRunner().invoke(cli, ["rank", *map(str, args), "--format", "jsonl", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_more_like_this_equals_pig_rank_with_the_videos_vector_as_the_query(collection, server, tmp_path) -> None:
+    import h5py
+    from typer.testing import CliRunner
+
+    from pigcli.cli import app as cli
+
+    (tmp_path / "q.txt").write_text("a placeholder, replaced by the video's vector\n")
+    queries = tmp_path / "q.h5"
+    made = CliRunner().invoke(cli, ["embed-text", str(tmp_path / "q.txt"), "-m", str(collection.model),
+                                    "-o", str(queries), "--device", "cpu"])
+    assert made.exit_code == 0, made.output
+    with h5py.File(collection.index) as index:
+        ids = [i.decode() if isinstance(i, bytes) else i for i in index["ids"][:]]
+        vector = index["embedding"][ids.index("bravo")]
+    with h5py.File(queries, "r+") as handle:
+        handle["embedding"][0] = vector
+    ranked = pig_rank_jsonl(collection.index, queries, "-n", 6)
+    served = api(server, "/search", like="bravo", k=6)
+    assert served["like"] == "bravo"
+    assert [(r["rank"], r["video"], r["score"]) for r in served["results"]] == \
+        [(r["rank"], r["video"], r["score"]) for r in ranked]
+    assert served["results"][0]["video"] == "bravo"  # the video itself first
+
+
+def test_more_like_this_on_a_card(page, server) -> None:
+    page.goto(f"/?q={QUERIES[0]}&k=6")
+    wait_for_cards(page, expected_videos(server, QUERIES[0], 6))
+    card = page.locator(".card", has=page.locator(".video", has_text="charlie"))
+    card.get_by_role("button", name="more like this").click()
+    wait_for_cards(page, [hit["video"] for hit in api(server, "/search", like="charlie", k=6)["results"]])
+    assert "like=charlie" in page.url and "like charlie" in page.inner_text("#status")
+    page.go_back()
+    wait_for_cards(page, expected_videos(server, QUERIES[0], 6))
+
+
+def test_more_results_and_the_collection_size(page, server) -> None:
+    page.goto(f"/?q={QUERIES[1]}&k=2")
+    wait_for_cards(page, expected_videos(server, QUERIES[1], 2))
+    assert page.inner_text("#status").startswith("2 of 6 videos")
+    page.click("#more")
+    wait_for_cards(page, expected_videos(server, QUERIES[1], 4))
+    assert page.inner_text("#status").startswith("4 of 6 videos")
+    page.click("#more")
+    wait_for_cards(page, expected_videos(server, QUERIES[1], 6))
+    assert page.is_hidden("#more")  # nothing more to show
+
+
+def test_score_bars_are_relative_to_the_best(page, server) -> None:
+    results = api(server, "/search", q=QUERIES[0], k=6)["results"]
+    page.goto(f"/?q={QUERIES[0]}&k=6")
+    wait_for_cards(page, [r["video"] for r in results])
+    bars = page.eval_on_selector_all(".card .bar", "bars => bars.map(b => [b.value, b.max])")
+    assert [value for value, _ in bars] == pytest.approx([r["score"] for r in results], abs=1e-4)
+    assert bars[0][0] == bars[0][1]  # the best fills its bar
+
+
+def test_captions_on_cards_and_as_example_queries(page, server) -> None:
+    page.goto("/")
+    page.wait_for_selector("#examples li")
+    assert "6 videos indexed" in page.inner_text("#collection")
+    examples = page.locator("#examples a").all_inner_texts()
+    assert examples == api(server, "/health")["examples"] and set(examples) <= set(CAPTIONS.values())
+    page.click(f"#examples a >> text={CAPTIONS['alpha']}")
+    results = api(server, "/search", q=CAPTIONS["alpha"], k=12)["results"]
+    wait_for_cards(page, [r["video"] for r in results])
+    captions = page.locator(".card").evaluate_all(
+        "cards => cards.map(c => (c.querySelector('.caption') || {}).textContent || null)")
+    assert captions == [CAPTIONS.get(r["video"]) for r in results] == [r["caption"] for r in results]
+
+
+def test_results_download_as_csv(server) -> None:
+    answer = httpx.get(f"{server}/search", params={"q": QUERIES[0], "k": 3, "format": "csv"}, timeout=60)
+    assert answer.status_code == 200 and answer.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    expected = api(server, "/search", q=QUERIES[0], k=3)["results"]
+    assert [(r["query"], int(r["rank"]), r["video"], float(r["score"]), r["caption"] or None) for r in rows] == \
+        [(QUERIES[0], e["rank"], e["video"], e["score"], e["caption"]) for e in expected]
+
+
+def test_download_links_and_a_copied_link_to_a_result(browser, server) -> None:
+    context = browser.new_context(base_url=server)
+    context.grant_permissions(["clipboard-read", "clipboard-write"], origin=server)
+    page = context.new_page()
+    page.goto(f"/?q={QUERIES[0]}&k=3")
+    videos = expected_videos(server, QUERIES[0], 3)
+    wait_for_cards(page, videos)
+    assert httpx.get(server + page.get_attribute("#download-csv", "href"), timeout=60).text.count("\n") == 4
+    assert httpx.get(server + page.get_attribute("#download-json", "href"), timeout=60).json() == \
+        api(server, "/search", q=QUERIES[0], k=3)
+    page.locator(".card").nth(2).get_by_role("button", name="copy link").click()
+    page.wait_for_function("document.getElementById('status').textContent.startsWith('link copied')")
+    link = page.evaluate("navigator.clipboard.readText()")
+    assert link.startswith(server) and f"show={videos[2]}" in link
+    opened = context.new_page()
+    opened.goto(link)  # the link opens that result
+    opened.wait_for_selector("#detail:not([hidden])")
+    assert videos[2] in opened.inner_text("#detail-title")
+    context.close()

@@ -100,9 +100,8 @@ async function run(params, k, append) {
     const answer = await getJson(apiUrl(params, k), mine.controller.signal);
     await healthAnswered;  // the status line says "12 of N"
     if (mine !== latest) return;  // a newer search started meanwhile
-    const shownBefore = append && current ? current.results.length : 0;
     current = { params, results: answer.results };
-    renderCards(answer.results.slice(shownBefore), answer.results[0]);
+    $("results").replaceChildren(...answer.results.map((hit) => card(hit, answer.results)));
     describe(params, answer, Math.round(performance.now() - started));
     if (!append && params.show !== null && params.show !== undefined) openRequested(params.show);
   } catch (err) {
@@ -156,11 +155,7 @@ function describe(params, answer, ms) {
 
 // --- cards ----------------------------------------------------------------------------------------------------
 
-function renderCards(results, best) {
-  for (const hit of results) $("results").append(card(hit, best));
-}
-
-function card(hit, best) {
+function card(hit, results) {
   const made = element("article", "card");
   made.tabIndex = 0;
   made.setAttribute("role", "button");
@@ -174,12 +169,7 @@ function card(hit, best) {
   const meta = element("div", "meta");
   meta.append(element("span", "rank", `#${hit.rank}`), element("span", "video", hit.video),
     element("span", "score", hit.score.toFixed(4)));
-  const bar = element("meter", "bar");  // the score relative to the best result's
-  bar.min = 0;
-  bar.max = Math.max(best.score, 1e-9);
-  bar.value = Math.max(hit.score, 0);
-  bar.title = `${(100 * bar.value / bar.max).toFixed(0)}% of the best score`;
-  made.append(img, meta, bar);
+  made.append(img, meta, scoreBar(hit.score, results));
   if (hit.caption) made.append(element("p", "caption", hit.caption));
   const actions = element("div", "actions");
   const like = element("button", "link", "more like this");
@@ -198,6 +188,17 @@ function card(hit, best) {
     }
   });
   return made;
+}
+
+function scoreBar(score, results) {  // the score relative to the best shown: full for the best, empty at 0
+  const best = results[0].score;
+  const floor = Math.min(0, results[results.length - 1].score);  // (or at the lowest shown, below 0)
+  const bar = element("meter", "bar");
+  bar.min = floor;
+  bar.max = best > floor ? best : floor + 1;
+  bar.value = score;
+  bar.title = `${(100 * (score - floor) / (bar.max - floor)).toFixed(0)}% of the best score`;
+  return bar;
 }
 
 async function reasonFor(url) {  // the server's reason a picture cannot be shown (a missing source video, say)
@@ -305,7 +306,9 @@ async function showLanding() {
   await healthAnswered;
   if (!collection) return;
   $("collection").textContent = `${collection.videos} videos indexed` +
-    (collection.captions ? `, ${collection.captions} with captions` : "") + ". Describe what happens in one.";
+    (collection.captions ? `, ${collection.captions} with captions` : "") + ". Describe what happens in one." +
+    (collection.missing_videos ? ` (The source files of ${collection.missing_videos} are missing: ` +
+      "their cards have no pictures.)" : "");
   const examples = collection.examples || [];
   $("examples-block").hidden = !examples.length;
   $("examples").replaceChildren(...examples.map((text) => {
