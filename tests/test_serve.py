@@ -54,7 +54,7 @@ def pig_rank_jsonl(*args) -> list[dict]:
 
 
 def as_served(lines: list[dict], query_id: str) -> list[dict]:
-    return [{key: line[key] for key in ("rank", "video", "score")} for line in lines if line["query"] == query_id]
+    return [{key: line[key] for key in ("rank", "video", "score")} for line in lines if line["query_id"] == query_id]
 
 
 # --- the same ranking as pig rank ------------------------------------------------------------------------
