@@ -53,10 +53,8 @@ def collection(tmp_path_factory, tiny_model_dir, video_folder):
 
 
 @pytest.fixture(scope="module")
-def server(collection):
-    """The app (with the captions file) on a free local port, run by uvicorn in a thread as pig serve runs it."""
-    import uvicorn
-
+def app(collection):
+    """The app with the captions file, answering with a Content-Security-Policy of its own files only."""
     from pigcli.serve.app import create_app
 
     app = create_app(collection.index, captions=collection.captions)
@@ -66,6 +64,14 @@ def server(collection):
         response = await call_next(request)
         response.headers["Content-Security-Policy"] = "default-src 'self'"
         return response
+
+    return app
+
+
+@pytest.fixture(scope="module")
+def server(app):
+    """The app on a free local port, run by uvicorn in a thread as pig serve runs it."""
+    import uvicorn
 
     config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
     live = uvicorn.Server(config)
@@ -369,3 +375,21 @@ def test_download_links_and_a_copied_link_to_a_result(browser, server) -> None:
     opened.wait_for_selector("#detail:not([hidden])")
     assert videos[2] in opened.inner_text("#detail-title")
     context.close()
+
+
+def test_the_weak_match_threshold_is_what_the_captions_best_matches_score(server) -> None:
+    best = [api(server, "/search", q=caption, k=1)["results"][0]["score"] for caption in CAPTIONS.values()]
+    assert api(server, "/health")["weak_below"] == pytest.approx(np.percentile(best, 5), abs=1e-4)
+
+
+def test_a_weak_best_match_gets_a_hint(page, server, app, monkeypatch) -> None:
+    tops = {query: api(server, "/search", q=query, k=1)["results"][0]["score"] for query in QUERIES[:2]}
+    weak, strong = sorted(tops, key=tops.get)
+    assert tops[weak] < tops[strong]
+    monkeypatch.setattr(app.state, "weak_below", (tops[weak] + tops[strong]) / 2)
+    page.goto(f"/?q={strong}")
+    page.wait_for_selector("#results .card")
+    assert page.is_hidden("#hint")
+    search(page, weak)
+    page.wait_for_selector("#hint:not([hidden])")
+    assert "weak" in page.inner_text("#hint")

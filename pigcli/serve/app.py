@@ -6,7 +6,8 @@
     GET  /search?...&format=csv         the same results as a CSV file: query, rank, video, score[, caption]
     POST /search?k=10&rerank=K          body: a JSON list of query texts; answers: a list of the above, one batch
     GET  /health                        {"status": "ok", "videos", "model", "rerank", "pictures", "missing_videos",
-                                         "captions", "examples"}; pictures: every indexed video can be shown
+                                         "captions", "examples", "weak_below"}; pictures: every indexed video
+                                         can be shown; weak_below: a best match under it is weak
     GET  /video?id=ID                   the video's own file (HTTP range requests: the page's player seeks)
     GET  /thumb?id=ID&n=4               n of the frames the model saw, side by side (JPEG)
     GET  /patches?id=ID                 the patches the ITS selector chose: {"frames", "image_size", "boxes"}
@@ -25,6 +26,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
@@ -41,6 +43,8 @@ MAX_BODY_BYTES = 1 << 20     # a POST body: about 1 MiB of query texts
 MAX_QUERY_CHARS = 2000       # one query (the text encoder keeps its first max_text_tokens tokens anyway)
 MAX_BATCH = 1024             # queries in one POST
 FORMATS = ("json", "csv")    # GET /search's answer
+CALIBRATION_CAPTIONS = 64    # captions searched at startup to find what a weak best match scores
+WEAK_PERCENTILE = 5          # a best match below this percentile of theirs is weak
 
 
 class RequestError(Exception):
@@ -51,19 +55,31 @@ class RequestError(Exception):
 
 def create_app(index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
                rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True,
-               captions: str | Path | None = None) -> FastAPI:
+               captions: str | Path | None = None, weak_below: float | None = None) -> FastAPI:
     """Load the index (into RAM, with an fp16 copy for the scan unless fp16_copy is False), the query
     encoder and, with rerank, the EERCF head once; return the app. captions: a captions file whose
-    first caption of each video is shown on its card, and a few of them as example queries."""
+    first caption of each video is shown on its card, and a few of them as example queries.
+    weak_below: the page says a query's best match is weak below this score (None: calibrated on the
+    captions, weak_threshold; no captions: never)."""
     searcher = Searcher(index, model=model, device=device, rerank=rerank, rerank_weights=rerank_weights,
                         features=features, fp16_copy=fp16_copy)
     catalog = VideoCatalog(index, captions)
-    return build_app(searcher, catalog)
+    if weak_below is None and catalog.captions:
+        weak_below = weak_threshold(searcher, catalog.examples(CALIBRATION_CAPTIONS))
+    return build_app(searcher, catalog, weak_below)
 
 
-def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
+def weak_threshold(searcher: Searcher, captions: list[str]) -> float:
+    """The WEAK_PERCENTILE-th percentile of the best scores of the collection's own captions: real
+    descriptions of its videos score above it 95 times in 100, so a query whose best match does not
+    probably has no match here."""
+    best = [hits[0].score for hits in searcher.search(captions, k=1).hits]
+    return round(float(np.percentile(best, WEAK_PERCENTILE)), 4)
+
+
+def build_app(searcher: Searcher, catalog: VideoCatalog, weak_below: float | None = None) -> FastAPI:
     app = FastAPI(title="pig serve", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.searcher, app.state.catalog = searcher, catalog
+    app.state.searcher, app.state.catalog, app.state.weak_below = searcher, catalog, weak_below
     _add_error_handlers(app)
 
     @app.get("/health")
@@ -71,7 +87,8 @@ def build_app(searcher: Searcher, catalog: VideoCatalog) -> FastAPI:
         missing = catalog.missing_videos()
         return {"status": "ok", "videos": searcher.size, "model": searcher.index_model,
                 "rerank": searcher.rerank_k, "pictures": missing == 0, "missing_videos": missing,
-                "captions": len(catalog.captions), "examples": catalog.examples()}
+                "captions": len(catalog.captions), "examples": catalog.examples(),
+                "weak_below": app.state.weak_below}
 
     @app.get("/search")
     def search_one(q: str | None = None, like: str | None = None, k: int = 10, rerank: int | None = None,

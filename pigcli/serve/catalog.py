@@ -57,10 +57,10 @@ class VideoCatalog:
     def caption(self, video: str) -> str | None:
         return self.captions.get(video)
 
-    def examples(self) -> list[str]:
-        """A few captions, spread over the file, as example queries (none without a captions file)."""
+    def examples(self, count: int = EXAMPLES) -> list[str]:
+        """Up to count captions spread over the file (one per video), as example queries; none without one."""
         texts = list(self.captions.values())
-        return [texts[i] for i in np.linspace(0, len(texts) - 1, min(EXAMPLES, len(texts))).astype(int)]
+        return [texts[i] for i in np.unique(np.linspace(0, len(texts) - 1, min(count, len(texts))).astype(int))]
 
     def video_file(self, video: str) -> Path:
         return self._ask(lambda sources: sources.path(video))
