@@ -26,7 +26,7 @@ Environment: an autouse fixture removes the caller's PIG_* variables and points 
 session tmp folder for every test.
 
 Helpers (import with `from conftest import ...`): video_frames, frame_number, write_test_video,
-write_broken, write_audio_only, pig_env, and the TINY_* / VIDEO_FOLDER_SPECS / BROKEN_KINDS constants.
+write_broken, write_audio_only, pig_env, find_chromium, and the TINY_* / VIDEO_FOLDER_SPECS / BROKEN_KINDS constants.
 """
 
 from __future__ import annotations
@@ -222,6 +222,16 @@ def tiny_extract(tmp_path_factory, tiny_model_dir, video_folder) -> Path:
     output = tmp_path_factory.mktemp("extract") / "feats.h5"
     extract([video_folder], output, str(tiny_model_dir), device="cpu", workers=0)
     return output
+
+
+# --- a browser -------------------------------------------------------------------------------------
+
+def find_chromium() -> str | None:
+    """The system's Chromium (the page's browser tests drive it; they skip without one)."""
+    import shutil
+
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
 
 
 # --- the command line -----------------------------------------------------------------------------

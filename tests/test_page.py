@@ -9,25 +9,22 @@ import io
 import shutil
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from conftest import find_chromium
 
 pytest.importorskip("fastapi", reason="pig serve needs the serve extra: pip install 'pigcli[serve]'")
 pytest.importorskip("uvicorn", reason="pig serve needs the serve extra: pip install 'pigcli[serve]'")
 httpx = pytest.importorskip("httpx", reason="the test extra: pip install 'pigcli[test]'")
 
+pytestmark = pytest.mark.slow  # a live server, and a browser: end to end
+
 QUERIES = ["a red square moves left", "blue and green", "something bright in the corner"]
 GONE = "echo"  # its source file is deleted after indexing
 CAPTIONS = {"alpha": "a red square slides over grey", "bravo": "green boxes on a tall frame",
             "charlie": "three small squares"}
-
-
-def find_chromium() -> str | None:
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
 
 
 @pytest.fixture(scope="module")

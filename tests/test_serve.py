@@ -4,7 +4,6 @@ videos' own files can be read, and the page renders results in a headless browse
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import threading
 import time
@@ -20,6 +19,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the test 
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from conftest import find_chromium  # noqa: E402
 from pigcli.cli import app as cli  # noqa: E402
 
 QUERIES = ["a red square moves left", "blue and green", "something bright in the corner"]
@@ -237,11 +237,6 @@ def test_serve_missing_index_is_one_line(tmp_path) -> None:
 
 
 # --- a real server and a real browser ----------------------------------------------------------------------
-
-def find_chromium() -> str | None:
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
-
 
 @pytest.fixture(scope="module")
 def live_server(served):
