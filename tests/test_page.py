@@ -7,13 +7,12 @@ from __future__ import annotations
 import csv
 import io
 import shutil
-import threading
 import time
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from conftest import find_chromium
+from conftest import find_chromium, live_server_of
 
 pytest.importorskip("fastapi", reason="pig serve needs the serve extra: pip install 'pigcli[serve]'")
 pytest.importorskip("uvicorn", reason="pig serve needs the serve extra: pip install 'pigcli[serve]'")
@@ -68,20 +67,8 @@ def app(collection):
 @pytest.fixture(scope="module")
 def server(app):
     """The app on a free local port, run by uvicorn in a thread as pig serve runs it."""
-    import uvicorn
-
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning")
-    live = uvicorn.Server(config)
-    thread = threading.Thread(target=live.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not live.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = live.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    live.should_exit = True
-    thread.join(timeout=10)
+    with live_server_of(app) as url:
+        yield url
 
 
 def api(server: str, path: str, **params):

@@ -19,7 +19,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the test 
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
-from conftest import find_chromium  # noqa: E402
+from conftest import find_chromium, live_server_of  # noqa: E402
 from pigcli.cli import app as cli  # noqa: E402
 
 QUERIES = ["a red square moves left", "blue and green", "something bright in the corner"]
@@ -241,22 +241,10 @@ def test_serve_missing_index_is_one_line(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def live_server(served):
     """The app on a free local port, run by uvicorn in a thread (as pig serve runs it)."""
-    import uvicorn
-
     from pigcli.serve.app import create_app
 
-    config = uvicorn.Config(create_app(served.index), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server_of(create_app(served.index)) as url:
+        yield url
 
 
 @pytest.mark.slow
