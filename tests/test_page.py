@@ -225,6 +225,7 @@ def test_cards_open_with_the_keyboard_and_escape_closes_the_panel(page, server) 
     assert videos[0] in page.inner_text("#detail-title")
     page.keyboard.press("Escape")
     page.wait_for_selector("#detail", state="hidden")
+    assert page.evaluate("document.activeElement.querySelector('.video').textContent") == videos[0]  # back where it was
 
 
 @pytest.mark.parametrize("width", [400, 1280])

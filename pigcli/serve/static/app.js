@@ -13,6 +13,7 @@ let healthAnswered = null;       // a promise: /health answered (or failed)
 let latest = { seq: 0, controller: null };  // the newest search: older answers are dropped, their requests cancelled
 let current = null;              // the search on the page: {params, results}
 let opened = 0;                  // the newest result opened in the panel (a later click wins)
+let openedFrom = null;           // the card that opened it: focus returns there when the panel is closed
 
 async function getJson(url, signal) {
   const response = await fetch(url, { signal });
@@ -71,6 +72,7 @@ function start(params) {  // show the search params describe (from a submit, a U
     cancel();
     current = null;
     clearResults("");
+    document.title = "pig search";
     showLanding();
     return;
   }
@@ -101,6 +103,7 @@ async function run(params, k, append) {
     await healthAnswered;  // the status line says "12 of N"
     if (mine !== latest) return;  // a newer search started meanwhile
     current = { params, results: answer.results };
+    document.title = `${params.like ? `like ${params.like}` : params.q} - pig search`;
     $("results").replaceChildren(...answer.results.map((hit) => card(hit, answer.results)));
     describe(params, answer, Math.round(performance.now() - started));
     if (!append && params.show !== null && params.show !== undefined) openRequested(params.show);
@@ -180,11 +183,11 @@ function card(hit, results) {
   link.addEventListener("click", () => copyLink(pageUrl(current.params, hit.video)));
   actions.append(like, link);
   made.append(actions);
-  made.addEventListener("click", (event) => { if (!event.target.closest("button")) openDetail(hit); });
+  made.addEventListener("click", (event) => { if (!event.target.closest("button")) openDetail(hit, made); });
   made.addEventListener("keydown", (event) => {
     if (event.target === made && (event.key === "Enter" || event.key === " ")) {
       event.preventDefault();
-      openDetail(hit);
+      openDetail(hit, made);
     }
   });
   return made;
@@ -227,8 +230,9 @@ async function copyLink(path) {
 
 // --- the detail panel -------------------------------------------------------------------------------------------
 
-async function openDetail(hit) {
+async function openDetail(hit, from) {
   const mine = ++opened;
+  openedFrom = from || null;
   const id = encodeURIComponent(hit.video);
   $("detail").hidden = false;
   $("detail-title").textContent = `#${hit.rank} ${hit.video} (score ${hit.score.toFixed(4)})`;
@@ -299,6 +303,12 @@ function closeDetail() {
   stopPlayer();
 }
 
+function closeByHand() {  // the close button or Escape: back to the card the panel was opened from
+  const wasOpen = !$("detail").hidden;
+  closeDetail();
+  if (wasOpen && openedFrom && openedFrom.isConnected) openedFrom.focus();
+}
+
 // --- the landing page -------------------------------------------------------------------------------------------
 
 async function showLanding() {
@@ -335,8 +345,8 @@ $("more").addEventListener("click", () => {
   if (current) run(current.params, current.results.length + Number(current.params.k), true);
 });
 $("copy-search").addEventListener("click", () => { if (current) copyLink(pageUrl(current.params)); });
-$("close").addEventListener("click", closeDetail);
-document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeDetail(); });
+$("close").addEventListener("click", closeByHand);
+document.addEventListener("keydown", (event) => { if (event.key === "Escape") closeByHand(); });
 window.addEventListener("popstate", () => start(paramsFromUrl()));
 
 // asked once, alongside the first search (on a large collection /health counts the missing files)
