@@ -38,6 +38,7 @@ class VideoCatalog:
         self._frames: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._missing: tuple[float, int] | None = None  # (when counted, how many)
+        self._missing_lock = threading.Lock()  # its own: a count does not hold up the frames
 
     @property
     def available(self) -> bool:
@@ -49,7 +50,7 @@ class VideoCatalog:
         Counted again at most every MISSING_CHECK_SECONDS: one stat per video."""
         if self.sources is None:
             return None
-        with self._lock:
+        with self._missing_lock:
             if self._missing is None or time.monotonic() - self._missing[0] > MISSING_CHECK_SECONDS:
                 self._missing = (time.monotonic(), _count_missing(self.sources.file))
             return self._missing[1]
