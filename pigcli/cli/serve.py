@@ -28,8 +28,8 @@ def serve_cmd(
         "query reads; the same results; N x D x 2 bytes more RAM)")] = True,
     captions: Annotated[Optional[Path], typer.Option(
         "--captions", help="a captions file (any format pig eval reads): each video's first caption on its card, "
-        "a few as example queries, and what a weak best match scores (the 5th percentile of the best scores "
-        "of up to 64 of them)")] = None,
+        "a few as example queries, and what a weak best match scores (below the best match of every one of "
+        "up to 256 of them)")] = None,
     weak_below: Annotated[Optional[float], typer.Option(
         "--weak-below", help="the page says a query's best match is weak below this score (default: from "
         "--captions; without them, never)")] = None,

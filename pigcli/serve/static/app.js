@@ -150,8 +150,8 @@ function describe(params, answer, ms) {
   $("more").hidden = shown >= Math.min(total, MAX_K) || shown < Number(params.k);
   const weak = collection && collection.weak_below;
   if (weak && answer.results.length && answer.results[0].score < weak && !params.like) {
-    $("hint").textContent = `Even the best match is weak (score ${answer.results[0].score.toFixed(3)}, ` +
-      `below ${weak}): the collection may have nothing like this; try other words.`;
+    $("hint").textContent = `Even the best match is weak (score ${answer.results[0].score.toFixed(4)}, ` +
+      `below ${weak.toFixed(4)}): the collection may have nothing like this; try other words.`;
     $("hint").hidden = false;
   }
 }
