@@ -26,11 +26,12 @@ Environment: an autouse fixture removes the caller's PIG_* variables and points 
 session tmp folder for every test.
 
 Helpers (import with `from conftest import ...`): video_frames, frame_number, write_test_video,
-write_broken, write_audio_only, pig_env, and the TINY_* / VIDEO_FOLDER_SPECS / BROKEN_KINDS constants.
+write_broken, write_audio_only, pig_env, live_server_of, find_chromium, and the TINY_* / VIDEO_FOLDER_SPECS / BROKEN_KINDS constants.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -222,6 +223,38 @@ def tiny_extract(tmp_path_factory, tiny_model_dir, video_folder) -> Path:
     output = tmp_path_factory.mktemp("extract") / "feats.h5"
     extract([video_folder], output, str(tiny_model_dir), device="cpu", workers=0)
     return output
+
+
+# --- a live server and a browser ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def live_server_of(app):
+    """Run an ASGI app (pig serve's) on a free local port with uvicorn in a thread, as pig serve runs it;
+    yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def find_chromium() -> str | None:
+    """The system's Chromium (the page's browser tests drive it; they skip without one)."""
+    import shutil
+
+    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(name)), None)
 
 
 # --- the command line -----------------------------------------------------------------------------

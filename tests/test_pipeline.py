@@ -93,7 +93,8 @@ def test_index_rank_eval_and_staged_cache(tmp_path, video_folder, tiny_model_dir
     results = [json.loads(line) for line in out.splitlines()]          # every stdout line is a result
     assert len(results) == 6
     for qi, text in enumerate(texts):
-        got = [r for r in results if r["query"] == f"q{qi + 1}"]
+        got = [r for r in results if r["query_id"] == f"q{qi + 1}"]
+        assert all(r["query"] == text for r in got)
         assert [r["rank"] for r in got] == [1, 2, 3]
         scores = built["embedding"].astype(np.float64) @ text_embedding(tiny_model, text)
         order = np.lexsort((np.arange(6), -scores))[:3]

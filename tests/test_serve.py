@@ -21,6 +21,7 @@ pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx (the test 
 from fastapi.testclient import TestClient  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
+from conftest import find_chromium, live_server_of  # noqa: E402
 from pigcli.cli import app as cli  # noqa: E402
 
 QUERIES = ["a red square moves left", "blue and green", "something bright in the corner"]
@@ -60,7 +61,7 @@ def pig_rank_jsonl(*args) -> list[dict]:
 
 
 def as_served(lines: list[dict], query_id: str) -> list[dict]:
-    return [{key: line[key] for key in ("rank", "video", "score")} for line in lines if line["query"] == query_id]
+    return [{key: line[key] for key in ("rank", "video", "score")} for line in lines if line["query_id"] == query_id]
 
 
 # --- the same ranking as pig rank ------------------------------------------------------------------------
@@ -119,6 +120,9 @@ def test_health(served) -> None:
     ("/search?q=car&rerank=5", "start it with pig serve INDEX --rerank"),
     ("/search?q=" + "a" * 2001, "at most 2000"),
     ("/thumb?id=alpha&n=0", "n must be between"),
+    ("/search?q=car&like=alpha", "not both"),
+    ("/search?like=alpha&rerank=5", "never reranked"),
+    ("/search?q=car&format=xml", "format must be one of json, csv"),
 ])
 def test_bad_get_is_400_with_a_json_error(served, url, fragment) -> None:
     answer = served.client.get(url)
@@ -148,6 +152,11 @@ def test_huge_body_without_length_is_refused(served) -> None:
 
     answer = served.client.post("/search", content=chunks())
     assert answer.status_code == 413 and "over 1048576 bytes" in answer.json()["error"]
+
+
+def test_like_an_unknown_video_is_404_json(served) -> None:
+    answer = served.client.get("/search", params={"like": "no-such-video"})
+    assert answer.status_code == 404 and answer.json()["error"] == "no video with this id in the index"  # no id echoed
 
 
 def test_unknown_route_and_video_are_404_json(served) -> None:
@@ -192,7 +201,7 @@ def test_no_file_outside_the_indexed_videos_can_be_read(served, video_folder) ->
         assert SECRET not in answer.text and "def create_app" not in answer.text and "root:" not in answer.text
     # what the page needs is there
     assert "<title>pig search</title>" in served.client.get("/").text
-    assert "function search" in served.client.get("/static/app.js").text
+    assert "/search?" in served.client.get("/static/app.js").text
 
 
 # --- a video file swapped after indexing ---------------------------------------------------------------
@@ -449,30 +458,13 @@ def test_pig_serve_says_where_once_listening_and_a_stop_exits_0(served, pig_cach
 
 # --- a real server and a real browser ----------------------------------------------------------------------
 
-def find_chromium() -> str | None:
-    return next((shutil.which(name) for name in ("chromium", "chromium-browser", "google-chrome")
-                 if shutil.which(name)), None)
-
-
 @pytest.fixture(scope="module")
 def live_server(served):
     """The app on a free local port, run by uvicorn in a thread (as pig serve runs it)."""
-    import uvicorn
-
     from pigcli.serve.app import create_app
 
-    config = uvicorn.Config(create_app(served.index), host="127.0.0.1", port=0, log_level="warning")
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with live_server_of(create_app(served.index)) as url:
+        yield url
 
 
 @pytest.mark.slow

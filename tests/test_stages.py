@@ -489,8 +489,8 @@ def test_rank_formats(chain, queries) -> None:
                 query, rank, video, score = line.split("\t")
             elif fmt == "jsonl":
                 obj = json.loads(line)
-                assert set(obj) == {"query", "rank", "video", "score"}
-                query, rank, video, score = obj["query"], obj["rank"], obj["video"], obj["score"]
+                assert set(obj) == {"query", "query_id", "rank", "video", "score"}
+                query, rank, video, score = obj["query_id"], obj["rank"], obj["video"], obj["score"]
             else:
                 query, q0, video, rank, score, run = line.split(" ")
                 assert q0 == "Q0" and run
@@ -563,7 +563,7 @@ def _parse_ranking(fmt: str, text: str) -> list[tuple]:
             query, rank, video, score = tsv_unescape(fields[0]), fields[1], tsv_unescape(fields[2]), fields[3]
         elif fmt == "jsonl":
             obj = json.loads(line)
-            query, rank, video, score = obj["query"], obj["rank"], obj["video"], obj["score"]
+            query, rank, video, score = obj["query_id"], obj["rank"], obj["video"], obj["score"]
         else:
             fields = line.split()
             assert len(fields) == 6 and fields[1] == "Q0" and fields[5] == "pig", line
@@ -687,7 +687,8 @@ def test_rank_stdout_holds_only_results(chain, tiny_model) -> None:
                          "--format", "jsonl")
     assert code == 0, err
     lines = out.splitlines()
-    assert len(lines) == 4 and all(json.loads(line)["query"] in ("q1", "q2") for line in lines)
+    assert len(lines) == 4 and [json.loads(line)["query_id"] for line in lines] == ["q1", "q1", "q2", "q2"]
+    assert [json.loads(line)["query"] for line in lines] == [long_query, long_query, "dog", "dog"]  # the texts
     assert "truncated" in err and "q1" in err                          # logs on stderr
     e_v = read(chain.index, "embedding")
     want = brute_force(np.stack([expected_text_embedding(tiny_model, long_query.strip())]), e_v["embedding"],

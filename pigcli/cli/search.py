@@ -25,7 +25,8 @@ def rank_cmd(
     top: Annotated[int, typer.Option("--top", "-n", help="videos (or shots) per query; TRECVID runs: 1000")] = 10,
     fmt: Annotated[OutputFormat, typer.Option(
         "--format", "-f", help="tsv: query, rank, video, score, with backslash, tab, newline and CR in ids written "
-        "as \\\\, \\t, \\n, \\r; jsonl: one object per line; trec: a TREC run (6 fields), with '%', whitespace "
+        "as \\\\, \\t, \\n, \\r; jsonl: one object per line: query (the text; null if the query file has none), "
+        "query_id, rank, video, score; trec: a TREC run (6 fields), with '%', whitespace "
         "and non-printable characters in ids percent-encoded (%20, %09, %25: undo with urllib.parse.unquote); "
         "html: one self-contained page (query texts, ranks, ids, scores, thumbnails), to -o or a pipe, "
         "never to a terminal")] = OutputFormat.tsv,

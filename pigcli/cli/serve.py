@@ -39,6 +39,13 @@ def serve_cmd(
     fp16_copy: Annotated[bool, typer.Option(
         "--fp16-copy/--no-fp16-copy", help="also hold an fp16 copy of an fp32 index for the scan (half the bytes a "
         "query reads; the same results; N x D x 2 bytes more RAM)")] = True,
+    captions: Annotated[Optional[Path], typer.Option(
+        "--captions", help="a captions file (any format pig eval reads): each video's first caption on its card, "
+        "a few as example queries, and what a weak best match scores (below the best match of every one of "
+        "up to 256 of them)")] = None,
+    weak_below: Annotated[Optional[float], typer.Option(
+        "--weak-below", help="the page says a query's best match is weak below this score (default: from "
+        "--captions; without them, never)")] = None,
     threads: Annotated[Optional[int], typer.Option(
         "--threads", help="torch threads per search (default: torch's, one per core); 1 where other processes "
         "share the cores: spinning threads made scans 8x slower there (benchmarks/RESULTS_serve.md)")] = None,
@@ -58,13 +65,18 @@ def serve_cmd(
 
     API (errors: 4xx with {"error": ...}):
       GET  /search?q=TEXT&k=10[&rerank=K]   {"query", "truncated", "results": [{"rank", "video", "score"}]}
+      GET  /search?like=ID&k=10              videos like that one (its stored vector as the query)
+      GET  /search?...&format=csv            the results as CSV
       POST /search?k=10  body ["text", ...]  a list of those, the queries as one batch
-      GET  /health                            videos, model, rerank
-      GET  /                                  the search page; /video?id=ID plays a video's own file
+      GET  /health                            videos, model, rerank, pictures, missing_videos, ...
+      GET  /                                  the search page: /?q=TEXT&k=12 (or like=ID) searches,
+                                              &show opens the first result, &show=ID that video;
+                                              /video?id=ID plays a video's own file
 
     Examples:
       pig serve index.h5                      # then open http://127.0.0.1:8000/
       pig serve index.h5 --port 9000 --rerank 50
+      pig serve index.h5 --captions test1ka.jsonl  # captions on the cards, example queries
       curl 'http://127.0.0.1:8000/search?q=a+red+car&k=5'
       curl -X POST 'http://127.0.0.1:8000/search?k=5' -d '["a red car", "a dog on a beach"]'
     """
@@ -88,7 +100,7 @@ def serve_cmd(
     with listening_socket(host, port) as sock:
         app = create_app(index, model=model, device=device, rerank=rerank, features=features,
                          rerank_weights=rerank_weights(w_fw, w_fs, w_pw, w_coarse), fp16_copy=fp16_copy,
-                         hosts=[host, *(allow_host or [])])
+                         hosts=[host, *(allow_host or [])], captions=captions, weak_below=weak_below)
         log(f"serving {index} ({app.state.searcher.size} videos) on {url(host, sock.getsockname()[1])}")
         run_until_stopped(uvicorn.Server(uvicorn.Config(app, log_level="warning")), sock)
 

@@ -130,6 +130,17 @@ class ModelFolder:
     def weights(self) -> Path:
         return self.path / "model.safetensors"
 
+    @property
+    def trained_sampling(self) -> str | None:
+        """How the frames the model was trained on were sampled (pig train records it in the model's config;
+        runs from before it recorded one sampled segment centres); None for a model pig train did not make."""
+        from ..inputs.video import UNRECORDED_SAMPLING
+
+        train = self.config.extra.get("train")
+        if not isinstance(train, dict):
+            return None
+        return train.get("settings", {}).get("sampling", UNRECORDED_SAMPLING)
+
     def require_weights(self) -> Path:
         """The weights file, or a PigError saying the folder is incomplete (json files without weights)."""
         if not self.weights.is_file():

@@ -85,6 +85,10 @@ def _sampled(video_path, num_frames: int, image_size: int, decoder: str, samplin
     return np.ascontiguousarray(to_uint8(clip.frames).transpose(0, 2, 3, 1)), clip.frame_index
 
 
+class SourceMissing(PigError):
+    """A recorded source video is no longer there (pig serve says so to its page, without the path)."""
+
+
 class SourceVideos:
     """The source videos of the rows of a stage file: found through the extract (or frames) file it was
     made from, which records each video's path and how it was sampled (T, image size, decoder).
@@ -132,8 +136,10 @@ class SourceVideos:
 
     def _existing(self, video_id: str, path: Path) -> Path:
         if not path.is_file():
-            raise PigError(f"the source video of {video_id!r} is missing: {path} (moved or deleted since "
-                           f"{self.file} was made); put it back, or rerun extract on its new place")
+            if os.path.lexists(path):  # something else in its place (a pipe, a folder, a dangling link)
+                raise PigError(f"the source video of {video_id!r} at {path} is no longer a regular file")
+            raise SourceMissing(f"the source video of {video_id!r} is missing: {path} (moved or deleted since "
+                                f"{self.file} was made); put it back, or rerun extract on its new place")
         return path
 
     def frames(self, video_id: str, path: Path | None = None) -> np.ndarray:

@@ -122,7 +122,8 @@ def trec_escape(value: str) -> str:
 
 def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "pig",
                   thumbnails: Callable[[str], Sequence[bytes]] | None = None) -> None:
-    """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line.
+    """TSV: query, rank, video, score (rank from 1), ids escaped by tsv_escape. JSONL: one object per line,
+    {"query": TEXT (null where the query file holds no texts), "query_id", "rank", "video", "score"}.
     TREC: qid Q0 doc rank score run, ids percent-encoded by trec_escape (always 6 fields). HTML: one
     self-contained page (pigcli.query.media.ranking_html), with thumbnails(video_id)'s JPEGs where given."""
     check_choice("--format", fmt, FORMATS)
@@ -131,14 +132,15 @@ def write_ranking(ranking: Ranking, fmt: str, stream: TextIO, run_name: str = "p
 
         stream.write(ranking_html(ranking, thumbnails, title=f"{run_name} rank"))
         return
+    texts = ranking.query_texts or [None] * len(ranking.query_ids)
     for qi, query_id in enumerate(ranking.query_ids):
         for position, (row, score) in enumerate(zip(ranking.rows[qi], ranking.scores[qi]), start=1):
             video = ranking.video_ids[row]
             if fmt == "tsv":
                 stream.write(f"{tsv_escape(query_id)}\t{position}\t{tsv_escape(video)}\t{score:.6f}\n")
             elif fmt == "jsonl":
-                stream.write(json.dumps({"query": query_id, "rank": position, "video": video,
-                                         "score": round(float(score), 6)}) + "\n")
+                stream.write(json.dumps({"query": texts[qi], "query_id": query_id, "rank": position,
+                                         "video": video, "score": round(float(score), 6)}) + "\n")
             else:
                 stream.write(f"{trec_escape(query_id)} Q0 {trec_escape(video)} {position} {score:.6f} {run_name}\n")
 

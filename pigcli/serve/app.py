@@ -1,15 +1,22 @@
 """The HTTP layer of `pig serve` (FastAPI): the JSON API, the indexed videos' files and the search page.
 
     GET  /search?q=TEXT&k=10&rerank=K   {"query": TEXT, "truncated": bool, "results": [{"rank", "video", "score"}]}
+                                        (each result also has "caption" where the server has a captions file)
+    GET  /search?like=ID&k=10           "more like this": the video's stored vector as the query, {"like": ID, ...}
+    GET  /search?...&format=csv         the same results as a CSV file: query, rank, video, score[, caption]
     POST /search?k=10&rerank=K          body: a JSON list of query texts; answers: a list of the above, one batch
-    GET  /health                        {"status": "ok", "videos", "model", "rerank", "pictures"}
+    GET  /health                        {"status": "ok", "videos", "model", "rerank", "pictures", "missing_videos",
+                                         "captions", "examples", "weak_below"}; pictures: every indexed video
+                                         can be shown; weak_below: a best match under it is weak
     GET  /video?id=ID                   the video's own file (HTTP range requests: the page's player seeks)
     GET  /thumb?id=ID&n=4               n of the frames the model saw, side by side (JPEG)
     GET  /patches?id=ID                 the patches the ITS selector chose: {"frames", "image_size", "boxes"}
-    GET  /                              the search page (static/)
+    GET  /                              the search page (static/): /?q=TEXT&k=12, /?like=ID; &show opens the
+                                        first result, &show=ID that video (static/app.js)
+    GET  /favicon.ico                   the page's icon
 
 Every error is a JSON {"error": MESSAGE} with a 4xx status: 400 bad parameters or body (an id over
-MAX_ID_CHARS), 404 unknown video or route, 413 a body over MAX_BODY_BYTES, 421 a Host header the server
+MAX_ID_CHARS), 404 unknown video (a missing source file says so, without its path) or route, 413 a body over MAX_BODY_BYTES, 421 a Host header the server
 does not answer to (guard.py; every response carries its security headers). Error bodies name no server
 path and echo no video id: the reason a video cannot be shown goes to the server's log (catalog.py). Scores are rounded to 6 decimals, as `pig rank
 --format jsonl` writes them. Each search answer carries a Server-Timing header: the encode, scan and
@@ -25,7 +32,7 @@ from typing import Annotated
 from fastapi import FastAPI, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
@@ -33,7 +40,7 @@ from ..console import warn
 from ..errors import PigError, UsageError
 from .catalog import NotAvailable, VideoCatalog
 from .guard import HostAndHeaders
-from .searcher import Answer, Searcher
+from .searcher import Answer, Searcher, UnknownVideo
 
 STATIC = Path(__file__).parent / "static"
 MAX_BODY_BYTES = 1 << 20     # a POST body: about 1 MiB of query texts
@@ -42,6 +49,8 @@ MAX_BATCH = 1024             # queries in one POST
 MAX_ID_CHARS = 1024          # a video id (/video, /thumb, /patches); longer ones are refused, never looked up
 
 VideoId = Annotated[str, Query(max_length=MAX_ID_CHARS)]
+FORMATS = ("json", "csv")    # GET /search's answer
+CALIBRATION_CAPTIONS = 256   # captions searched at startup to find what a weak best match scores
 
 
 class RequestError(Exception):
@@ -64,38 +73,69 @@ class PigApp(FastAPI):
 
 def create_app(index: str | Path, *, model: str | None = None, device: str = "auto", rerank: int | str = 0,
                rerank_weights=None, features: str | Path | None = None, fp16_copy: bool = True,
-               hosts=()) -> FastAPI:
+               hosts=(), captions: str | Path | None = None, weak_below: float | None = None) -> FastAPI:
     """Load the index (into RAM, with an fp16 copy for the scan unless fp16_copy is False), the query
     encoder and, with rerank, the EERCF head once; return the app. hosts: names it answers to besides
-    127.0.0.1, localhost and ::1 (the Host header, any port)."""
+    127.0.0.1, localhost and ::1 (the Host header, any port). captions: a captions file whose first
+    caption of each video is shown on its card, and a few of them as example queries. weak_below: the
+    page says a query's best match is weak below this score (None: calibrated on the captions,
+    weak_threshold; no captions: never)."""
     searcher = Searcher(index, model=model, device=device, rerank=rerank, rerank_weights=rerank_weights,
                         features=features, fp16_copy=fp16_copy)
-    catalog = VideoCatalog(index)
-    return build_app(searcher, catalog, hosts)
+    catalog = VideoCatalog(index, captions)
+    if weak_below is None and catalog.captions:
+        weak_below = weak_threshold(searcher, catalog.examples(CALIBRATION_CAPTIONS))
+    return build_app(searcher, catalog, hosts, weak_below)
 
 
-def build_app(searcher: Searcher, catalog: VideoCatalog, hosts=()) -> FastAPI:
+def weak_threshold(searcher: Searcher, captions: list[str]) -> float:
+    """The lowest best-match score of the collection's own captions: a query whose best match scores
+    less than every real description of its videos probably has no match here: about 1 real caption in
+    len(captions) + 1 is flagged. (Their 5th percentile flagged 1 in 20, the demo's own example among
+    them; their lowest of 256 on the demo's 600 test videos, 0.8176, flags 6 of its 1,800 captions and
+    lies well above what unrelated queries reach there, 0.71 to 0.74.)"""
+    best = [hits[0].score for hits in searcher.search(captions, k=1).hits]
+    return round(float(min(best)), 6)  # as answers round scores: that caption's own match is not below it
+
+
+def build_app(searcher: Searcher, catalog: VideoCatalog, hosts=(), weak_below: float | None = None) -> FastAPI:
     app = PigApp(hosts, title="pig serve", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.searcher, app.state.catalog = searcher, catalog
+    app.state.searcher, app.state.catalog, app.state.weak_below = searcher, catalog, weak_below
     _add_error_handlers(app)
 
     @app.get("/health")
     def health():
+        missing = catalog.missing_videos()
         return {"status": "ok", "videos": searcher.size, "model": searcher.index_model,
-                "rerank": searcher.rerank_k, "pictures": catalog.available}
+                "rerank": searcher.rerank_k, "pictures": missing == 0, "missing_videos": missing,
+                "captions": len(catalog.captions), "examples": catalog.examples(),
+                "weak_below": app.state.weak_below}
 
     @app.get("/search")
-    def search_one(q: str | None = None, k: int = 10, rerank: int | None = None):
-        if q is None:
-            raise RequestError(400, "missing q: GET /search?q=a+red+car&k=10")
-        answer = searcher.search([_check_query(q)], k, rerank)
-        return _json(_results(answer, [q])[0], answer)
+    def search_one(q: str | None = None, like: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
+                   k: int = 10, rerank: int | None = None,
+                   format: str = "json"):
+        if format not in FORMATS:
+            raise RequestError(400, f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        if q is None and like is None:
+            raise RequestError(400, "missing q: GET /search?q=a+red+car&k=10 (or like=VIDEO_ID: videos like that one)")
+        if q is not None and like is not None:
+            raise RequestError(400, "give q (a text) or like (a video id), not both")
+        if like is not None:
+            if rerank:
+                raise RequestError(400, "like= is never reranked: EERCF scores a text against a video")
+            answer = searcher.search_like(like, k)
+            content = {"like": like, **_results(answer, [None], catalog)[0]}
+        else:
+            answer = searcher.search([_check_query(q)], k, rerank)
+            content = _results(answer, [q], catalog)[0]
+        return _csv(content) if format == "csv" else _json(content, answer)
 
     @app.post("/search")
     async def search_batch(request: Request, k: int = 10, rerank: int | None = None):
         texts = _query_list(await _read_body(request))
         answer = await run_in_threadpool(searcher.search, texts, k, rerank)
-        return _json(_results(answer, texts), answer)
+        return _json(_results(answer, texts, catalog), answer)
 
     @app.get("/video")
     def video(id: VideoId):
@@ -117,6 +157,11 @@ def build_app(searcher: Searcher, catalog: VideoCatalog, hosts=()) -> FastAPI:
     @app.get("/")
     def page():
         return FileResponse(STATIC / "index.html")
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return FileResponse(STATIC / "favicon.ico", media_type="image/x-icon",
+                            headers={"Cache-Control": "max-age=86400"})
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
@@ -154,10 +199,33 @@ async def _read_body(request: Request) -> bytes:
     return b"".join(chunks)
 
 
-def _results(answer: Answer, texts: list[str]) -> list[dict]:
-    return [{"query": text, "truncated": truncated,
-             "results": [{"rank": h.rank, "video": h.video, "score": round(h.score, 6)} for h in hits]}
+def _results(answer: Answer, texts: list[str | None], catalog: VideoCatalog) -> list[dict]:
+    """One answer per query (a text; None: a like= query, which has no text)."""
+    return [{**({"query": text} if text is not None else {}), "truncated": truncated,
+             "results": [_hit(h, catalog) for h in hits]}
             for text, hits, truncated in zip(texts, answer.hits, answer.truncated)]
+
+
+def _hit(hit, catalog: VideoCatalog) -> dict:
+    found = {"rank": hit.rank, "video": hit.video, "score": round(hit.score, 6)}
+    if catalog.captions:
+        found["caption"] = catalog.caption(hit.video)
+    return found
+
+
+def _csv(content: dict) -> Response:
+    """One answer as a CSV file: the query (its text, or like:ID), rank, video, score[, caption]."""
+    import csv
+    import io
+
+    columns = ["rank", "video", "score"] + (["caption"] if any("caption" in r for r in content["results"]) else [])
+    query = content.get("query", f"like:{content.get('like')}")
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["query", *columns])
+    writer.writerows([query, *(hit.get(c) for c in columns)] for hit in content["results"])
+    return PlainTextResponse(out.getvalue(), media_type="text/csv; charset=utf-8",
+                             headers={"Content-Disposition": 'attachment; filename="pig-results.csv"'})
 
 
 def _json(content, answer: Answer) -> JSONResponse:
@@ -176,6 +244,10 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(NotAvailable)
     async def not_available(_, err: NotAvailable):
+        return error(404, str(err))
+
+    @app.exception_handler(UnknownVideo)
+    async def unknown_video(_, err: UnknownVideo):
         return error(404, str(err))
 
     @app.exception_handler(UsageError)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import stat
 import threading
+import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable
@@ -23,10 +24,13 @@ from ..console import warn
 from ..errors import PigError
 
 FRAME_CACHE = 64  # videos whose decoded frames are kept (a few pages of results)
+MISSING_CHECK_SECONDS = 60  # /health counts the missing source files again at most this often
+EXAMPLES = 4  # example queries on the landing page (captions of that many videos)
 
 
 UNKNOWN = "no video with this id in the index"
 CANNOT_SHOW = "this video's file cannot be shown (the server's log says why)"
+MISSING = "this video's source file is missing: moved or deleted since it was indexed"
 NO_PICTURES = "this server cannot show videos: the index's extract file was not found (the server's log says why)"
 
 
@@ -35,7 +39,7 @@ class NotAvailable(PigError):
 
 
 class VideoCatalog:
-    def __init__(self, index: str | Path):
+    def __init__(self, index: str | Path, captions: str | Path | None = None):
         from ..query.media import SourceVideos
 
         self.index = Path(index)
@@ -45,13 +49,34 @@ class VideoCatalog:
             warn(f"serve: videos cannot be shown: {err}")
             self.sources = None
         self.roots = allowed_roots(self.sources.folders() if self.sources else ())
+        self.captions = read_caption_map(captions) if captions else {}
         self._frames: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
+        self._missing: tuple[float, int] | None = None  # (when counted, how many)
+        self._missing_lock = threading.Lock()  # its own: a count does not hold up the frames
 
     @property
     def available(self) -> bool:
         """Whether the videos' files and frames can be shown (the index's extract file was found)."""
         return self.sources is not None
+
+    def missing_videos(self) -> int | None:
+        """How many indexed videos' source files are gone (None: no extract file, so none can be shown).
+        Counted again at most every MISSING_CHECK_SECONDS: one stat per video."""
+        if self.sources is None:
+            return None
+        with self._missing_lock:
+            if self._missing is None or time.monotonic() - self._missing[0] > MISSING_CHECK_SECONDS:
+                self._missing = (time.monotonic(), _count_missing(self.sources.file))
+            return self._missing[1]
+
+    def caption(self, video: str) -> str | None:
+        return self.captions.get(video)
+
+    def examples(self, count: int = EXAMPLES) -> list[str]:
+        """Up to count captions spread over the file (one per video), as example queries; none without one."""
+        texts = list(self.captions.values())
+        return [texts[i] for i in np.unique(np.linspace(0, len(texts) - 1, min(count, len(texts))).astype(int))]
 
     def video_file(self, video: str) -> Path:
         """The video's file, resolved: what was checked is what is opened."""
@@ -89,9 +114,14 @@ class VideoCatalog:
             raise NotAvailable(UNKNOWN)
         try:
             return question(self.sources)
+        except NotAvailable:
+            raise
         except PigError as err:
+            from ..query.media import SourceMissing
+
             warn(f"serve: video {video!r} not shown: {err}")
-            raise NotAvailable(CANNOT_SHOW) from None
+            # a missing file is the one reason the page shows (without its path); others: see the log
+            raise NotAvailable(MISSING if isinstance(err, SourceMissing) else CANNOT_SHOW) from None
 
 
 def allowed_roots(folders: Iterable[str | Path]) -> frozenset[Path]:
@@ -118,3 +148,24 @@ def confined(path: Path, roots: frozenset[Path]) -> Path:
     if roots.isdisjoint(real.parents):
         raise PigError(f"{path} resolves to {real}, outside the folders the index recorded")
     return real
+
+
+def read_caption_map(path: str | Path) -> dict[str, str]:
+    """Each video's first caption in a captions file (any format pigcli.inputs.captions reads)."""
+    from ..inputs.captions import read_captions
+
+    found: dict[str, str] = {}
+    for caption in read_captions(path)[0]:
+        found.setdefault(caption.video_id, caption.text)
+    return found
+
+
+def _count_missing(extract_file: Path) -> int:
+    """Videos extracted ok whose recorded source file is no longer there."""
+    from ..query.media import SOURCE_STAGES
+    from ..stagefiles import open_stage
+    from ..store import decode_ids
+
+    with open_stage(extract_file, *SOURCE_STAGES) as handle:
+        paths, statuses = decode_ids(handle["path"][:]), decode_ids(handle["status"][:])
+    return sum(status == "ok" and not Path(path).is_file() for path, status in zip(paths, statuses))

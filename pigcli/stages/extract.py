@@ -62,6 +62,17 @@ def parse_patch_setting(value: str) -> int | None:
     raise UsageError(f"--patches must be all, none or top-N (e.g. top-64), not {value!r}")
 
 
+def warn_sampling_mismatch(info: ModelFolder, sampling: str) -> None:
+    """Say so when the videos are sampled otherwise than the model's training frames were: the model then
+    sees frames it was not trained on, and retrieves worse."""
+    from ..console import warn
+
+    trained = info.trained_sampling
+    if trained is not None and trained != sampling:
+        warn(f"{info.path} was trained on frames sampled with --sampling {trained}, these are sampled with "
+             f"--sampling {sampling}: retrieval is usually worse; pass --sampling {trained} to match")
+
+
 def extract(inputs: list[str | Path], output: str | Path, model: str | None = None, *,
             settings: ExtractSettings | None = None, device: str = "auto", batch_size: int | None = None,
             workers: int | None = None, timeout: float = 120.0, relative_ids: bool = False,
@@ -83,6 +94,7 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
     batch_size = batch_size or BATCH_VIDEOS.get(torch_device.type, BATCH_VIDEOS["cpu"])
     # Identity first, weights only when there is work: an up-to-date rerun returns at once.
     info = resolve_folder(model)
+    warn_sampling_mismatch(info, settings.sampling)
     num_frames = settings.num_frames or info.config.num_frames
     provenance = video_provenance("extract", settings.identity(info, decoder, precision), rows,
                                   model=info.identity.to_dict(), model_path=str(info.path.resolve()), shard=shard)
