@@ -34,6 +34,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PigError, StaleInputError
+from .safe_write import check_target, open_no_follow, replacing
 
 SCHEMA = "pig/1"
 STR = "str"  # marker dtype for variable-length UTF-8 datasets
@@ -268,7 +269,7 @@ class StageWriter:
         """Take OUTPUT.lock exclusively (non-blocking) or refuse, naming the process that holds it."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(self.lock_path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -335,6 +336,9 @@ class StageWriter:
 
     def _prepare(self, force: bool, replace_stale: bool, discard_stale_partial: bool = False) -> None:
         manifest = self.partial / "manifest.json"
+        if self.partial.is_symlink():
+            raise PigError(f"{self.partial} is a symbolic link where pig keeps its unfinished run; pig does not "
+                           "follow it: remove the link")
         # an unfinished run of this very command (same fingerprint) is resumed, also when it was a
         # --force run over an output made with other settings: its blocks are what was asked for
         same = self.partial.exists() and _manifest_fingerprint(manifest) == self.provenance.fingerprint
@@ -351,7 +355,7 @@ class StageWriter:
             elif not (force or replace_stale):
                 raise PigError(f"{self.partial} holds an unfinished run with other inputs or settings; "
                                "rerun that command to finish it, or add --force to discard it")
-            shutil.rmtree(self.partial)
+            self._remove_partial()
         if self.up_to_date() and not force:
             return
         self.partial.mkdir(parents=True, exist_ok=True)
@@ -359,6 +363,17 @@ class StageWriter:
             record = json.dumps({"fingerprint": self.provenance.fingerprint, "stage": self.provenance.stage})
             with _disk_full_is_an_error(self.partial, [manifest]):
                 manifest.write_text(record)
+
+    def _remove_partial(self) -> None:
+        """Remove the files pig writes in OUTPUT.partial.d, then the folder if nothing else is left in it
+        (--force never removes a file pig did not make)."""
+        for pattern in PARTIAL_FILES:
+            for path in self.partial.glob(pattern):
+                path.unlink(missing_ok=True)
+        try:
+            self.partial.rmdir()
+        except OSError:
+            pass
 
     # --- writing ---------------------------------------------------------------------------------------
 
@@ -381,16 +396,11 @@ class StageWriter:
             for name, values in columns.items():
                 _create(handle, name, values, chunk_rows=None)
         data = buffer.getbuffer()
-        tmp = self.partial / f".block-{number:06d}.tmp"
-        require_free_space(self.partial, len(data), self._block_path(number))
-        try:
-            with _disk_full_is_an_error(self._block_path(number), [tmp]):
-                with open(tmp, "wb") as handle:
-                    handle.write(data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self._block_path(number))
+        block = self._block_path(number)
+        require_free_space(self.partial, len(data), block)
+        with replacing(block) as tmp, _disk_full_is_an_error(block, [tmp]):
+            with open(tmp, "wb") as handle:
+                handle.write(data)
 
     def finish(self, extra_attrs: dict | None = None, chunk_rows: int = 256,
                layouts: dict[str, dict] | None = None) -> Path:
@@ -412,28 +422,22 @@ class StageWriter:
         once; on_rows(n) is told of every n rows of the first dataset copied (a progress bar)."""
         import h5py
 
-        tmp = Path(str(self.output) + ".tmp")
         layouts = layouts or {}
         # HDF5 can crash (not raise) when a write fails half-way: the free space is checked before the
         # join and again before each source (another process may be filling the disk)
         need = self._output_size(sources, chunk_rows, layouts)
         require_free_space(self.output.parent, need, self.output)
-        try:
-            with _disk_full_is_an_error(self.output, [tmp]):
-                with h5py.File(tmp, "w") as out:
-                    for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
-                        out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-                    for path in sources:
-                        require_free_space(self.output.parent, max(0, need - tmp.stat().st_size), self.output)
-                        with h5py.File(path, "r") as source:
-                            for number, name in enumerate(source):
-                                layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
-                                _append(out, name, source[name], **layout, on_rows=on_rows if number == 0 else None)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.output)
-        shutil.rmtree(self.partial, ignore_errors=True)
+        with replacing(self.output) as tmp, _disk_full_is_an_error(self.output, [tmp]):
+            with h5py.File(tmp, "w") as out:
+                for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
+                    out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+                for path in sources:
+                    require_free_space(self.output.parent, max(0, need - tmp.stat().st_size), self.output)
+                    with h5py.File(path, "r") as source:
+                        for number, name in enumerate(source):
+                            layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
+                            _append(out, name, source[name], **layout, on_rows=on_rows if number == 0 else None)
+        self._remove_partial()
         self.close()
         return self.output
 
@@ -459,6 +463,7 @@ class StageWriter:
         return size
 
 
+PARTIAL_FILES = ("manifest.json", "block-*.h5", ".block-*.tmp")  # all that pig writes in OUTPUT.partial.d
 DISK_MARGIN = 64 * 1024  # bytes kept free besides a write's own size (HDF5 metadata, the manifest)
 
 
@@ -547,9 +552,7 @@ def check_output_path(output: Path, inputs) -> None:
                            "choose another -o")
     if output.is_dir():
         raise PigError(f"{output} is a folder; -o must name the file to write")
-    if output.exists() and not is_stage_file(output):
-        raise PigError(f"{output} exists and is not a pig stage file; pig does not overwrite it, even with "
-                       "--force: choose another -o (or remove it yourself)")
+    check_target(output, "pig stage file", is_stage_file)
 
 
 def _h5_dtype(values):

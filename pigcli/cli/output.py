@@ -17,6 +17,7 @@ written and is printed, with the failures recorded in it and summarised on stder
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -119,12 +120,13 @@ def report_stage(summary, unit: str, as_json: bool) -> None:
 
 
 def check_result_path(path: Path, inputs: tuple | list = ()) -> None:
-    """A result file (a page, a picture, a ranking) may replace an earlier result, but never one of the
-    command's inputs, a pig stage file or a folder. Checked before the work, so a bad -o fails at once."""
+    """A result file (a page, a picture, a ranking) may replace an earlier result of pig's, but never one
+    of the command's inputs, nor any other file (safe_write's rule). Checked before the work, so a bad
+    -o fails at once."""
     import os
 
     from ..errors import PigError
-    from ..store import is_stage_file
+    from ..safe_write import check_target
 
     path = Path(path)
     if path.is_dir():
@@ -132,23 +134,49 @@ def check_result_path(path: Path, inputs: tuple | list = ()) -> None:
     for item in inputs:
         if item is not None and path.exists() and Path(item).exists() and os.path.samefile(item, path):
             raise PigError(f"{path} is an input of this command; writing there would destroy it: choose another -o")
-    if path.exists() and is_stage_file(path):
-        raise PigError(f"{path} is a pig stage file; choose another -o for the result")
+    check_target(path, "pig result (a ranking, page or picture that pig wrote)", is_pig_result)
+
+
+RESULT_HEAD = 64 * 1024  # bytes of an existing file read to tell whether pig wrote it
+TSV_LINE = re.compile(r"[^\t\n]*\t\d+\t[^\t\n]*\t\S+")   # query, rank, video, score
+TREC_LINE = re.compile(r"\S+ Q0 \S+ \d+ \S+ \S+")             # qid Q0 doc rank score run
+
+
+def is_pig_result(path: Path) -> bool:
+    """True for an empty file or one that `pig rank -o` / `pig explain -o` writes: a PNG or HTML page
+    with pig's marker (media.PNG_MARKER, HTML_MARKER), or lines that are all ranking lines of one
+    format (TSV, JSONL, TREC)."""
+    from ..media import HTML_MARKER, PNG_MARKER
+
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(RESULT_HEAD)
+    if head.startswith(b"\x89PNG"):
+        return b"tEXt" + "\0".join(PNG_MARKER).encode() in head
+    if head.startswith(b"<!DOCTYPE html>"):
+        return HTML_MARKER.encode() in head
+    lines = head.decode("utf-8", "replace").split("\n")
+    if len(head) == RESULT_HEAD:
+        lines = lines[:-1]  # the last one may be cut
+    lines = [line for line in lines if line]
+    return all(TSV_LINE.fullmatch(line) for line in lines) or all(TREC_LINE.fullmatch(line) for line in lines) \
+        or all(_is_jsonl_ranking_line(line) for line in lines)
+
+
+def _is_jsonl_ranking_line(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and set(record) == {"query", "rank", "video", "score"}
 
 
 def write_result_file(path: Path, data: bytes, inputs: tuple | list = ()) -> None:
     """Write a result to `path` (check_result_path's rules) atomically: whole or not at all."""
-    import os
-
-    from ..errors import PigError
+    from ..safe_write import write_bytes, write_errors
 
     path = Path(path)
     check_result_path(path, inputs)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise PigError(f"cannot write {path}: {err.strerror or err}") from None
+    with write_errors(path):
+        write_bytes(path, data)
