@@ -8,10 +8,12 @@ Rows are found by `/ids`, never by position in another file.
 
 Writing: blocks of rows go to OUTPUT.partial.d/block-NNNNNN.h5, each written to a temporary name and
 renamed, so a killed run (SIGKILL included) loses at most the block in flight and a rerun resumes.
-`finish` joins the blocks into OUTPUT.tmp and renames it to OUTPUT: no half-written output ever exists.
+`finish` joins the blocks into a temporary file next to OUTPUT (its disk space checked and reserved
+first: HDF5 crashes when a write fails) and renames it to OUTPUT: no half-written output ever exists.
 A writer holds an exclusive lock (OUTPUT.lock, flock: released by the kernel even on SIGKILL) for the
 whole run, so a second writer of the same output is refused; it never writes over a file that is not
-a pig stage file, nor over one of its own inputs; a full disk is one clear error, finished blocks kept.
+a pig stage file, nor over one of its own inputs, nor through a link at its lock or temporary names
+(pigcli.safe_write); a full disk or a failed join is one clear error, finished blocks kept.
 """
 
 from __future__ import annotations
@@ -423,16 +425,18 @@ class StageWriter:
         import h5py
 
         layouts = layouts or {}
-        # HDF5 can crash (not raise) when a write fails half-way: the free space is checked before the
-        # join and again before each source (another process may be filling the disk)
+        # HDF5 can crash (segfault, not raise) when a write fails half-way on a full disk: the space for
+        # the whole file is checked, then reserved in the temporary file before HDF5 writes into it
         need = self._output_size(sources, chunk_rows, layouts)
         require_free_space(self.output.parent, need, self.output)
-        with replacing(self.output) as tmp, _disk_full_is_an_error(self.output, [tmp]):
+        with replacing(self.output) as tmp, _join_errors_are_one_line(self.output), \
+                _disk_full_is_an_error(self.output, [tmp]):
             with h5py.File(tmp, "w") as out:
                 for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
                     out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            reserve_space(tmp, need)
+            with h5py.File(tmp, "r+") as out:
                 for path in sources:
-                    require_free_space(self.output.parent, max(0, need - tmp.stat().st_size), self.output)
                     with h5py.File(path, "r") as source:
                         for number, name in enumerate(source):
                             layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
@@ -467,6 +471,19 @@ PARTIAL_FILES = ("manifest.json", "block-*.h5", ".block-*.tmp")  # all that pig 
 DISK_MARGIN = 64 * 1024  # bytes kept free besides a write's own size (HDF5 metadata, the manifest)
 
 
+def reserve_space(path: Path, nbytes: int) -> None:
+    """Allocate the disk blocks of `path` up to `nbytes` (posix_fallocate; the file grows to that size
+    with zeros, which HDF5 writes over and cuts off when it closes the file): a disk that fills during
+    the write then fails here, with a clean ENOSPC, never inside HDF5."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        os.posix_fallocate(fd, 0, nbytes + DISK_MARGIN)
+    finally:
+        os.close(fd)
+
+
 def require_free_space(folder: Path, nbytes: int, target: Path) -> None:
     """Refuse a write of about `nbytes` that clearly does not fit in `folder`'s file system."""
     free = shutil.disk_usage(folder).free
@@ -494,6 +511,24 @@ class _disk_full_is_an_error:
                 pass
         raise PigError(f"no space left on device writing {self.target}; free some space or choose another -o "
                        "(finished blocks are kept)") from error
+
+
+class _join_errors_are_one_line:
+    """Any other failure of the final join (an I/O error, HDF5's own) as one line: the temporary file is
+    removed by the caller, the blocks stay, so a rerun joins them again."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if not isinstance(error, (OSError, RuntimeError)) or isinstance(error, PigError):
+            return False
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PigError(f"cannot write {self.target} ({reason}); the finished blocks are kept: rerun the "
+                       "command to join them again") from error
 
 
 def _is_disk_full(error: BaseException) -> bool:
