@@ -105,7 +105,9 @@ def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str, 
     try:
         handle = h5py.File(path, "r", **({"rdcc_nbytes": 0} if random_access else {}))
     except OSError as err:
-        raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun: {rerun_hint}") from err
+        # whichever stage wrote it (not necessarily the one this command usually reads) must write it again
+        raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun the command that wrote it (this "
+                       f"command's input is made by: {rerun_hint})") from err
     # read before any close(): attributes of a closed file read as None
     schema, stage = handle.attrs.get("schema"), handle.attrs.get("stage")
     if schema != SCHEMA:

@@ -28,7 +28,6 @@ EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_SOME_FAILED = 3
 
-TOP_ERRORS = 5  # failure messages listed (on stderr, and in --json's "errors")
 
 
 def emit(text: Any) -> None:
@@ -63,7 +62,7 @@ def stage_record(summary) -> dict:
         "failed": summary.failed,
         "skipped": summary.skipped,
         "resumed_rows": summary.resumed_rows,
-        "errors": dict(summary.errors.most_common(TOP_ERRORS)),
+        **error_record(summary.errors),
         "timings": dict(summary.timings),
     }
 
@@ -80,7 +79,7 @@ def index_record(output: Path, summaries: dict) -> dict:
         "failed": extract.failed,
         "skipped": all(s.skipped for s in summaries.values()),
         "resumed_rows": extract.resumed_rows,
-        "errors": dict(extract.errors.most_common(TOP_ERRORS)),
+        **error_record(extract.errors),
         "timings": {name: s.timings.get("wall", 0.0) for name, s in summaries.items()},
         "stages": {name: stage_record(s) for name, s in summaries.items()},
     }
@@ -101,13 +100,25 @@ def log_summary(summary, unit: str) -> None:
     log_failures(summary, unit)
 
 
+def error_record(errors) -> dict:
+    """--json's "errors" (the most frequent messages, console.TOP_REASONS, and their counts) and
+    "more_errors": how many other messages there are (0 when all are listed)."""
+    from ..console import top_reasons
+
+    listed, more, _ = top_reasons(errors)
+    return {"errors": dict(listed), "more_errors": more}
+
+
 def log_failures(summary, unit: str) -> None:
-    from ..console import log
+    from ..console import log, top_reasons
 
     if summary.failed:
         log(f"{summary.failed} {unit} failed:")
-        for message, count in summary.errors.most_common(TOP_ERRORS):
+        listed, more, rows = top_reasons(summary.errors)
+        for message, count in listed:
             log(f"  {count} x {message}")
+        if more:
+            log(f"  ... and {more} more reasons ({rows} {unit}; the output file records each one)")
 
 
 def report_stage(summary, unit: str, as_json: bool) -> None:
