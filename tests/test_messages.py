@@ -149,3 +149,22 @@ def test_exit_codes(tmp_path, tiny_model_dir) -> None:
     write_test_video(folder / "ok.mp4", 12)
     some_failed = pig("extract", folder, "-m", tiny_model_dir, "-o", tmp_path / "f.h5", "--workers", 0)
     assert some_failed.exit_code == 3 and some_failed.stdout.strip() == str(tmp_path / "f.h5")
+
+
+# --- pig init on a full disk -----------------------------------------------------------------------------
+
+def test_init_on_a_full_disk_is_one_plain_line_and_leaves_nothing(tmp_path, monkeypatch) -> None:
+    import errno
+
+    import safetensors.torch
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safetensors.torch, "save_model", disk_full)
+    model = tmp_path / "m"
+    result = pig("init", "--preset", "tiny", "-o", model)
+    err = one_error_line(result.stderr)
+    assert result.exit_code == 1 and err == f"error: cannot write {model}: No space left on device; free some space " \
+                                           "or choose another -o\n"
+    assert list(tmp_path.iterdir()) == []  # no m, no m.partial, no tokenizer folder
