@@ -132,11 +132,14 @@ def temporary_folder(target: Path) -> Iterator[Path]:
 
 def replace_folder(staging: Path, target: Path) -> None:
     """Put the finished folder `staging` at `target` (checked by check_target first: free or pig's own).
-    An old folder is moved aside, the new one renamed in, then the old one removed: a write killed
-    before the rename leaves the old folder."""
+    An old folder is swapped with the new one in one step (renameat2 RENAME_EXCHANGE) and then removed;
+    where the system cannot swap, it is moved aside, the new one renamed in, then the old one removed."""
     target = Path(target)
     if not os.path.lexists(target) or _is_empty_folder(target):
         os.replace(staging, target)  # rename(2) replaces an empty folder
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging, ignore_errors=True)  # now the old folder
         return
     aside = target.with_name(f".{target.name}.{secrets.token_hex(4)}.old")
     os.replace(target, aside)
@@ -146,3 +149,15 @@ def replace_folder(staging: Path, target: Path) -> None:
         os.replace(aside, target)
         raise
     shutil.rmtree(aside, ignore_errors=True)
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Swap two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where that is unavailable."""
+    import ctypes
+
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(first), at_fdcwd, os.fsencode(second), rename_exchange) == 0
