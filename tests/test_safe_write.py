@@ -11,24 +11,9 @@ from pathlib import Path
 
 import h5py
 import pytest
-from typer.testing import CliRunner
+from test_writing import one_error_line, pig
 
-from pigcli.cli import app
 from pigcli.errors import PigError
-
-CLEAN_ENV = {"PIG_INDEX": None, "PIG_MODEL": None, "PIG_QUIET": None, "PIG_DEBUG": None}
-
-
-def pig(*args) -> tuple[int, str, str]:
-    result = CliRunner().invoke(app, [str(a) for a in args], env=CLEAN_ENV)
-    if result.exception is not None and not isinstance(result.exception, SystemExit):
-        raise result.exception
-    return result.exit_code, result.stdout, result.stderr
-
-
-def one_error_line(err: str) -> str:
-    assert err.startswith("error: ") and err.count("\n") == 1, err
-    return err
 
 
 def tree(folder: Path) -> dict[str, bytes]:
