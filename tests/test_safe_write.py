@@ -96,6 +96,19 @@ def test_a_runs_checkpoint_is_replaced_but_never_a_users_file_in_it(tmp_path, ti
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["last"]
 
 
+def test_train_refuses_a_run_folder_whose_last_holds_a_users_file(tmp_path, tiny_extract, tiny_model_dir) -> None:
+    """Checked before anything loads: the run would otherwise stop at its first checkpoint."""
+    run = tmp_path / "run"
+    (run / "last").mkdir(parents=True)
+    (run / "last" / "mine.txt").write_text("mine")
+    captions = tmp_path / "c.csv"
+    captions.write_text("video_id,caption\nalpha,a red square\n")
+    code, _, err = pig("train", "--captions", captions, "--features", tiny_extract, "-m", tiny_model_dir,
+                       "--phases", 1, "-o", run)
+    assert code == 1 and f"{run / 'last'} exists and is not a pig model folder" in one_error_line(err)
+    assert tree(run) == {"last/mine.txt": b"mine"}
+
+
 def test_a_failed_model_write_leaves_the_previous_model(tmp_path, tiny_model, monkeypatch) -> None:
     """A full disk while writing the weights: one line, the old model whole, no staging folder left."""
     import errno
