@@ -13,9 +13,12 @@ and temporaries.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
+import re
 import secrets
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
@@ -95,6 +98,17 @@ def temporary_file(target: Path) -> Path:
             return path
         except FileExistsError:
             continue
+
+
+def remove_stale_temporaries(target: Path) -> None:
+    """Remove the temporaries of `target` that a killed writer left (temporary_file's names, regular
+    files of this user; never a link). Call only while holding the target's lock: none is in use."""
+    target = Path(target)
+    name = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.tmp")
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        info = path.lstat()
+        if name.fullmatch(path.name) and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

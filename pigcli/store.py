@@ -36,7 +36,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PigError, StaleInputError
-from .safe_write import check_target, open_no_follow, replacing
+from .safe_write import check_target, open_no_follow, remove_stale_temporaries, replacing
 
 SCHEMA = "pig/1"
 STR = "str"  # marker dtype for variable-length UTF-8 datasets
@@ -261,6 +261,7 @@ class StageWriter:
         self._lock_fd: int | None = None
         check_output_path(self.output, inputs)
         self._acquire_lock()
+        remove_stale_temporaries(self.output)  # a killed join's
         try:
             self._prepare(force, replace_stale, discard_stale_partial)
         except BaseException:

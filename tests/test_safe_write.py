@@ -254,3 +254,16 @@ def test_discarding_an_unfinished_run_keeps_a_users_file_in_its_folder(tmp_path,
     code, _, err = pig("fuse", tiny_extract, "--method", "meanpool", "-o", output, "--force")
     assert code == 0, err
     assert tree(partial) == {"mine.txt": b"mine"} and output.is_file()
+
+
+def test_a_killed_joins_temporary_is_removed_by_the_next_writer(tmp_path, tiny_extract) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    stale, planted, other = (tmp_path / name for name in (".x.h5.0123abcd.tmp", ".x.h5.cafebabe.tmp", ".x.h5.notes.tmp"))
+    stale.write_bytes(b"half a join")
+    planted.symlink_to(victim)
+    other.write_text("mine")
+    code, _, err = pig("fuse", tiny_extract, "--method", "meanpool", "-o", tmp_path / "x.h5")
+    assert code == 0, err
+    assert not stale.exists() and planted.is_symlink() and other.read_text() == "mine"
+    assert victim.read_text() == "precious"
