@@ -34,7 +34,9 @@ def check_target(target: Path, kind: str, is_own: Callable[[Path], bool], force:
     target = Path(target)
     if not os.path.lexists(target) or _is_empty_folder(target):
         return
-    if target.is_symlink() or not is_own(target):
+    if target.is_symlink():
+        refuse_foreign(target, "is a symbolic link")
+    if not is_own(target):
         refuse_foreign(target, f"exists and is not a {kind}")
     if force is False:
         raise PigError(f"{target} is a {kind} already; use --force to replace it, or -o to write elsewhere")

@@ -267,3 +267,13 @@ def test_a_killed_joins_temporary_is_removed_by_the_next_writer(tmp_path, tiny_e
     assert code == 0, err
     assert not stale.exists() and planted.is_symlink() and other.read_text() == "mine"
     assert victim.read_text() == "precious"
+
+
+def test_a_link_at_the_output_itself_is_refused(tmp_path, tiny_extract) -> None:
+    """Even to a stage file: replacing the link would not update what it points to, as the user meant."""
+    real = tmp_path / "real.h5"
+    shutil.copy(tiny_extract, real)
+    (tmp_path / "link.h5").symlink_to(real)
+    code, _, err = pig("select", tiny_extract, "-o", tmp_path / "link.h5", "--force")
+    assert code == 1 and f"{tmp_path / 'link.h5'} is a symbolic link; pig never replaces it" in one_error_line(err)
+    assert (tmp_path / "link.h5").is_symlink()
