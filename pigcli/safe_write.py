@@ -6,7 +6,7 @@ and temporaries.
     an empty folder holds nothing to lose and counts as free. Anything else is refused with one line,
     even with --force: --force only lets pig replace its own files.
   - pig never follows a symbolic link at its own temporary or lock names: they are created exclusively
-    (O_CREAT | O_EXCL | O_NOFOLLOW, or mkdtemp) in the target's folder, then renamed into place, so a
+    (O_CREAT | O_EXCL | O_NOFOLLOW, or mkdir) in the target's folder, then renamed into place, so a
     killed write leaves the previous file (or nothing) and never a half-written one at the target.
 """
 
@@ -19,7 +19,6 @@ import re
 import secrets
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -91,12 +90,17 @@ def temporary_file(target: Path) -> Path:
     """A new, empty file next to `target` (same folder: the rename is atomic), named
     .NAME.RANDOM.tmp, created exclusively (never through a link). The caller writes it, then
     `os.replace`s it onto the target, or unlinks it."""
+    return _create_next_to(target, ".tmp", lambda path: os.close(create_exclusive(path)))
+
+
+def _create_next_to(target: Path, suffix: str, create: Callable[[Path], None]) -> Path:
+    """create(.NAME.RANDOM{suffix}) in target's folder, with a new RANDOM while that name is taken."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        path = target.with_name(f".{target.name}.{secrets.token_hex(4)}.tmp")
+        path = target.with_name(f".{target.name}.{secrets.token_hex(4)}{suffix}")
         try:
-            os.close(create_exclusive(path))
+            create(path)
             return path
         except FileExistsError:
             continue
@@ -108,7 +112,10 @@ def remove_stale_temporaries(target: Path) -> None:
     target = Path(target)
     name = re.compile(rf"\.{re.escape(target.name)}\.[0-9a-f]{{8}}\.tmp")
     for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
-        info = path.lstat()
+        try:
+            info = path.lstat()
+        except FileNotFoundError:
+            continue
         if name.fullmatch(path.name) and stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
             path.unlink(missing_ok=True)
 
@@ -134,11 +141,9 @@ def write_bytes(target: Path, data: bytes) -> None:
 
 @contextlib.contextmanager
 def temporary_folder(target: Path) -> Iterator[Path]:
-    """A new empty folder next to `target` (.NAME.RANDOM.partial, made by mkdtemp: never a link),
-    removed on exit unless it was renamed away (replace_folder)."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    folder = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    """A new empty folder next to `target` (.NAME.RANDOM.partial; mkdir never follows a link), removed
+    on exit unless it was renamed away (replace_folder)."""
+    folder = _create_next_to(target, ".partial", os.mkdir)  # the usual permissions, unlike mkdtemp's 0700
     try:
         yield folder
     finally:

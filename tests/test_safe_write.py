@@ -54,6 +54,9 @@ def test_init_into_the_parent_folder_deletes_nothing(tmp_path, monkeypatch) -> N
 def test_init_over_a_live_model_needs_force(tmp_path) -> None:
     model = tmp_path / "m"
     assert pig("init", "--preset", "tiny", "-o", model)[0] == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert model.stat().st_mode & 0o777 == 0o777 & ~umask  # staged in a folder of the usual permissions
     first = tree(model)
     code, _, err = pig("init", "--preset", "tiny", "--seed", "1", "-o", model)
     assert code == 1 and f"{model} is a pig model folder already; use --force" in one_error_line(err)
