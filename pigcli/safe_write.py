@@ -13,6 +13,7 @@ and temporaries.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import re
@@ -50,14 +51,21 @@ def write_errors(target: Path) -> Iterator[None]:
     except PigError:
         raise
     except Exception as err:
-        if isinstance(err, OSError):
+        if is_disk_full(err):
+            reason = os.strerror(errno.ENOSPC) + "; free some space or choose another -o"
+        elif isinstance(err, OSError):
             reason = err.strerror or str(err)
-        elif "No space left" in str(err) or "errno = 28" in str(err):
-            reason = os.strerror(28)
         else:
             raise
-        hint = "; free some space or choose another -o" if "No space" in reason else ""
-        raise PigError(f"cannot write {target}: {reason}{hint}") from None
+        raise PigError(f"cannot write {target}: {reason}") from None
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """ENOSPC, also as the text of HDF5's or safetensors' own errors."""
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return True
+    text = str(error)
+    return "No space left" in text or "errno = 28" in text
 
 
 def refuse_foreign(target: Path, why: str) -> None:

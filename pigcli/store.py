@@ -18,7 +18,6 @@ a pig stage file, nor over one of its own inputs, nor through a link at its lock
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 from collections import Counter
@@ -36,7 +35,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PigError, StaleInputError
-from .safe_write import check_target, open_no_follow, remove_stale_temporaries, replacing
+from .safe_write import check_target, is_disk_full, open_no_follow, remove_stale_temporaries, replacing
 
 SCHEMA = "pig/1"
 STR = "str"  # marker dtype for variable-length UTF-8 datasets
@@ -505,7 +504,7 @@ class _disk_full_is_an_error:
         return self
 
     def __exit__(self, kind, error, traceback):
-        if error is None or not _is_disk_full(error):
+        if error is None or not is_disk_full(error):
             return False
         for path in self.temporaries:
             try:
@@ -533,12 +532,6 @@ class _join_errors_are_one_line:
         raise PigError(f"cannot write {self.target} ({reason}); the finished blocks are kept: rerun the "
                        "command to join them again") from error
 
-
-def _is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return True
-    text = str(error)
-    return isinstance(error, (OSError, RuntimeError)) and ("No space left" in text or "errno = 28" in text)
 
 
 def _size(nbytes: int) -> str:
