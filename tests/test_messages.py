@@ -121,7 +121,7 @@ def test_decoders_own_lines_stay_off_stderr(run_pig, tmp_path, tiny_model_dir, w
 def test_a_valid_2x2_video_is_read(tmp_path, tiny_model_dir) -> None:
     """decord cannot copy 2x2 frames (DECORDArrayCopyFromTo: The size must exactly match); with the
     default decoder, PyAV reads it."""
-    from pigcli.videowrite import write_video
+    from pigcli.toy.videowrite import write_video
 
     folder = tmp_path / "videos"
     folder.mkdir()

@@ -155,9 +155,9 @@ TREC_LINE = re.compile(r"\S+ Q0 \S+ \d+ \S+ \S+")             # qid Q0 doc rank 
 
 def is_pig_result(path: Path) -> bool:
     """True for an empty file or one that `pig rank -o` / `pig explain -o` writes: a PNG or HTML page
-    with pig's marker (media.PNG_MARKER, HTML_MARKER), or lines that are all ranking lines of one
+    with pig's marker (query.media.PNG_MARKER, HTML_MARKER), or lines that are all ranking lines of one
     format (TSV, JSONL, TREC)."""
-    from ..media import HTML_MARKER, PNG_MARKER
+    from ..query.media import HTML_MARKER, PNG_MARKER
 
     if not path.is_file():
         return False
