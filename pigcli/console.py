@@ -14,8 +14,24 @@ from rich.console import Console
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def env_flag(name: str) -> bool:
+    """A yes/no environment variable: 1, true, yes or on (any case) is yes; unset, empty, 0, false,
+    no, off or anything else is no (so that PIG_DEBUG=0 means off)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+TOP_REASONS = 5  # failure messages listed in a summary (stderr, --json), then "N more"
+
+
+def top_reasons(counts) -> tuple[list[tuple[str, int]], int, int]:
+    """The TOP_REASONS most frequent messages of a Counter {message: rows}, with how many other
+    messages there are and how many rows they cover."""
+    listed = counts.most_common(TOP_REASONS)
+    return listed, len(counts) - len(listed), sum(counts.values()) - sum(n for _, n in listed)
+
+
 def log(message: str) -> None:
-    if not os.environ.get("PIG_QUIET"):
+    if not env_flag("PIG_QUIET"):
         err_console.print(message, markup=False)
 
 
@@ -24,7 +40,7 @@ def warn(message: str) -> None:
 
 
 def progress_enabled() -> bool:
-    return sys.stderr.isatty() and not os.environ.get("PIG_QUIET")
+    return sys.stderr.isatty() and not env_flag("PIG_QUIET")
 
 
 class _NoProgress:

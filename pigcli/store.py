@@ -8,15 +8,16 @@ Rows are found by `/ids`, never by position in another file.
 
 Writing: blocks of rows go to OUTPUT.partial.d/block-NNNNNN.h5, each written to a temporary name and
 renamed, so a killed run (SIGKILL included) loses at most the block in flight and a rerun resumes.
-`finish` joins the blocks into OUTPUT.tmp and renames it to OUTPUT: no half-written output ever exists.
+`finish` joins the blocks into a temporary file next to OUTPUT (its disk space checked and reserved
+first: HDF5 crashes when a write fails) and renames it to OUTPUT: no half-written output ever exists.
 A writer holds an exclusive lock (OUTPUT.lock, flock: released by the kernel even on SIGKILL) for the
 whole run, so a second writer of the same output is refused; it never writes over a file that is not
-a pig stage file, nor over one of its own inputs; a full disk is one clear error, finished blocks kept.
+a pig stage file, nor over one of its own inputs, nor through a link at its lock or temporary names
+(pigcli.safe_write); a full disk or a failed join is one clear error, finished blocks kept.
 """
 
 from __future__ import annotations
 
-import errno
 import fcntl
 import hashlib
 from collections import Counter
@@ -34,6 +35,7 @@ import numpy as np
 
 from . import __version__
 from .errors import PigError, StaleInputError
+from .safe_write import check_target, is_disk_full, open_no_follow, remove_stale_temporaries, replacing
 
 SCHEMA = "pig/1"
 STR = "str"  # marker dtype for variable-length UTF-8 datasets
@@ -102,7 +104,9 @@ def open_stage_file(path: str | Path, stages: tuple[str, ...], rerun_hint: str, 
     try:
         handle = h5py.File(path, "r", **({"rdcc_nbytes": 0} if random_access else {}))
     except OSError as err:
-        raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun: {rerun_hint}") from err
+        # whichever stage wrote it (not necessarily the one this command usually reads) must write it again
+        raise PigError(f"{path} is not a readable HDF5 file ({err}); rerun the command that wrote it (this "
+                       f"command's input is made by: {rerun_hint})") from err
     # read before any close(): attributes of a closed file read as None
     schema, stage = handle.attrs.get("schema"), handle.attrs.get("stage")
     if schema != SCHEMA:
@@ -256,6 +260,7 @@ class StageWriter:
         self._lock_fd: int | None = None
         check_output_path(self.output, inputs)
         self._acquire_lock()
+        remove_stale_temporaries(self.output)  # a killed join's
         try:
             self._prepare(force, replace_stale, discard_stale_partial)
         except BaseException:
@@ -268,7 +273,7 @@ class StageWriter:
         """Take OUTPUT.lock exclusively (non-blocking) or refuse, naming the process that holds it."""
         self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         while True:
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = open_no_follow(self.lock_path)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -335,6 +340,9 @@ class StageWriter:
 
     def _prepare(self, force: bool, replace_stale: bool, discard_stale_partial: bool = False) -> None:
         manifest = self.partial / "manifest.json"
+        if self.partial.is_symlink():
+            raise PigError(f"{self.partial} is a symbolic link where pig keeps its unfinished run; pig does not "
+                           "follow it: remove the link")
         # an unfinished run of this very command (same fingerprint) is resumed, also when it was a
         # --force run over an output made with other settings: its blocks are what was asked for
         same = self.partial.exists() and _manifest_fingerprint(manifest) == self.provenance.fingerprint
@@ -351,7 +359,7 @@ class StageWriter:
             elif not (force or replace_stale):
                 raise PigError(f"{self.partial} holds an unfinished run with other inputs or settings; "
                                "rerun that command to finish it, or add --force to discard it")
-            shutil.rmtree(self.partial)
+            self._remove_partial()
         if self.up_to_date() and not force:
             return
         self.partial.mkdir(parents=True, exist_ok=True)
@@ -359,6 +367,17 @@ class StageWriter:
             record = json.dumps({"fingerprint": self.provenance.fingerprint, "stage": self.provenance.stage})
             with _disk_full_is_an_error(self.partial, [manifest]):
                 manifest.write_text(record)
+
+    def _remove_partial(self) -> None:
+        """Remove the files pig writes in OUTPUT.partial.d, then the folder if nothing else is left in it
+        (--force never removes a file pig did not make)."""
+        for pattern in PARTIAL_FILES:
+            for path in self.partial.glob(pattern):
+                path.unlink(missing_ok=True)
+        try:
+            self.partial.rmdir()
+        except OSError:
+            pass
 
     # --- writing ---------------------------------------------------------------------------------------
 
@@ -381,16 +400,11 @@ class StageWriter:
             for name, values in columns.items():
                 _create(handle, name, values, chunk_rows=None)
         data = buffer.getbuffer()
-        tmp = self.partial / f".block-{number:06d}.tmp"
-        require_free_space(self.partial, len(data), self._block_path(number))
-        try:
-            with _disk_full_is_an_error(self._block_path(number), [tmp]):
-                with open(tmp, "wb") as handle:
-                    handle.write(data)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self._block_path(number))
+        block = self._block_path(number)
+        require_free_space(self.partial, len(data), block)
+        with replacing(block) as tmp, _disk_full_is_an_error(block, [tmp]):
+            with open(tmp, "wb") as handle:
+                handle.write(data)
 
     def finish(self, extra_attrs: dict | None = None, chunk_rows: int = 256,
                layouts: dict[str, dict] | None = None) -> Path:
@@ -412,28 +426,24 @@ class StageWriter:
         once; on_rows(n) is told of every n rows of the first dataset copied (a progress bar)."""
         import h5py
 
-        tmp = Path(str(self.output) + ".tmp")
         layouts = layouts or {}
-        # HDF5 can crash (not raise) when a write fails half-way: the free space is checked before the
-        # join and again before each source (another process may be filling the disk)
+        # HDF5 can crash (segfault, not raise) when a write fails half-way on a full disk: the space for
+        # the whole file is checked, then reserved in the temporary file before HDF5 writes into it
         need = self._output_size(sources, chunk_rows, layouts)
         require_free_space(self.output.parent, need, self.output)
-        try:
-            with _disk_full_is_an_error(self.output, [tmp]):
-                with h5py.File(tmp, "w") as out:
-                    for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
-                        out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
-                    for path in sources:
-                        require_free_space(self.output.parent, max(0, need - tmp.stat().st_size), self.output)
-                        with h5py.File(path, "r") as source:
-                            for number, name in enumerate(source):
-                                layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
-                                _append(out, name, source[name], **layout, on_rows=on_rows if number == 0 else None)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        os.replace(tmp, self.output)
-        shutil.rmtree(self.partial, ignore_errors=True)
+        with replacing(self.output) as tmp, _join_errors_are_one_line(self.output), \
+                _disk_full_is_an_error(self.output, [tmp]):
+            with h5py.File(tmp, "w") as out:
+                for key, value in {**self.provenance.attrs(), **(extra_attrs or {})}.items():
+                    out.attrs[key] = value if isinstance(value, (str, int, float)) else json.dumps(value)
+            reserve_space(tmp, need)
+            with h5py.File(tmp, "r+") as out:
+                for path in sources:
+                    with h5py.File(path, "r") as source:
+                        for number, name in enumerate(source):
+                            layout = {"chunk_rows": chunk_rows, **layouts.get(name, {})}
+                            _append(out, name, source[name], **layout, on_rows=on_rows if number == 0 else None)
+        self._remove_partial()
         self.close()
         return self.output
 
@@ -459,7 +469,21 @@ class StageWriter:
         return size
 
 
+PARTIAL_FILES = ("manifest.json", "block-*.h5", ".block-*.tmp")  # all that pig writes in OUTPUT.partial.d
 DISK_MARGIN = 64 * 1024  # bytes kept free besides a write's own size (HDF5 metadata, the manifest)
+
+
+def reserve_space(path: Path, nbytes: int) -> None:
+    """Allocate the disk blocks of `path` up to `nbytes` (posix_fallocate; the file grows to that size
+    with zeros, which HDF5 writes over and cuts off when it closes the file): a disk that fills during
+    the write then fails here, with a clean ENOSPC, never inside HDF5."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    fd = os.open(path, os.O_WRONLY | os.O_NOFOLLOW)
+    try:
+        os.posix_fallocate(fd, 0, nbytes + DISK_MARGIN)
+    finally:
+        os.close(fd)
 
 
 def require_free_space(folder: Path, nbytes: int, target: Path) -> None:
@@ -480,7 +504,7 @@ class _disk_full_is_an_error:
         return self
 
     def __exit__(self, kind, error, traceback):
-        if error is None or not _is_disk_full(error):
+        if error is None or not is_disk_full(error):
             return False
         for path in self.temporaries:
             try:
@@ -491,11 +515,23 @@ class _disk_full_is_an_error:
                        "(finished blocks are kept)") from error
 
 
-def _is_disk_full(error: BaseException) -> bool:
-    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
-        return True
-    text = str(error)
-    return isinstance(error, (OSError, RuntimeError)) and ("No space left" in text or "errno = 28" in text)
+class _join_errors_are_one_line:
+    """Any other failure of the final join (an I/O error, HDF5's own) as one line: the temporary file is
+    removed by the caller, the blocks stay, so a rerun joins them again."""
+
+    def __init__(self, target: Path):
+        self.target = target
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, error, traceback):
+        if not isinstance(error, (OSError, RuntimeError)) or isinstance(error, PigError):
+            return False
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise PigError(f"cannot write {self.target} ({reason}); the finished blocks are kept: rerun the "
+                       "command to join them again") from error
+
 
 
 def _size(nbytes: int) -> str:
@@ -547,9 +583,7 @@ def check_output_path(output: Path, inputs) -> None:
                            "choose another -o")
     if output.is_dir():
         raise PigError(f"{output} is a folder; -o must name the file to write")
-    if output.exists() and not is_stage_file(output):
-        raise PigError(f"{output} exists and is not a pig stage file; pig does not overwrite it, even with "
-                       "--force: choose another -o (or remove it yourself)")
+    check_target(output, "pig stage file", is_stage_file)
 
 
 def _h5_dtype(values):

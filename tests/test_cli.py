@@ -343,7 +343,7 @@ def test_fill_bare_values() -> None:
 
 # --- the output contract: stage commands print their output path, or one JSON object -----------------
 
-STAGE_KEYS = {"output", "total", "processed", "failed", "skipped", "resumed_rows", "errors", "timings"}
+STAGE_KEYS = {"output", "total", "processed", "failed", "skipped", "resumed_rows", "errors", "more_errors", "timings"}
 
 
 def test_stage_commands_print_their_output_or_json(tmp_path, tiny_model_dir) -> None:

@@ -19,6 +19,7 @@ LAYERS = [
     {"errors"},                 # the exceptions every layer raises
     {"console"},                # the one place that writes to the terminal (stderr)
     {"choices"},                # the accepted values of every option: no dependencies, so --help is fast
+    {"safe_write"},             # the one rule for every path pig writes (temporaries, locks, what it replaces)
     {"core"},                   # the maths: arrays and tensors in and out, no files, no CLI
     {"inputs"},                 # video files, decoder workers, video sources, caption files
     {"store"},                  # the HDF5 stage-file format: provenance, crash-safe writing, checked opening

@@ -271,4 +271,4 @@ def test_result_file_never_replaces_a_stage_file(chain, tmp_path) -> None:
     copy = tmp_path / "copy.h5"
     shutil.copy(chain.feats, copy)
     err = one_line_error(*pig("rank", chain.index, "-q", "x", "-o", copy)[::2])
-    assert "is a pig stage file" in err
+    assert "exists and is not a pig result" in err

@@ -181,6 +181,69 @@ def test_disk_full_in_extract_keeps_the_blocks(small_disk, video_folder, tiny_mo
     assert [p.name for p in Path(str(output) + ".partial.d").glob("block-*")] == ["block-000000.h5"]
 
 
+def test_disk_full_during_the_final_join_is_one_line_and_resumable(small_disk, video_folder, tiny_model_dir,
+                                                                   pig_cache) -> None:
+    """The free-space check switched off, the disk fills while the blocks are joined: HDF5 used to
+    crash (segfault, rc 139) with OUT.tmp and OUT.lock left. Now: one line, exit 1, no temporary, the
+    blocks kept; with the space back, the rerun only joins them."""
+    output = small_disk / "feats.h5"
+    args = ["extract", video_folder, "-m", tiny_model_dir, "-o", output, "--device", "cpu", "--workers", "0"]
+    run = run_module(args, pig_cache, prelude="import pigcli.store as s; s.require_free_space = lambda *a: None")
+    assert run.returncode == 1, run.stderr
+    assert one_error_line(run.stderr).startswith(f"error: no space left on device writing {output}")
+    assert not output.exists() and leftovers(small_disk) == [] and not list(small_disk.glob(".*"))
+    assert [p.name for p in Path(str(output) + ".partial.d").glob("block-*")] == ["block-000000.h5"]
+
+    subprocess.run(["mount", "-o", "remount,size=16M", str(small_disk)], check=True)
+    run = run_module(args, pig_cache)
+    assert run.returncode == 0, run.stderr
+    assert "already" in run.stderr  # resumed: nothing decoded again
+    with h5py.File(output, "r") as handle:
+        assert handle["ids"].shape[0] == len(VIDEO_FOLDER_SPECS)
+
+
+def test_any_failure_of_the_final_join_is_one_line_and_keeps_the_blocks(tiny_extract, tmp_path, monkeypatch) -> None:
+    """An I/O error while the blocks are joined (no real disk needed: the copy is made to fail)."""
+    import pigcli.store as store
+
+    output = tmp_path / "fused.h5"
+    append = store._append
+
+    def failing_append(out, name, *args, **kwargs):
+        if name == "embedding":
+            raise OSError(5, "Input/output error")
+        return append(out, name, *args, **kwargs)
+
+    monkeypatch.setattr(store, "_append", failing_append)
+    code, _, err = pig("fuse", tiny_extract, "--method", "meanpool", "-o", output)
+    assert code == 1
+    assert one_error_line(err).startswith(f"error: cannot write {output} (")
+    assert "Input/output error" in err and "the finished blocks are kept" in err and "OSError" not in err
+    assert not output.exists() and leftovers(tmp_path) == [] and not list(tmp_path.glob(".*"))
+    assert [p.name for p in Path(str(output) + ".partial.d").glob("block-*")] == ["block-000000.h5"]
+
+    monkeypatch.setattr(store, "_append", append)
+    code, _, err = pig("fuse", tiny_extract, "--method", "meanpool", "-o", output)
+    assert code == 0, err
+    assert "resuming" in err and not Path(str(output) + ".partial.d").exists()
+
+
+def test_a_disk_that_fills_before_the_join_reserves_its_space_is_one_line(tiny_extract, tmp_path, monkeypatch) -> None:
+    """The free-space check passes, then another process takes the space: the reservation of the
+    joined file's blocks fails with ENOSPC before HDF5 writes anything."""
+    import errno
+
+    def no_space(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", no_space, raising=False)
+    output = tmp_path / "fused.h5"
+    code, _, err = pig("fuse", tiny_extract, "--method", "meanpool", "-o", output)
+    assert code == 1 and one_error_line(err).startswith(f"error: no space left on device writing {output}")
+    assert not output.exists() and leftovers(tmp_path) == [] and not list(tmp_path.glob(".*"))
+    assert [p.name for p in Path(str(output) + ".partial.d").glob("block-*")] == ["block-000000.h5"]
+
+
 # --- 6. never over a file that is not pig's, nor over an input ----------------------------------------
 
 def test_output_over_a_query_file_is_refused(tmp_path, tiny_model_dir) -> None:

@@ -2,7 +2,7 @@
 
   - pigcli.errors.PigError: 'error: MESSAGE' on stderr, exit err.exit_code (1; UsageError 2);
   - any other exception: 'error: Type: message (set PIG_DEBUG=1 for the traceback)', exit 1;
-  - PIG_DEBUG=1: both are re-raised, with their traceback;
+  - PIG_DEBUG=1 (or true, yes, on; 0 and false are off): both are re-raised, with their traceback;
   - click's usage errors (bad option values, missing arguments) keep click's handling (exit 2).
 
 It also fills in the value of an option given without one (options.BARE_VALUES: `--rerank` alone
@@ -11,13 +11,13 @@ means --rerank auto) before click parses the command line.
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
 import typer
 from typer.core import TyperCommand
 
+from ..console import env_flag
 from ..errors import PigError
 from .options import BARE_VALUES
 from .output import EXIT_FATAL
@@ -46,7 +46,7 @@ class PigCommand(TyperCommand):
 
 def fail(message: str, code: int):
     """'error: MESSAGE' on stderr and exit `code`; with PIG_DEBUG=1, re-raise the error being handled."""
-    if os.environ.get("PIG_DEBUG") and sys.exc_info()[0] is not None:
+    if env_flag("PIG_DEBUG") and sys.exc_info()[0] is not None:
         raise
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)

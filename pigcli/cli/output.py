@@ -17,6 +17,7 @@ written and is printed, with the failures recorded in it and summarised on stder
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,6 @@ EXIT_FATAL = 1
 EXIT_USAGE = 2
 EXIT_SOME_FAILED = 3
 
-TOP_ERRORS = 5  # failure messages listed (on stderr, and in --json's "errors")
 
 
 def emit(text: Any) -> None:
@@ -62,7 +62,7 @@ def stage_record(summary) -> dict:
         "failed": summary.failed,
         "skipped": summary.skipped,
         "resumed_rows": summary.resumed_rows,
-        "errors": dict(summary.errors.most_common(TOP_ERRORS)),
+        **error_record(summary.errors),
         "timings": dict(summary.timings),
     }
 
@@ -79,7 +79,7 @@ def index_record(output: Path, summaries: dict) -> dict:
         "failed": extract.failed,
         "skipped": all(s.skipped for s in summaries.values()),
         "resumed_rows": extract.resumed_rows,
-        "errors": dict(extract.errors.most_common(TOP_ERRORS)),
+        **error_record(extract.errors),
         "timings": {name: s.timings.get("wall", 0.0) for name, s in summaries.items()},
         "stages": {name: stage_record(s) for name, s in summaries.items()},
     }
@@ -100,13 +100,25 @@ def log_summary(summary, unit: str) -> None:
     log_failures(summary, unit)
 
 
+def error_record(errors) -> dict:
+    """--json's "errors" (the most frequent messages, console.TOP_REASONS, and their counts) and
+    "more_errors": how many other messages there are (0 when all are listed)."""
+    from ..console import top_reasons
+
+    listed, more, _ = top_reasons(errors)
+    return {"errors": dict(listed), "more_errors": more}
+
+
 def log_failures(summary, unit: str) -> None:
-    from ..console import log
+    from ..console import log, top_reasons
 
     if summary.failed:
         log(f"{summary.failed} {unit} failed:")
-        for message, count in summary.errors.most_common(TOP_ERRORS):
+        listed, more, rows = top_reasons(summary.errors)
+        for message, count in listed:
             log(f"  {count} x {message}")
+        if more:
+            log(f"  ... and {more} more reasons ({rows} {unit}; the output file records each one)")
 
 
 def report_stage(summary, unit: str, as_json: bool) -> None:
@@ -119,12 +131,13 @@ def report_stage(summary, unit: str, as_json: bool) -> None:
 
 
 def check_result_path(path: Path, inputs: tuple | list = ()) -> None:
-    """A result file (a page, a picture, a ranking) may replace an earlier result, but never one of the
-    command's inputs, a pig stage file or a folder. Checked before the work, so a bad -o fails at once."""
+    """A result file (a page, a picture, a ranking) may replace an earlier result of pig's, but never one
+    of the command's inputs, nor any other file (safe_write's rule). Checked before the work, so a bad
+    -o fails at once."""
     import os
 
     from ..errors import PigError
-    from ..store import is_stage_file
+    from ..safe_write import check_target
 
     path = Path(path)
     if path.is_dir():
@@ -132,23 +145,49 @@ def check_result_path(path: Path, inputs: tuple | list = ()) -> None:
     for item in inputs:
         if item is not None and path.exists() and Path(item).exists() and os.path.samefile(item, path):
             raise PigError(f"{path} is an input of this command; writing there would destroy it: choose another -o")
-    if path.exists() and is_stage_file(path):
-        raise PigError(f"{path} is a pig stage file; choose another -o for the result")
+    check_target(path, "pig result (a ranking, page or picture that pig wrote)", is_pig_result)
+
+
+RESULT_HEAD = 64 * 1024  # bytes of an existing file read to tell whether pig wrote it
+TSV_LINE = re.compile(r"[^\t\n]*\t\d+\t[^\t\n]*\t\S+")   # query, rank, video, score
+TREC_LINE = re.compile(r"\S+ Q0 \S+ \d+ \S+ \S+")             # qid Q0 doc rank score run
+
+
+def is_pig_result(path: Path) -> bool:
+    """True for an empty file or one that `pig rank -o` / `pig explain -o` writes: a PNG or HTML page
+    with pig's marker (query.media.PNG_MARKER, HTML_MARKER), or lines that are all ranking lines of one
+    format (TSV, JSONL, TREC)."""
+    from ..query.media import HTML_MARKER, PNG_MARKER
+
+    if not path.is_file():
+        return False
+    with open(path, "rb") as handle:
+        head = handle.read(RESULT_HEAD)
+    if head.startswith(b"\x89PNG"):
+        return b"tEXt" + "\0".join(PNG_MARKER).encode() in head
+    if head.startswith(b"<!DOCTYPE html>"):
+        return HTML_MARKER.encode() in head
+    lines = head.decode("utf-8", "replace").split("\n")
+    if len(head) == RESULT_HEAD:
+        lines = lines[:-1]  # the last one may be cut
+    lines = [line for line in lines if line]
+    return all(TSV_LINE.fullmatch(line) for line in lines) or all(TREC_LINE.fullmatch(line) for line in lines) \
+        or all(_is_jsonl_ranking_line(line) for line in lines)
+
+
+def _is_jsonl_ranking_line(line: str) -> bool:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(record, dict) and set(record) == {"query", "rank", "video", "score"}
 
 
 def write_result_file(path: Path, data: bytes, inputs: tuple | list = ()) -> None:
     """Write a result to `path` (check_result_path's rules) atomically: whole or not at all."""
-    import os
-
-    from ..errors import PigError
+    from ..safe_write import write_bytes, write_errors
 
     path = Path(path)
     check_result_path(path, inputs)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as err:
-        tmp.unlink(missing_ok=True)
-        raise PigError(f"cannot write {path}: {err.strerror or err}") from None
+    with write_errors(path):
+        write_bytes(path, data)

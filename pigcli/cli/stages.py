@@ -7,6 +7,7 @@ progress go to stderr. Library imports happen inside the commands (`pig --help` 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -36,6 +37,7 @@ def init_cmd(
     vocab_from: Annotated[Optional[Path], typer.Option(
         help="with --preset: learn word tokens from this captions/text file")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object (path, name, hash) instead of the path")] = False,
+    force: Annotated[bool, typer.Option("--force", help="replace a pig model folder already at -o (never a folder pig did not make)")] = False,
 ):
     """Make a pig model folder from a CLIP checkpoint, or a small random one. Prints its path.
 
@@ -46,7 +48,7 @@ def init_cmd(
       pig init --from-official outputs/msrvtt/pig_b32/ckpt/model_best.pt -o models/pig-official
       pig init --from-official pretrain_clipvip_base_32.pt --from openai/clip-vit-base-patch32 -o models/clipvip-b32
     """
-    from ..model.checkpoint import ModelFolder
+    from ..model.checkpoint import ModelFolder, check_model_target
     from ..model.factory import init_from_clip, init_random
     from ..model.pig import PigConfig
 
@@ -54,16 +56,18 @@ def init_cmd(
         raise UsageError("--from-official converts a checkpoint; --preset makes a random model: give one of them")
     if official is None and bool(source) == bool(preset):
         raise UsageError("give exactly one of --from (a CLIP) or --preset (a random CLIP), or --from-official")
+    check_model_target(Path(os.path.abspath(output)), force)  # before any download or conversion
     config = PigConfig(num_frames=frames, num_proxies=proxies, select_k=k, max_text_tokens=max_text_tokens)
     if official is not None:
         from ..model.official import init_from_official
 
-        path = init_from_official(official, output, source or OFFICIAL_BASE_CLIP, pig_config=config, seed=seed)
+        path = init_from_official(official, output, source or OFFICIAL_BASE_CLIP, pig_config=config, seed=seed,
+                                  force=force)
     elif preset:
         texts = _vocabulary_texts(vocab_from) if vocab_from else []
-        path = init_random(output, preset.value, seed=seed, pig_config=config, vocab_texts=texts)
+        path = init_random(output, preset.value, seed=seed, pig_config=config, vocab_texts=texts, force=force)
     else:
-        path = init_from_clip(source, output, pig_config=config, seed=seed)
+        path = init_from_clip(source, output, pig_config=config, seed=seed, force=force)
     if as_json:
         emit_json({"path": str(path), **ModelFolder.read(path).identity.to_dict()})
     else:

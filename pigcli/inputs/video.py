@@ -26,6 +26,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -236,7 +238,8 @@ def read_clips(path: str | Path, num_samples: int, image_size: int, decoder: str
 
 # decord's errors start with a clock time and a source location ("[11:38:45] .../video_reader.cc:151: "),
 # and checks add "Check failed: a >= b (x vs. y)": both removed, so that equal errors group in summaries.
-_DECORD_NOISE = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: |Check failed: .*? vs\. [^)]*\) ")
+# PyAV's start with an errno ("[Errno 1094995529] Invalid data found ..."): removed too.
+_DECORD_NOISE = re.compile(r"^\[\d{2}:\d{2}:\d{2}\] \S+:\d+: |Check failed: .*? vs\. [^)]*\) |^\[Errno -?\d+\] ")
 
 
 def _decoder_message(err: Exception) -> str:
@@ -250,11 +253,29 @@ def _decoder_message(err: Exception) -> str:
 def _read_decord(path: Path, choose):
     import decord
 
-    reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    num_frames, fps = len(reader), float(reader.get_avg_fps())
-    index = choose(num_frames, fps)
-    rgb = reader.get_batch(list(index)).asnumpy() if len(index) else None
+    with native_stderr_dropped():
+        reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
+        num_frames, fps = len(reader), float(reader.get_avg_fps())
+        index = choose(num_frames, fps)
+        rgb = reader.get_batch(list(index)).asnumpy() if len(index) else None
     return rgb, index, num_frames, fps
+
+
+@contextmanager
+def native_stderr_dropped():
+    """decord and its FFmpeg print their own lines on file descriptor 2 (not through Python: '[mov @ 0x..]
+    moov atom not found', '[12:00:00] video_reader.cc:83: ERROR opening'). What a failure means is in
+    the exception, recorded with the video; their lines are dropped so pig's stderr stays its own."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 2)
+        os.close(null)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _read_pyav(path: Path, choose):

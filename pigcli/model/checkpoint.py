@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -175,9 +174,9 @@ class ModelFolder:
         """Write rerank.json (atomically). config.json and the weights are untouched, so the model's
         hash, and every stage file made with it, stay valid. Records this folder's hash in it."""
         tuned = replace(tuned, model_hash=self.identity.hash)
-        staging = self.rerank_file.with_name(RERANK_FILE + ".partial")
-        staging.write_text(json.dumps(tuned.to_dict(), indent=2) + "\n")
-        os.replace(staging, self.rerank_file)
+        from ..safe_write import write_bytes
+
+        write_bytes(self.rerank_file, (json.dumps(tuned.to_dict(), indent=2) + "\n").encode())
         return self.rerank_file
 
     def load(self, device: str | torch.device = "cpu") -> LoadedModel:
@@ -232,23 +231,40 @@ def load_tokenizer(folder: Path):
     return CLIPTokenizer.from_pretrained(str(folder))
 
 
-def save_checkpoint(model: PigModel, tokenizer, output: Path, name: str | None = None) -> Path:
-    """Write a model folder atomically (to OUTPUT.partial, then rename)."""
+MODEL_FILES = frozenset({"config.json", "model.safetensors", "tokenizer", "checkpoint.json", RERANK_FILE})
+
+
+def check_model_target(output: Path, force: bool | None) -> None:
+    """pig writes a model folder only where nothing is, into an empty folder, or over a model folder
+    of its own holding nothing pig did not put there (force: see safe_write.check_target; a run's own
+    checkpoints pass None)."""
+    from ..safe_write import check_target, refuse_foreign
+
+    if is_checkpoint(output) and not output.is_symlink():
+        foreign = sorted(entry.name for entry in Path(output).iterdir() if entry.name not in MODEL_FILES)
+        if foreign:
+            refuse_foreign(output, f"holds files that pig did not make ({', '.join(foreign[:5])})")
+    check_target(output, "pig model folder", is_checkpoint, force)
+
+
+def save_checkpoint(model: PigModel, tokenizer, output: Path, name: str | None = None,
+                    force: bool | None = False) -> Path:
+    """Write a model folder atomically: into a new hidden folder next to OUTPUT, then renamed into
+    place (check_model_target's rule: a model folder is replaced only with force, or force None)."""
     from safetensors.torch import save_model
 
-    output = Path(output)
-    staging = output.with_name(output.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    config = {"pig": model.config.to_dict(), "clip": model.clip.config.to_dict()}
-    (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
-    save_model(model, str(staging / "model.safetensors"))  # deduplicates the shared vision tower
-    tokenizer.save_pretrained(str(staging / "tokenizer"))
-    identity = {"format": CHECKPOINT_FORMAT, "name": name or output.name, "hash": content_hash(staging)}
-    (staging / "checkpoint.json").write_text(json.dumps(identity, indent=2))
-    if output.exists():
-        shutil.rmtree(output)
-    os.replace(staging, output)
+    from ..safe_write import replace_folder, temporary_folder, write_errors
+
+    output = Path(os.path.abspath(output))  # `-o ..` names the parent folder itself
+    check_model_target(output, force)
+    with write_errors(output), temporary_folder(output) as staging:
+        config = {"pig": model.config.to_dict(), "clip": model.clip.config.to_dict()}
+        (staging / "config.json").write_text(json.dumps(config, indent=2, default=str))
+        save_model(model, str(staging / "model.safetensors"))  # deduplicates the shared vision tower
+        tokenizer.save_pretrained(str(staging / "tokenizer"))
+        identity = {"format": CHECKPOINT_FORMAT, "name": name or output.name, "hash": content_hash(staging)}
+        (staging / "checkpoint.json").write_text(json.dumps(identity, indent=2))
+        replace_folder(staging, output)
     return output
 
 

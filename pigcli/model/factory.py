@@ -5,14 +5,15 @@ named size (`pig init --preset`) for tests, demos and CPU experiments.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..choices import check_choice
 from ..errors import PigError
-from .checkpoint import BYTE_VOCAB_SIZE, is_checkpoint, load_checkpoint, load_tokenizer, save_checkpoint
+from ..safe_write import temporary_folder, write_errors
+from .checkpoint import (BYTE_VOCAB_SIZE, check_model_target, is_checkpoint, load_checkpoint, load_tokenizer,
+                         save_checkpoint)
 from .clip_compat import write_byte_tokenizer
 from .pig import PigConfig, PigModel
 
@@ -57,33 +58,35 @@ def random_clip(preset: str = "tiny", seed: int = 0, vocab_size: int = BYTE_VOCA
 
 
 def init_random(output: Path, preset: str = "tiny", seed: int = 0, pig_config: PigConfig | None = None,
-                vocab_texts: list[str] = (), **overrides) -> Path:
+                vocab_texts: list[str] = (), force: bool = False, **overrides) -> Path:
     """`pig init --preset`: a random CLIP of a preset size made into a pig checkpoint.
 
     vocab_texts: texts to learn word tokens from (e.g. a corpus's captions); none: one token per byte.
     """
-    tokenizer_dir = Path(output).with_name(Path(output).name + ".tokenizer.partial")
-    vocab_size = write_byte_tokenizer(tokenizer_dir, texts=list(vocab_texts))
+    output = Path(os.path.abspath(output))
+    check_model_target(output, force)
+    with write_errors(output), temporary_folder(output) as tokenizer_dir:
+        vocab_size = write_byte_tokenizer(tokenizer_dir, texts=list(vocab_texts))
+        tokenizer = load_tokenizer(tokenizer_dir)
     clip = random_clip(preset, seed, vocab_size=vocab_size, **overrides)
     config = pig_config or PigConfig()
     config.source = f"random:{preset}:seed{seed}"
     config.bos_token_id, config.eos_token_id = BYTE_VOCAB_SIZE - 2, BYTE_VOCAB_SIZE - 1
     torch.manual_seed(seed + 1)
     model = PigModel(clip, config)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    shutil.rmtree(tokenizer_dir)
-    return save_checkpoint(model, tokenizer, output, name=Path(output).name)
+    return save_checkpoint(model, tokenizer, output, name=output.name, force=force)
 
 
-def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
+def init_from_clip(source: str, output: Path, pig_config: PigConfig | None = None, seed: int = 0,
+                   force: bool = False) -> Path:
     """`pig init --from`: any CLIP that transformers.CLIPModel can load (hub id or folder), or the CLIP
     inside a pig model folder (init_from_pig)."""
     if is_checkpoint(source):
-        return init_from_pig(source, output, pig_config, seed)
+        return init_from_pig(source, output, pig_config, seed, force)
     clip = load_clip(source)
     tokenizer, config = clip_tokenizer_and_settings(source, pig_config or PigConfig())
     torch.manual_seed(seed)
-    return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source)
+    return save_checkpoint(PigModel(clip, config), tokenizer, output, name=source, force=force)
 
 
 def load_clip(source: str):
@@ -132,7 +135,8 @@ def clip_config(source: str) -> dict:
     return _from_hub(CLIPConfig, source).to_dict()
 
 
-def init_from_pig(source: str | Path, output: Path, pig_config: PigConfig | None = None, seed: int = 0) -> Path:
+def init_from_pig(source: str | Path, output: Path, pig_config: PigConfig | None = None, seed: int = 0,
+                  force: bool = False) -> Path:
     """A new pig model on the CLIP of a trained pig model folder: the way the paper starts PIG and its
     baselines from a pretrained CLIP, when that CLIP was itself trained with pig (e.g. a two-tower
     pretrained on the toy corpus). Kept: CLIP's vision and text towers, projections and temperature,
@@ -150,7 +154,7 @@ def init_from_pig(source: str | Path, output: Path, pig_config: PigConfig | None
     model = PigModel(trained.model.clip, config)
     if (config.num_frames, config.num_proxies) == (old.num_frames, old.num_proxies):
         model.backbone.load_state_dict(trained.model.backbone.state_dict())
-    return save_checkpoint(model, trained.tokenizer, output, name=Path(output).name)
+    return save_checkpoint(model, trained.tokenizer, output, name=Path(os.path.abspath(output)).name, force=force)
 
 
 def hub_resolvable() -> bool:

@@ -274,7 +274,7 @@ def _first(items: list[str]) -> str:
 
 
 def init_from_official(checkpoint: str | Path, output: Path, base: str, pig_config: PigConfig | None = None,
-                       seed: int = 0) -> Path:
+                       seed: int = 0, force: bool = False) -> Path:
     """`pig init --from-official CKPT --from BASE`: convert an official PIG checkpoint or CLIP-ViP weights
     into a pig model folder. BASE (hub id, CLIP folder or pig model folder) gives the tokenizer and the
     CLIP settings that shapes do not."""
@@ -294,4 +294,4 @@ def init_from_official(checkpoint: str | Path, output: Path, base: str, pig_conf
     config.source = f"official-{mapped.kind}:{Path(checkpoint).name}"
     model = build_model(mapped, infer_clip_config(mapped.clip, clip_config(base)), config, seed,
                         base_bos_eos(base, config))
-    return save_checkpoint(model.eval(), tokenizer, output, name=config.source)
+    return save_checkpoint(model.eval(), tokenizer, output, name=config.source, force=force)

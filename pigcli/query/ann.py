@@ -12,7 +12,6 @@ every row, block by block, into the ANN.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..console import log, progress, warn
 from ..core.ann import (AnnParams, ann_candidates, default_params, exact_rescore, new_index, require_faiss,
                         set_query_params)
 from ..errors import PigError, StaleInputError, UsageError
+from ..safe_write import replacing, write_bytes
 from ..store import RowReader, is_stage_file, recorded_model, take_rows
 from ..stagefiles import open_stage
 from .scoring import rank_index
@@ -82,20 +82,13 @@ def build_ann(index_path: str | Path, output: str | Path, kind: str = "ivfpq", *
                 ann.add(np.ascontiguousarray(block, np.float32))
                 bar.advance(len(block))
         seconds = time.perf_counter() - start
-    tmp = output.with_name(f".{output.name}.{os.getpid()}.tmp")
-    try:
+    # the sidecar last: a crash in between leaves a faiss file whose size no sidecar vouches for
+    with replacing(output) as tmp:
         faiss.write_index(ann, str(tmp))
         size = tmp.stat().st_size
-        meta.update(faiss_bytes=size, faiss_version=faiss.__version__, build_seconds=round(seconds, 3),
-                    built=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-        sidecar_tmp = Path(str(tmp) + ".json")
-        sidecar_tmp.write_text(json.dumps(meta, indent=2))
-        # the sidecar last: a crash in between leaves a faiss file whose size no sidecar vouches for
-        os.replace(tmp, output)
-        os.replace(sidecar_tmp, sidecar_path(output))
-    finally:
-        tmp.unlink(missing_ok=True)
-        Path(str(tmp) + ".json").unlink(missing_ok=True)
+    meta.update(faiss_bytes=size, faiss_version=faiss.__version__, build_seconds=round(seconds, 3),
+                built=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    write_bytes(sidecar_path(output), json.dumps(meta, indent=2).encode())
     return AnnBuild(output, params, identity["rows"], seconds, size)
 
 

@@ -311,9 +311,17 @@ def jpeg(frame: np.ndarray, max_side: int = 160, quality: int = 85) -> bytes:
     return out.getvalue()
 
 
+PNG_MARKER = ("Software", "pig")  # a tEXt chunk: how pig knows a picture of its own (cli/output.py)
+HTML_MARKER = '<meta name="generator" content="pig">'
+
+
 def png(image) -> bytes:
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(*PNG_MARKER)
     out = io.BytesIO()
-    image.save(out, format="PNG")
+    image.save(out, format="PNG", pnginfo=info)
     return out.getvalue()
 
 
@@ -467,7 +475,7 @@ def ranking_html(ranking, thumbnails: Callable[[str], Sequence[bytes]] | None, t
     escaped. thumbnails(video_id) gives a video's JPEGs; a PigError from it is shown in that row."""
     texts = getattr(ranking, "query_texts", None) or [None] * len(ranking.query_ids)
     cache: dict[str, str] = {}
-    parts = [f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{_esc(title)}</title>"
+    parts = [f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\">{HTML_MARKER}<title>{_esc(title)}</title>"
              f"<style>{PAGE_STYLE}</style></head><body>\n<h1>{_esc(title)}</h1>\n"]
     for qi, query_id in enumerate(ranking.query_ids):
         heading = _esc(texts[qi]) + f" <span class=\"qid\">({_esc(query_id)})</span>" if texts[qi] else _esc(query_id)

@@ -112,7 +112,8 @@ def extract(inputs: list[str | Path], output: str | Path, model: str | None = No
                              precision, timings)
 
     return run_video_blocks(
-        writer, summary, rows, encode_block, num_frames=num_frames, image_size=info.image_size, decoder=decoder,
+        writer, summary, rows, encode_block, num_frames=num_frames, image_size=info.image_size,
+        decoder=settings.decoder,  # 'auto' (recorded as the decoder it resolves to) falls back to PyAV
         sampling=settings.sampling, resize=settings.resize, workers=workers, timeout=timeout, label="extract",
         done_word="extracted",
         extra_attrs={"run": {"batch_size": batch_size, "workers": workers, "device": str(torch_device)}}, prepare=model)

@@ -89,7 +89,8 @@ def frames(inputs: list[str | Path], output: str | Path, model: str | None = Non
         return {**base_columns(decoded, num_frames), "pixels": pixels}
 
     return run_video_blocks(
-        writer, summary, rows, pixel_block, num_frames=num_frames, image_size=image_size, decoder=decoder,
+        writer, summary, rows, pixel_block, num_frames=num_frames, image_size=image_size,
+        decoder=settings.decoder,  # 'auto' (recorded as the decoder it resolves to) falls back to PyAV
         sampling=settings.sampling, resize=settings.resize, workers=workers, timeout=timeout, label="frames",
         done_word="decoded",
         extra_attrs={"run": {"workers": workers, "defaults_from": defaults_from}}, layouts={"pixels": PIXEL_LAYOUT})

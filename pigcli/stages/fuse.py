@@ -39,7 +39,7 @@ def fuse(source_path: str | Path, output: str | Path, model: str | None = None, 
     from ..model.resolve import folder_for_file
 
     check_choice("--method", method, FUSE_METHODS)
-    stages = ("generate",) if method == "pig" else ("generate", "select", "extract")
+    stages = ("generate",) if method == "pig" else ("extract", "select", "generate")  # the hint names the first
     with open_stage(source_path, *stages) as source:
         rows = ok_rows(source)
         ids = read_ids(source)

@@ -25,7 +25,7 @@ from ..store import Provenance, input_record, open_stage_file, read_attrs, read_
 from .common import StageSummary, count_failures, start_stage
 
 MERGEABLE = ("extract", "frames", "select", "generate", "fuse", "embed-text")
-HINT = "pig extract VIDEOS --shard I/N -m MODEL -o feats.h5 (or another stage's command)"
+HINT = "each shard's own stage command with --shard I/N"
 PROVENANCE_ATTRS = ("schema", "stage", "pig_version", "created", "settings", "model", "inputs", "fingerprint",
                     "model_path", "timings")
 SHOWN = 5  # duplicate ids named in the error

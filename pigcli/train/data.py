@@ -383,8 +383,10 @@ class _PixelSource:
         return batches
 
     def failure_summary(self) -> str:
-        counts = Counter(self.failures.values())
-        return "; ".join(f"{n} x {message}" for message, n in counts.most_common(5))
+        from ..console import top_reasons
+
+        listed, more, rows = top_reasons(Counter(self.failures.values()))
+        return "; ".join([f"{n} x {message}" for message, n in listed] + ([f"{more} more reasons ({rows})"] if more else []))
 
     def close(self) -> None:
         # persistent workers end with the loader's iterator; dropping it shuts them down now

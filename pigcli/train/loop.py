@@ -35,7 +35,7 @@ from ..core.device import autocast, cuda_indexed, default_workers, resolve_devic
 from ..core.losses import clamp_logit_scale_
 from ..core.text import text_token_limit, truncated
 from ..inputs.captions import report_truncated
-from ..model.checkpoint import save_checkpoint
+from ..model.checkpoint import check_model_target, save_checkpoint
 from ..model.resolve import resolve_model
 from ..inputs.video import DEFAULT_RESIZE, DEFAULT_SAMPLING, resolve_decoder
 from ..stagefiles import made_by
@@ -145,6 +145,8 @@ class Trainer:
             raise UsageError(f"--resume: {state} not found; start the run without --resume")
         if not self.config.resume and state.is_file():
             raise UsageError(f"{self.out} holds a run (state.pt); continue it with --resume or choose another -o")
+        for name in ("best", "last"):  # refused now rather than after the first epoch
+            check_model_target(self.out / name, force=None)
         if self.context.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
 
@@ -252,7 +254,8 @@ class Trainer:
             return None
         self.pig.config.extra["train"] = {"settings": self.config.identity(), "phase": phase, "epoch": epoch + 1,
                                           "step": self.position.step, "val": metrics}
-        return save_checkpoint(self.pig, self.loaded.tokenizer, self.out / name, name=f"{self.out.name}/{name}")
+        return save_checkpoint(self.pig, self.loaded.tokenizer, self.out / name, name=f"{self.out.name}/{name}",
+                               force=None)
 
     # running -------------------------------------------------------------------------------------
 

@@ -13,7 +13,6 @@ epoch, since a full state (model and optimiser) takes seconds to write for a B/3
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 import threading
 import time
@@ -65,9 +64,10 @@ def restore_rng(state: dict, device: torch.device) -> None:
 
 
 def atomic_torch_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    from ..safe_write import replacing
+
+    with replacing(path) as tmp:
+        torch.save(obj, tmp)
 
 
 class SaveCadence:
