@@ -87,7 +87,7 @@ def open_no_follow(path: Path, mode: int = 0o644) -> int:
     """Open (or create) pig's own file at `path` read-write, refusing a symbolic link there (a lock)."""
     try:
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-    except OSError as err:
+    except OSError:
         if os.path.islink(path):
             raise PigError(f"{path} is a symbolic link where pig keeps its own file; pig does not follow it: "
                            "remove the link") from None

@@ -172,6 +172,26 @@ def test_segments_from_a_master_shot_reference(collection, tmp_path):
         np.testing.assert_array_equal(converted[name], hand_written[name], err_msg=name)
 
 
+def test_pig_segments_replaces_only_its_own_file(tmp_path):
+    """-o over a segments file it wrote is replaced; over any other file, or a link, it is refused and
+    the file keeps its bytes (safe_write's rule)."""
+    msb = tmp_path / "msb"
+    msb.mkdir()
+    (msb / "v0.tsv").write_text("startframe\tendframe\n0\t9\n")
+    own, other, link = tmp_path / "own.tsv", tmp_path / "notes.tsv", tmp_path / "link.tsv"
+    other.write_text("my notes\n")
+    link.symlink_to(other)
+    for _ in range(2):  # the second run replaces the first one's file
+        result = CliRunner().invoke(app, ["segments", str(msb), "-o", str(own)])
+        assert result.exit_code == 0, result.output
+    assert own.read_text() == "shot\tvideo\tstartframe\tendframe\nshotv0_1\tv0\t0\t9\n"
+    for target in (other, link):
+        result = CliRunner().invoke(app, ["segments", str(msb), "-o", str(target)])
+        assert result.exit_code == 1 and "pig never replaces it" in result.output, result.output
+    assert other.read_text() == "my notes\n" and link.is_symlink()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.tsv", "msb", "notes.tsv", "own.tsv"]
+
+
 BAD_SEGMENTS = {
     "unknown video": ([("shotv9_1", "v9", 0, 5, 0)], " line 3: video 'v9' of shot 'shotv9_1' is not among the 3 videos given (ids are file names without "
                       "extension)"),

@@ -26,6 +26,7 @@ from typing import Iterator
 import numpy as np
 
 from ..errors import PigError
+from ..safe_write import check_target, replacing, write_errors
 from .sources import VideoEntry
 from .video import Window
 
@@ -170,31 +171,36 @@ def segments_from_msb(folders: list[str | Path], output: str | Path) -> tuple[in
     """Write one segments file from master shot reference files, one per video (V3C's msb/VIDEO.tsv: a
     header with startframe, starttime, endframe, endtime): the video id is the file name without
     extension, the shot id TRECVID's shot<video>_<n>, n counted from 1 in file order. The unit columns the
-    files have are kept as they are. Returns (videos, shots); written to OUTPUT.tmp, then renamed."""
+    files have are kept as they are. Returns (videos, shots); written next to OUTPUT, then renamed (safe_write: only a
+    segments file pig wrote is replaced)."""
     files = sorted(p for folder in map(Path, folders)
                    for p in (folder.iterdir() if folder.is_dir() else [folder]) if p.suffix in MSB_SUFFIXES)
     if not files:
         raise PigError(f"no master shot reference files ({', '.join(MSB_SUFFIXES)}) in {', '.join(map(str, folders))}")
     output, shots = Path(output), 0
-    tmp = output.with_name(output.name + ".tmp")
+    check_target(output, "segments file", _is_segments_file)
     names = None
-    try:
-        with tmp.open("w", encoding="utf-8") as out:
-            for path in files:
-                header, _ = _msb_header(path)
-                _columns(path, ["shot", "video", *header])  # the header must name a unit's pair
-                kept = [name for pair in UNIT_COLUMNS.values() for name in pair if name in header]
-                if names is None:
-                    names = kept
-                    out.write("\t".join(("shot", "video", *names)) + "\n")
-                elif kept != names:
-                    raise PigError(f"{path}: its columns ({', '.join(kept)}) differ from {files[0]}'s ({', '.join(names)})")
-                shots += _copy_msb(path, names, out)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    tmp.replace(output)
+    with write_errors(output), replacing(output) as tmp, tmp.open("w", encoding="utf-8") as out:
+        for path in files:
+            header, _ = _msb_header(path)
+            _columns(path, ["shot", "video", *header])  # the header must name a unit's pair
+            kept = [name for pair in UNIT_COLUMNS.values() for name in pair if name in header]
+            if names is None:
+                names = kept
+                out.write("\t".join(("shot", "video", *names)) + "\n")
+            elif kept != names:
+                raise PigError(f"{path}: its columns ({', '.join(kept)}) differ from {files[0]}'s ({', '.join(names)})")
+            shots += _copy_msb(path, names, out)
     return len(files), shots
+
+
+def _is_segments_file(path: Path) -> bool:
+    """A file `pig segments` wrote: its first line is the header it writes."""
+    try:
+        with path.open("rb") as handle:
+            return handle.readline(256).startswith(b"shot\tvideo\t")
+    except OSError:
+        return False
 
 
 def _msb_header(path: Path) -> tuple[list[str], str]:
