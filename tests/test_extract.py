@@ -312,8 +312,9 @@ def test_worker_pool_matches_in_process_and_times_out(mixed_folder, mixed_extrac
     pooled = {name: value for name, value in data.items() if name != "attrs"}
     in_process = {name: value for name, value in mixed_extract[1].items() if name != "attrs"}
     assert_same_rows(pooled, in_process)
-    # PyAV decodes every frame: 600 frames take far longer than 0.05 s (0.4 s on an idle core)
-    slow = write_test_video(tmp_path / "slow.mp4", num_frames=600, height=120, width=160)
+    # PyAV decodes every frame: 3000 frames take far longer than 0.05 s and pebble's 0.1 s check of
+    # timeouts (about 0.45 s on an idle core; 600 frames, 0.09 s, could finish before the check)
+    slow = write_test_video(tmp_path / "slow.mp4", num_frames=3000, height=120, width=160)
     start = time.monotonic()
     (decoded,) = decode_videos([VideoEntry("slow", slow)], TINY_T, 32, "pyav", workers=1, timeout=0.05)
     assert time.monotonic() - start < 60

@@ -180,7 +180,11 @@ def _is_jsonl_ranking_line(line: str) -> bool:
         record = json.loads(line)
     except ValueError:
         return False
-    return isinstance(record, dict) and set(record) == {"query", "rank", "video", "score"}
+    return isinstance(record, dict) and set(record) in JSONL_KEYS
+
+
+JSONL_KEYS = ({"query", "query_id", "rank", "video", "score"},  # query: the text, query_id: the id
+              {"query", "rank", "video", "score"})              # before query_id: query held the id
 
 
 def write_result_file(path: Path, data: bytes, inputs: tuple | list = ()) -> None:

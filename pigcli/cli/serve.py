@@ -106,7 +106,7 @@ def serve_cmd(
 
 
 def listening_socket(host: str, port: int) -> socket.socket:
-    """A TCP socket bound to host:port (uvicorn listens on it); PigError, one line, if it cannot be."""
+    """A TCP socket bound to host:port and listening (uvicorn serves it); PigError, one line, if it cannot be."""
     name = host.strip("[]")  # [::1] as a URL writes it
     try:
         family, kind, proto, _, address = socket.getaddrinfo(name, port, type=socket.SOCK_STREAM,
@@ -117,6 +117,7 @@ def listening_socket(host: str, port: int) -> socket.socket:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restarts reuse the port
         sock.bind(address)
+        sock.listen(2048)  # connections made once "serving ..." is printed wait here, not refused, till uvicorn runs
     except OSError as err:
         sock.close()
         hint = (" (another server? pick another --port, or --port 0 for a free one)" if err.errno == errno.EADDRINUSE
