@@ -83,8 +83,7 @@ StageJson = Annotated[bool, typer.Option(
 BackboneOpt = Annotated[Backbone, typer.Option(
     "--backbone", help="vip: video proxy tokens; frames: CLIP per frame (CLIP4Clip style)")]
 DecoderOpt = Annotated[Decoder, typer.Option(
-    "--decoder", help="auto: decord if installed, else pyav; torchcodec: PyTorch's decoder (pip install torchcodec; "
-    "needs FFmpeg's shared libraries)")]
+    "--decoder", help="auto: decord if installed, else pyav; torchcodec: PyTorch's decoder, where it loads")]
 SAMPLING_HELP = ("which T of a video's n frames: uniform = linspace(0, n-1, T), the official PIG / CLIP-ViP sampler "
                  "(default: runs compare with the paper and official checkpoints); centre = segment centres, "
                  "pig's sampler before this option (files made then)")
