@@ -40,6 +40,14 @@ def setup(device_type: str) -> DistContext:
     return DistContext(dist.get_rank(), dist.get_world_size(), local_rank)
 
 
+def barrier(context: DistContext) -> None:
+    """Wait for every rank, on the way out of a run that ended normally: gloo aborts a process
+    ('terminate called without an active exception') that destroys its group while a peer still uses
+    it, e.g. rank 0 writing the final checkpoints. Not on an error path: a peer that died never comes."""
+    if context.active and dist.is_initialized():
+        dist.barrier()
+
+
 def teardown(context: DistContext) -> None:
     if context.active and dist.is_initialized():
         dist.destroy_process_group()

@@ -493,7 +493,9 @@ def train(config: TrainConfig) -> TrainResult:
         with StopSignal().installed() as stop:
             trainer = Trainer(config, context, stop)
             try:
-                return trainer.run()
+                result = trainer.run()
+                dist_utils.barrier(context)  # ranks leave together (see distributed.barrier)
+                return result
             finally:
                 trainer.source.close()
     finally:
