@@ -21,6 +21,7 @@ METHODS = ("pig", "meanpool", "xpool", "eercf")     # what a model computes (pig
 INDEX_METHODS = ("pig", "meanpool", "eercf")        # those with a query-independent video vector (pig fuse)
 RANK_METHODS = ("index", "xpool")                   # how rank and eval score query and video
 FORMATS = ("tsv", "jsonl", "trec", "html")          # pig rank's output
+SEARCH_FORMATS = ("json", "csv")                    # pig serve's GET /search answer
 ANN_TYPES = ("ivfpq", "hnsw", "flat")               # pig index-ann
 PRESETS = ("tiny", "toy", "b32")                    # random CLIPs of these sizes (pig init --preset)
 

@@ -36,6 +36,7 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse, Res
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException
 
+from ..choices import SEARCH_FORMATS, check_choice
 from ..console import warn
 from ..errors import PigError, UsageError
 from .catalog import NotAvailable, VideoCatalog
@@ -49,7 +50,6 @@ MAX_BATCH = 1024             # queries in one POST
 MAX_ID_CHARS = 1024          # a video id (/video, /thumb, /patches); longer ones are refused, never looked up
 
 VideoId = Annotated[str, Query(max_length=MAX_ID_CHARS)]
-FORMATS = ("json", "csv")    # GET /search's answer
 CALIBRATION_CAPTIONS = 256   # captions searched at startup to find what a weak best match scores
 
 
@@ -115,8 +115,7 @@ def build_app(searcher: Searcher, catalog: VideoCatalog, hosts=(), weak_below: f
     def search_one(q: str | None = None, like: Annotated[str | None, Query(max_length=MAX_ID_CHARS)] = None,
                    k: int = 10, rerank: int | None = None,
                    format: str = "json"):
-        if format not in FORMATS:
-            raise RequestError(400, f"format must be one of {', '.join(FORMATS)}, not {format!r}")
+        check_choice("format", format, SEARCH_FORMATS)  # a UsageError: 400
         if q is None and like is None:
             raise RequestError(400, "missing q: GET /search?q=a+red+car&k=10 (or like=VIDEO_ID: videos like that one)")
         if q is not None and like is not None:
