@@ -116,6 +116,12 @@ class SourceVideos:
             folders = {os.path.dirname(path) for path in decode_ids(handle["path"][:])}  # strings: 1M Paths are slow
         return {Path(folder) for folder in folders}
 
+    def missing_count(self) -> int:
+        """Videos extracted ok whose recorded source file is no longer there (one stat per video)."""
+        with open_stage(self.file, *SOURCE_STAGES) as handle:
+            paths, statuses = decode_ids(handle["path"][:]), decode_ids(handle["status"][:])
+        return sum(status == "ok" and not os.path.isfile(path) for path, status in zip(paths, statuses))
+
     def _record(self, video_id: str) -> tuple[Path, np.ndarray, Window | None]:
         """(recorded path, sampled frame numbers, the shot's frames for a shot row) of an ok row; only that
         row is read (indexes can be large)."""

@@ -67,7 +67,7 @@ class VideoCatalog:
             return None
         with self._missing_lock:
             if self._missing is None or time.monotonic() - self._missing[0] > MISSING_CHECK_SECONDS:
-                self._missing = (time.monotonic(), _count_missing(self.sources.file))
+                self._missing = (time.monotonic(), self.sources.missing_count())
             return self._missing[1]
 
     def caption(self, video: str) -> str | None:
@@ -158,14 +158,3 @@ def read_caption_map(path: str | Path) -> dict[str, str]:
     for caption in read_captions(path)[0]:
         found.setdefault(caption.video_id, caption.text)
     return found
-
-
-def _count_missing(extract_file: Path) -> int:
-    """Videos extracted ok whose recorded source file is no longer there."""
-    from ..query.media import SOURCE_STAGES
-    from ..stagefiles import open_stage
-    from ..store import decode_ids
-
-    with open_stage(extract_file, *SOURCE_STAGES) as handle:
-        paths, statuses = decode_ids(handle["path"][:]), decode_ids(handle["status"][:])
-    return sum(status == "ok" and not Path(path).is_file() for path, status in zip(paths, statuses))
